@@ -1,0 +1,120 @@
+"""Classical gap fills, for comparison with the ConvNP.
+
+Each takes (bands C×H×W, context C×H×W bool) and returns the filled bands: every pixel outside the
+context gets a value; pixels in the context keep theirs. `inpaint.fill` wraps them behind the same
+call shape as the model.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def prefill_nearest(band: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Every pixel takes the value of its nearest known pixel (a cheap boundary condition)."""
+    idx = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+    return band[tuple(idx)]
+
+
+def biharmonic(bands: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """Biharmonic inpainting (scikit-image), one region at a time to bound its memory."""
+    from skimage.restoration import inpaint_biharmonic
+
+    out = np.empty_like(bands)
+    for b, (band, known) in enumerate(zip(bands, context)):
+        lo, hi = _range(band, known)
+        scaled = (prefill_nearest(band, known) - lo) / (hi - lo)
+        out[b] = inpaint_biharmonic(scaled, ~known, split_into_regions=True) * (hi - lo) + lo
+    return out
+
+
+def _opencv(bands: np.ndarray, context: np.ndarray, flag_name: str, radius: int = 5) -> np.ndarray:
+    """OpenCV inpainting on 16-bit images: on float32 in [0, 1] Telea returns garbage, so scale first."""
+    import cv2
+
+    flag = getattr(cv2, flag_name)
+    out = np.empty_like(bands)
+    for b, (band, known) in enumerate(zip(bands, context)):
+        lo, hi = _range(band, known)
+        scaled = np.round((prefill_nearest(band, known) - lo) / (hi - lo) * 65535).astype(np.uint16)
+        filled = cv2.inpaint(scaled, (~known).astype(np.uint8), radius, flag)
+        out[b] = filled.astype(np.float32) / 65535 * (hi - lo) + lo
+    return out
+
+
+def telea(bands, context):
+    """OpenCV's fast-marching method (Telea 2004)."""
+    return _opencv(bands, context, "INPAINT_TELEA")
+
+
+def navier_stokes(bands, context):
+    """OpenCV's Navier–Stokes inpainting (Bertalmio et al. 2001)."""
+    return _opencv(bands, context, "INPAINT_NS")
+
+
+def idw(bands: np.ndarray, context: np.ndarray, smoothing_passes: int = 2) -> np.ndarray:
+    """GDAL FillNodata style: inverse-distance weighting of the nearest known pixel in each of the
+    four axis directions, then 3×3 smoothing passes over the filled pixels."""
+    out = np.empty_like(bands)
+    for b, (band, known) in enumerate(zip(bands, context)):
+        total = np.zeros(band.shape, np.float64)
+        weights = np.zeros(band.shape, np.float64)
+        for axis in (0, 1):
+            for flip in (False, True):
+                value, dist = _nearest_along(band, known, axis, flip)
+                w = np.where(np.isfinite(dist), 1.0 / np.maximum(dist, 1) ** 2, 0.0)
+                total += w * np.nan_to_num(value)
+                weights += w
+        filled = np.where(weights > 0, total / np.maximum(weights, 1e-30), np.nan)
+        filled = np.where(np.isnan(filled), prefill_nearest(band, known), filled)
+        filled = np.where(known, band, filled)
+        for _ in range(smoothing_passes):
+            smooth = ndimage.uniform_filter(filled, 3, mode="nearest")
+            filled = np.where(known, band, smooth)
+        out[b] = filled
+    return out
+
+
+def _nearest_along(band, known, axis, flip):
+    """Value of and distance to the nearest known pixel before each pixel along an axis."""
+    a, k = np.moveaxis(band, axis, -1), np.moveaxis(known, axis, -1)
+    if flip:
+        a, k = a[..., ::-1], k[..., ::-1]
+    pos = np.arange(a.shape[-1])
+    last = np.maximum.accumulate(np.where(k, pos, -1), axis=-1)
+    value = np.take_along_axis(a, np.maximum(last, 0), axis=-1)
+    dist = np.where(last >= 0, pos - last, np.inf).astype(np.float64)
+    if flip:
+        value, dist = value[..., ::-1], dist[..., ::-1]
+    return np.moveaxis(value, -1, axis), np.moveaxis(dist, -1, axis)
+
+
+def gaussian(bands: np.ndarray, context: np.ndarray, sigmas=(2.0, 4.0, 8.0, 16.0, 32.0)) -> np.ndarray:
+    """Normalised convolution: Gaussian-weighted mean of the known pixels, at the smallest scale
+    that has enough of them nearby."""
+    out = np.empty_like(bands)
+    for b, (band, known) in enumerate(zip(bands, context)):
+        values = np.where(known, band, 0).astype(np.float64)
+        filled = np.full(band.shape, np.nan)
+        for sigma in sigmas:
+            weight = ndimage.gaussian_filter(known.astype(np.float64), sigma, mode="nearest")
+            estimate = ndimage.gaussian_filter(values, sigma, mode="nearest") / np.maximum(weight, 1e-12)
+            filled = np.where(np.isnan(filled) & (weight > 0.05), estimate, filled)
+        filled = np.where(np.isnan(filled), prefill_nearest(band, known), filled)
+        out[b] = np.where(known, band, filled)
+    return out
+
+
+def _range(band, known):
+    values = band[known]
+    lo, hi = float(values.min()), float(values.max())
+    return lo, hi if hi > lo else lo + 1.0
+
+
+METHODS = {
+    "biharmonic": biharmonic,
+    "telea": telea,
+    "ns": navier_stokes,
+    "idw": idw,
+    "gauss": gaussian,
+}

@@ -1,0 +1,60 @@
+"""Launch napari with the gap-filling widget docked and a real sample scene open.
+
+python -m napari_convnp.demo [--sample sf_bay|itaipu|slc_off] [--steps detect,simulate,run] [--screenshot out.png]
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sample", default="slc_off", choices=["sf_bay", "itaipu", "slc_off"])
+    parser.add_argument("--steps", default="", help="comma-separated widget steps to run: detect, simulate, run, grid")
+    parser.add_argument("--methods", default="convnp", help="comma-separated methods for the run step")
+    parser.add_argument("--screenshot", help="save a screenshot of the whole window here and quit")
+    args = parser.parse_args(argv)
+
+    import napari
+
+    viewer = napari.Viewer(title="napari-convnp")
+    viewer.open_sample("napari-convnp", args.sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
+    widget.image_combo.value = [lay for lay in viewer.layers if not lay.rgb][0]
+    for step in filter(None, args.steps.split(",")):
+        if step == "detect":
+            widget.detect()
+        elif step == "simulate":
+            widget.simulate()
+        elif step == "grid":
+            widget.grid_button.setChecked(True)
+        elif step == "run":
+            for method, box in widget.method_boxes.items():
+                box.setChecked(method in args.methods.split(","))
+            widget.run()
+            _wait(widget)
+    if args.screenshot:
+        from qtpy.QtWidgets import QApplication
+
+        viewer.window._qt_window.resize(1500, 950)
+        for _ in range(20):
+            QApplication.processEvents()
+        viewer.window.screenshot(args.screenshot, canvas_only=False)
+        viewer.close()
+        return
+    napari.run()
+
+
+def _wait(widget):
+    """Process Qt events until the widget's fill worker has finished."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    while widget.worker is not None:
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""From (bands, mask, density, device) to a Fill: validation, normalisation, tiling, blending.
+
+One entry point, `fill`, for the ConvNP and the classical baselines alike.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import baselines
+from .masks import MaskError, validate_mask
+
+METHODS = ("convnp", *baselines.METHODS)
+DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
+TILE_OVERLAP = 32  # pixels blended between neighbouring tiles
+
+
+class FillError(ValueError):
+    """Input that cannot be filled as asked; the message names the problem."""
+
+
+class Cancelled(Exception):
+    """The caller asked to stop (between tiles)."""
+
+
+@dataclass
+class Fill:
+    """The result: `mean` has the input's values where known and the fill in the mask; `variance`
+    is the predictive variance in the mask, 0 where known (None for the classical fills). Pixels
+    that were nodata and not in the mask stay NaN in both."""
+
+    mean: np.ndarray
+    variance: np.ndarray | None
+    method: str
+    density: float
+    device: str
+    seconds: float
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' picks CUDA when torch sees a GPU, else the CPU; asking for a missing GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FillError("device 'cuda' was asked for, but torch finds no CUDA GPU here (use 'auto' or 'cpu')")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise FillError(f"unknown device '{device}': use auto, cpu or cuda")
+    return device
+
+
+def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
+         nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
+         progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
+         model=None) -> Fill:
+    """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
+
+    mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
+    be filled (off-scene); NaN pixels must be in one of the two. density in (0, 1]: the fraction
+    of known pixels the method may use as context, a seeded random subsample.
+    """
+    start = time.time()
+    bands = np.asarray(bands, dtype=np.float32)
+    if bands.ndim == 2:
+        bands = bands[None]
+    if bands.ndim != 3:
+        raise FillError(f"bands must be C×H×W or H×W, not shape {bands.shape}")
+    if method not in METHODS:
+        raise FillError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
+    if not 0 < density <= 1:
+        raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
+    nodata = np.zeros(bands.shape, bool) if nodata is None else np.broadcast_to(np.asarray(nodata, bool), bands.shape)
+    try:
+        mask = validate_mask(mask, bands.shape, fillable=~nodata)
+    except MaskError as err:
+        raise FillError(str(err)) from None
+    known = ~mask & ~nodata
+    bad = known & ~np.isfinite(bands)
+    if bad.any():
+        raise FillError(f"{int(bad.sum())} known pixels are NaN or infinite; mark them as nodata or in the mask")
+    context = known & (np.random.default_rng(seed).random(bands.shape) < density) if density < 1 else known
+    for b, band_context in enumerate(context):
+        if not band_context.any():
+            raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
+    if method == "convnp":
+        device = resolve_device(device)
+        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model)
+    else:
+        device = "cpu"
+        if progress:
+            progress(0, 1)
+        mean, variance = baselines.METHODS[method](np.where(context, bands, 0).astype(np.float32), context), None
+        if progress:
+            progress(1, 1)
+    out = np.where(mask, mean, bands).astype(np.float32)
+    out[nodata & ~mask] = np.nan
+    if variance is not None:
+        variance = np.where(mask, variance, 0).astype(np.float32)
+        variance[nodata & ~mask] = np.nan
+    return Fill(out, variance, method, density, device, time.time() - start)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(device: str):
+    from .model import load_model
+
+    return load_model(device=device)
+
+
+def _convnp(bands, context, device, tile, progress, cancelled, model):
+    """Tiled ConvCNP inference; returns (mean, variance) in the input's units."""
+    import torch
+
+    from .train import normalise
+
+    model = model or _cached_model(device)
+    normed, offsets, scales = normalise(np.where(context, bands, 0), context)
+    tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
+    while True:
+        try:
+            mean, var = predict_tiled(model, normed, context, tile, device, progress, cancelled)
+            break
+        except torch.OutOfMemoryError:
+            if tile <= 128:
+                raise FillError("out of memory even on 128-pixel tiles; free GPU memory or use device 'cpu'") from None
+            torch.cuda.empty_cache()
+            tile //= 2  # CUDA ran out of memory: retry with tiles a quarter of the size
+        except RuntimeError as err:
+            if "memory" in str(err).lower():
+                raise FillError(f"out of memory on a {tile}-pixel tile ({err}); try a smaller tile") from None
+            raise
+    mean = mean * scales[:, None, None] + offsets[:, None, None]
+    var = var * (scales ** 2)[:, None, None]
+    return mean, var
+
+
+def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weight: a raised-cosine ramp over the overlap, flat inside and at scene edges."""
+    w = np.ones(size, np.float32)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
+    if not at_start:
+        w[:overlap] = ramp
+    if not at_end:
+        w[-overlap:] = ramp[::-1]
+    return w
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return starts
+
+
+def predict_tiled(model, normed, context, tile, device, progress=None, cancelled=None):
+    """Run the model over overlapping tiles and blend them (mixture mean and variance).
+
+    Memory for the network is bounded by the tile size; only the C×H×W accumulators scale with
+    the scene.
+    """
+    import torch
+
+    c, h, w = normed.shape
+    multiple = model.multiple
+    tile = max(multiple, tile // multiple * multiple)
+    overlap = min(TILE_OVERLAP, tile // 4)
+    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    acc_mean = np.zeros((c, h, w), np.float32)
+    acc_sq = np.zeros((c, h, w), np.float32)
+    acc_w = np.zeros((h, w), np.float32)
+    total, done = len(rows) * len(cols), 0
+    autocast = _autocast(device)
+    for r in rows:
+        for col in cols:
+            if cancelled and cancelled():
+                raise Cancelled()
+            th, tw = min(tile, h - r), min(tile, w - col)
+            ph, pw = math.ceil(th / multiple) * multiple, math.ceil(tw / multiple) * multiple
+            values = np.zeros((c, 1, ph, pw), np.float32)
+            mask = np.zeros((c, 1, ph, pw), np.float32)
+            values[:, 0, :th, :tw] = normed[:, r:r + th, col:col + tw]
+            mask[:, 0, :th, :tw] = context[:, r:r + th, col:col + tw]
+            with torch.inference_mode(), autocast:
+                mean, var = model(torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device), c)
+            mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
+            var = var.float().cpu().numpy()[:, 0, :th, :tw]
+            weight = np.outer(_window(th, overlap, r == 0, r + th >= h),
+                              _window(tw, overlap, col == 0, col + tw >= w))
+            acc_mean[:, r:r + th, col:col + tw] += weight * mean
+            acc_sq[:, r:r + th, col:col + tw] += weight * (var + mean ** 2)
+            acc_w[r:r + th, col:col + tw] += weight
+            done += 1
+            if progress:
+                progress(done, total)
+    mean = acc_mean / acc_w
+    var = np.maximum(acc_sq / acc_w - mean ** 2, 0) + 1e-12
+    return mean, var
+
+
+def _autocast(device):
+    import contextlib
+
+    return contextlib.nullcontext()

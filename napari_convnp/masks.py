@@ -1,0 +1,179 @@
+"""Masks of pixels to fill (True = fill): detect real gaps, simulate SLC-off stripes, combine.
+
+numpy in, numpy out; knows nothing of napari or torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+# Landsat 7 SLC-off geometry at 30 m (USGS: "SLC-off products", Storey et al. 2005).
+SCENE_WIDTH_M = 185_000.0  # swath width
+SCAN_PERIOD_M = 32 * 30.0  # gaps repeat every two 16-line scans
+MAX_GAP_WIDTH_M = 14 * 30.0  # gap width at the scene edge, growing linearly from 0 at the centre
+DEFAULT_PIXEL_M = 30.0
+
+
+class MaskError(ValueError):
+    """A mask that cannot be used as it is; the message says why."""
+
+
+def pixel_metres(pixel_size: float | None) -> float:
+    """Pixel size in metres; degrees (geographic CRS) are converted, unknown means 30 m."""
+    if not pixel_size or pixel_size <= 0:
+        return DEFAULT_PIXEL_M
+    return pixel_size * 111_320.0 if pixel_size < 0.1 else pixel_size
+
+
+def validate_mask(mask: np.ndarray, shape: tuple[int, ...], fillable: np.ndarray | None = None) -> np.ndarray:
+    """Return `mask` as C×H×W bool for a scene of `shape` (C×H×W), or raise MaskError.
+
+    An H×W mask applies to every band. `fillable` (C×H×W) marks the pixels that have data or may be filled.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.number):
+            raise MaskError(f"a mask must be numeric or boolean, not {mask.dtype}")
+        mask = np.nan_to_num(mask) != 0
+    if mask.ndim == 2:
+        mask = np.broadcast_to(mask, shape)
+    if mask.shape != tuple(shape):
+        raise MaskError(f"the mask has shape {mask.shape} but the scene is {tuple(shape)} (bands×rows×columns)")
+    if not mask.any():
+        raise MaskError("the mask is empty: no pixel is marked to fill")
+    if mask.all() or (fillable is not None and not (fillable & ~mask).any()):
+        raise MaskError("the mask covers every pixel: there are no known pixels left to fill from")
+    return np.ascontiguousarray(mask)
+
+
+def union(*masks: np.ndarray) -> np.ndarray:
+    """Pixels marked in any mask (H×W masks broadcast over bands)."""
+    return np.logical_or.reduce(np.broadcast_arrays(*masks))
+
+
+def subtract(mask: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Pixels of `mask` not marked in `removed` (say, a painted region to keep)."""
+    mask, removed = np.broadcast_arrays(mask, removed)
+    return mask & ~removed
+
+
+# --- detection -------------------------------------------------------------------------------------
+
+def detect_gaps(bands: np.ndarray, nodata: np.ndarray, *, pixel_size: float | None = None,
+                zero_is_ambiguous: bool = False) -> np.ndarray:
+    """Scan-line gaps and small holes to fill, per band (C×H×W bool).
+
+    Missing pixels come from `nodata` (the file's declared nodata or NaN). Regions wider than a
+    scan-line gap (the off-scene border, large blank areas) are left out: they are not gaps and have
+    no neighbours to fill from. When the nodata value is 0 (`zero_is_ambiguous`), dark pixels such as
+    water may be stored as 0 too, so a zero only counts as a gap where most bands agree and it lies
+    in a thin, roughly horizontal, long stripe.
+    """
+    candidates = np.asarray(nodata, bool)
+    if zero_is_ambiguous and len(candidates) > 1:
+        near = ndimage.maximum_filter(candidates, size=(1, 3, 3))  # band-to-band offsets of a pixel
+        candidates = candidates & (near.sum(0) * 2 >= len(candidates))
+    width = _widest_gap_px(pixel_size)
+    gaps = np.stack([_thin_part(band, width) for band in candidates])
+    if zero_is_ambiguous and width > 2:  # coarser than ~200 m, stripes alias into dots: keep all
+        gaps = np.stack([_stripe_like(band, width) for band in gaps])
+    return gaps
+
+
+def detect_large_nodata(nodata: np.ndarray, *, pixel_size: float | None = None) -> np.ndarray:
+    """Nodata regions wider than a scan-line gap (off-scene border, blank areas): not filled."""
+    width = _widest_gap_px(pixel_size)
+    return np.stack([band & ~_thin_part(band, width) for band in np.asarray(nodata, bool)])
+
+
+def scene_zero_is_ambiguous(nodata_value: float | None, source_dtype: str) -> bool:
+    """A nodata value of 0 in integer DN data can also be a real (dark) pixel."""
+    return nodata_value == 0 and np.dtype(source_dtype).kind in "ui"
+
+
+def _widest_gap_px(pixel_size: float | None) -> int:
+    return max(1, math.ceil(MAX_GAP_WIDTH_M / pixel_metres(pixel_size)))
+
+
+def _thin_part(band: np.ndarray, width: int) -> np.ndarray:
+    """Missing pixels that a square closing of the valid data (size `width` + 2) fills in.
+
+    Gaps narrower than the square close up, while the off-scene border and large blank areas stay
+    open: closing is a dilation followed by an erosion, which restores wide regions' outlines.
+    """
+    size = width + 2
+    valid = (~band).view(np.uint8)
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(valid, size), size).astype(bool)
+    return band & closed
+
+
+def _stripe_like(band: np.ndarray, width: int) -> np.ndarray:
+    """Keep the connected parts that look like scan-line stripes: long and near horizontal."""
+    labels, count = ndimage.label(band, structure=np.ones((3, 3)))
+    if count == 0:
+        return band
+    slices = ndimage.find_objects(labels)
+    keep = np.zeros(count + 1, bool)
+    min_length = min(band.shape[1] // 2, max(20, 4 * width))
+    for i, (rows, cols) in enumerate(slices, start=1):
+        length, height = cols.stop - cols.start, rows.stop - rows.start
+        keep[i] = length >= min_length and length >= 2 * height
+    return keep[labels]
+
+
+# --- simulation ------------------------------------------------------------------------------------
+
+def simulate_slc_off(shape: tuple[int, int], *, seed: int = 0, pixel_size: float | None = None,
+                     crop_offset: tuple[int, int] | None = None, angle_deg: float = 8.0,
+                     loss: float | None = None) -> np.ndarray:
+    """Landsat 7 SLC-off stripes for an H×W crop of a scene (H×W bool, True = gap).
+
+    Stripes slant by `angle_deg` (about 8° in map projection, more at high latitude), repeat every
+    two 16-line scans and widen linearly from 0 at the scene's centre column to about 14 pixels (at
+    30 m) at its edges, so a whole scene loses about 22 %. `crop_offset` (row, column) says where the
+    crop sits in the full scene (None: a random place, drawn from `seed`). `loss` rescales the widths
+    to lose that fraction over the full scene.
+    """
+    height, width = shape
+    rng = np.random.default_rng(seed)
+    res = pixel_metres(pixel_size)
+    scene_px = SCENE_WIDTH_M / res
+    period = SCAN_PERIOD_M / res
+    max_width = MAX_GAP_WIDTH_M / res * (1.0 if loss is None else loss / 0.21875)
+    if crop_offset is None:
+        crop_offset = (rng.uniform(0, scene_px), rng.uniform(0, max(scene_px - width, 1)))
+    row0, col0 = crop_offset
+    phase = rng.uniform(0, period)
+    slope = math.tan(math.radians(angle_deg + rng.normal(0, 0.5)))
+    rows = np.arange(height)[:, None] + row0
+    cols = np.arange(width)[None, :] + col0
+    centre = scene_px / 2
+    gap_width = max_width * np.abs(cols - centre) / centre
+    # The two halves of the scene lose alternate scan edges: their gaps sit half a period apart.
+    side_phase = np.where(cols < centre, 0.0, period / 2)
+    position = np.mod(rows - slope * (cols - centre) - phase - side_phase, period)
+    return position < gap_width
+
+
+def transplant_gaps(shape: tuple[int, int], source: np.ndarray, *, seed: int = 0,
+                    source_pixel_size: float | None = None, pixel_size: float | None = None) -> np.ndarray:
+    """Real gap geometry on a complete image: a random crop (flipped, rescaled to the target's pixel
+    size, tiled where the source is smaller) of a real gap mask `source` (H'×W' bool)."""
+    source = np.asarray(source, bool)
+    if source.ndim == 3:
+        source = source.any(0)
+    if not source.any():
+        raise MaskError("the source gap mask has no gaps to transplant")
+    rng = np.random.default_rng(seed)
+    zoom = pixel_metres(source_pixel_size) / pixel_metres(pixel_size)
+    if abs(zoom - 1) > 0.01:
+        source = ndimage.zoom(source.astype(np.uint8), zoom, order=0).astype(bool)
+    if rng.random() < 0.5:
+        source = source[:, ::-1]
+    reps = (math.ceil(shape[0] / source.shape[0]) + 1, math.ceil(shape[1] / source.shape[1]) + 1)
+    tiled = np.tile(source, reps)
+    r = rng.integers(0, tiled.shape[0] - shape[0] + 1)
+    c = rng.integers(0, tiled.shape[1] - shape[1] + 1)
+    return tiled[r:r + shape[0], c:c + shape[1]].copy()

@@ -1,0 +1,51 @@
+"""Scores on the gap pixels only: PSNR, SSIM, RMSE, Gaussian NLL, 95 % interval coverage."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Z95 = 1.959964
+
+
+def rmse(pred, truth, gaps) -> float:
+    return float(np.sqrt(np.mean((pred[gaps].astype(np.float64) - truth[gaps]) ** 2)))
+
+
+def psnr(pred, truth, gaps, data_range: float) -> float:
+    return float(20 * math.log10(data_range / max(rmse(pred, truth, gaps), 1e-12)))
+
+
+def ssim(pred, truth, gaps, data_range: float) -> float:
+    """Mean of the local SSIM map over the gap pixels, band by band."""
+    from skimage.metrics import structural_similarity
+
+    scores = []
+    for p, t, g in zip(pred, truth, gaps):
+        if g.any():
+            _, full = structural_similarity(t.astype(np.float64), p.astype(np.float64), data_range=data_range,
+                                            full=True)
+            scores.append(full[g])
+    return float(np.mean(np.concatenate(scores)))
+
+
+def gaussian_nll(mean, variance, truth, gaps) -> float:
+    """Mean negative log-likelihood per gap pixel, in the data's units."""
+    m, v, t = mean[gaps].astype(np.float64), variance[gaps].astype(np.float64), truth[gaps].astype(np.float64)
+    return float(np.mean(0.5 * (np.log(2 * np.pi * v) + (t - m) ** 2 / v)))
+
+
+def coverage95(mean, variance, truth, gaps) -> float:
+    """Fraction of true gap pixels inside the central 95 % predictive interval."""
+    m, s, t = mean[gaps], np.sqrt(variance[gaps]), truth[gaps]
+    return float(np.mean(np.abs(t - m) <= Z95 * s))
+
+
+def scores(pred, truth, gaps, data_range: float, variance=None) -> dict:
+    """All scores for one filled image (C×H×W arrays, gaps True where filled and truth known)."""
+    out = {"psnr": psnr(pred, truth, gaps, data_range), "ssim": ssim(pred, truth, gaps, data_range),
+           "rmse": rmse(pred, truth, gaps)}
+    if variance is not None:
+        out["nll"] = gaussian_nll(pred, variance, truth, gaps)
+        out["coverage95"] = coverage95(pred, variance, truth, gaps)
+    return out

@@ -1,0 +1,138 @@
+"""The on-grid ConvCNP: a SetConv encoder with a density channel, a UNet, a Gaussian head.
+
+Band-agnostic: every band runs through the same network as its own single-band image, and a
+cross-band path (the mean over a scene's bands of each band's features, a DeepSets pooling) lets a
+band use pixels that are known in other bands. Works for any band count.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTS = Path(__file__).parent / "weights" / "convcnp.pt"
+
+
+@dataclass
+class ModelConfig:
+    setconv_scales: tuple[float, ...] = (1.5, 4.0, 10.0)  # initial length scales (pixels) of the SetConv kernels
+    setconv_size: int = 21  # kernel size of the SetConv; wider than the widest gap (14 px at 30 m)
+    channels: tuple[int, ...] = (12, 24, 48, 64, 96)  # UNet widths per resolution level; sized for 2-core CPUs
+    min_std: float = 0.01  # floor of the predictive standard deviation, in normalised units
+
+
+class SetConv(nn.Module):
+    """Positive-weight depthwise convolution of (value × mask) and of the mask, normalised by the latter.
+
+    One Gaussian kernel per length scale, with learnable scales: the density channel says how much
+    context is near, the normalised channel gives a smooth estimate from that context.
+    """
+
+    def __init__(self, scales, size):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.log(torch.tensor(scales, dtype=torch.float32)))
+        self.size = size
+
+    def kernels(self) -> torch.Tensor:
+        r = torch.arange(self.size, dtype=torch.float32, device=self.log_scale.device) - self.size // 2
+        d2 = r[:, None] ** 2 + r[None, :] ** 2
+        k = torch.exp(-0.5 * d2[None] / torch.exp(self.log_scale)[:, None, None] ** 2)
+        return k[:, None]  # (scales, 1, size, size), positive by construction
+
+    def forward(self, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        k = self.kernels().to(value.dtype)
+        pad = self.size // 2
+        both = torch.cat([value * mask, mask], 0)  # one conv call for signal and density
+        out = F.conv2d(F.pad(both, (pad, pad, pad, pad)), k)
+        signal, density = out.chunk(2, 0)
+        return torch.cat([signal / density.clamp_min(1e-4), torch.log1p(density)], 1)
+
+
+def _block(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
+
+
+class CrossBand(nn.Module):
+    """Adds a projection of the mean over a scene's bands to each band's features (DeepSets pooling)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, n_bands: int) -> torch.Tensor:
+        bh, c, h, w = x.shape
+        pooled = x.view(bh // n_bands, n_bands, c, h, w).mean(1)
+        return x + self.proj(pooled).repeat_interleave(n_bands, 0)
+
+
+class ConvCNP(nn.Module):
+    """(values, context mask) of shape (scenes×bands, 1, H, W) → (mean, variance) of the same shape."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        n_scales = len(config.setconv_scales)
+        self.setconv = SetConv(config.setconv_scales, config.setconv_size)
+        enc_in = 2 + 2 * n_scales  # value×mask, mask, and per scale: smooth estimate, density
+        ch = config.channels
+        self.inp = nn.Conv2d(2 * enc_in, ch[0], 3, padding=1)
+        self.down = nn.ModuleList(_block(ch[i], ch[i + 1]) for i in range(len(ch) - 1))
+        self.enc0 = _block(ch[0], ch[0])
+        self.cross = nn.ModuleList(CrossBand(c) for c in ch)
+        self.up = nn.ModuleList(_block(ch[i + 1] + ch[i], ch[i]) for i in range(len(ch) - 1))
+        self.head = nn.Conv2d(ch[0], 2, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this (the UNet halves them per level)."""
+        return 2 ** (len(self.config.channels) - 1)
+
+    def forward(self, value: torch.Tensor, mask: torch.Tensor, n_bands: int):
+        value = value * mask
+        smooth = self.setconv(value, mask)
+        feats = torch.cat([value, mask, smooth], 1)
+        bh, c, h, w = feats.shape
+        band_mean = feats.view(bh // n_bands, n_bands, c, h, w).mean(1).repeat_interleave(n_bands, 0)
+        x = self.enc0(self.inp(torch.cat([feats, band_mean], 1)))
+        skips = [self.cross[0](x, n_bands)]
+        for i, down in enumerate(self.down):
+            x = self.cross[i + 1](down(F.avg_pool2d(skips[-1], 2)), n_bands)
+            skips.append(x)
+        x = skips.pop()
+        for up in reversed(self.up):
+            skip = skips.pop()
+            x = up(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
+        raw_mean, raw_std = self.head(x).unbind(1)
+        # The mean is a learnt correction of the finest SetConv estimate; the std is softplus with a floor.
+        mean = smooth[:, 0] + raw_mean
+        std = self.config.min_std + F.softplus(raw_std + 0.5)
+        return mean[:, None], (std ** 2)[:, None]
+
+
+def save_model(model: ConvCNP, path: Path, info: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": asdict(model.config), "state": model.state_dict(), "info": info}, path)
+
+
+def load_model(path: Path | None = None, device: str | torch.device = "cpu") -> ConvCNP:
+    """Load the shipped (or a given) checkpoint; needs no network."""
+    path = Path(path or WEIGHTS)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: ConvCNP weights not found; train them with `napari-convnp train`")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()}
+    model = ConvCNP(ModelConfig(**cfg))
+    model.load_state_dict(ckpt["state"])
+    model.info = ckpt.get("info", {})
+    return model.to(device).eval()
+
+
+def describe(model: ConvCNP) -> str:
+    params = sum(p.numel() for p in model.parameters())
+    return json.dumps({"parameters": params, **asdict(model.config)})
