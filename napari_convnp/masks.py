@@ -37,7 +37,7 @@ def validate_mask(mask: np.ndarray, shape: tuple[int, ...], fillable: np.ndarray
         if not np.issubdtype(mask.dtype, np.number):
             raise MaskError(f"a mask must be numeric or boolean, not {mask.dtype}")
         mask = np.nan_to_num(mask) != 0
-    if mask.ndim == 2:
+    if mask.ndim == 2 and mask.shape == tuple(shape[1:]):
         mask = np.broadcast_to(mask, shape)
     if mask.shape != tuple(shape):
         raise MaskError(f"the mask has shape {mask.shape} but the scene is {tuple(shape)} (bands×rows×columns)")

@@ -235,8 +235,9 @@ def write_scene(scene: Scene, path: str | os.PathLike, *, nodata_value: float | 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tif.partial", dir=path.parent)
     os.close(fd)
     try:
-        tifffile.imwrite(tmp, data, photometric="minisblack", planarconfig="separate",
-                         compression="zlib", extratags=extratags, metadata=None)
+        layout = {"planarconfig": "separate"} if len(data) > 1 else {}
+        tifffile.imwrite(tmp, data if len(data) > 1 else data[0], photometric="minisblack",
+                         compression="zlib", extratags=extratags, metadata=None, **layout)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
