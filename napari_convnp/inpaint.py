@@ -17,7 +17,7 @@ from .masks import MaskError, validate_mask
 
 METHODS = ("convnp", *baselines.METHODS)
 DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
-TILE_OVERLAP = 32  # pixels blended between neighbouring tiles
+TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
 
 
 class FillError(ValueError):
@@ -183,10 +183,10 @@ def predict_tiled(model, normed, context, tile, device, progress=None, cancelled
                 raise Cancelled()
             th, tw = min(tile, h - r), min(tile, w - col)
             ph, pw = math.ceil(th / multiple) * multiple, math.ceil(tw / multiple) * multiple
-            values = np.zeros((c, 1, ph, pw), np.float32)
-            mask = np.zeros((c, 1, ph, pw), np.float32)
-            values[:, 0, :th, :tw] = normed[:, r:r + th, col:col + tw]
-            mask[:, 0, :th, :tw] = context[:, r:r + th, col:col + tw]
+            # Pad to the UNet's multiple by mirroring, so scene edges look alike however they are tiled.
+            pad = ((0, 0), (0, ph - th), (0, pw - tw))
+            values = np.pad(normed[:, r:r + th, col:col + tw], pad, mode="symmetric")[:, None]
+            mask = np.pad(context[:, r:r + th, col:col + tw], pad, mode="symmetric")[:, None].astype(np.float32)
             with torch.inference_mode(), autocast:
                 mean, var = model(torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device), c)
             mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
