@@ -13,7 +13,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGro
 
 from . import masks, metrics
 from ._napari import (COMPOSITES, SCENE_KEY, composite_bands, contrast_limits, rgb_composite, scene_layers,
-                      scene_of)
+                      scene_of, write_image)
 from .inpaint import METHODS, Cancelled, fill
 from .scene import SceneError, read_scene
 
@@ -63,6 +63,7 @@ class GapFillWidget(QWidget):
         layout.addWidget(self._scene_box())
         layout.addWidget(self._mask_box())
         layout.addWidget(self._inpaint_box())
+        layout.addWidget(self._save_box())
         layout.addStretch(1)
 
     # --- 1. scene ----------------------------------------------------------------------------------
@@ -377,6 +378,39 @@ class GapFillWidget(QWidget):
         for row, (label, s) in enumerate(scores.items()):
             for col, text in enumerate([label, f"{s['psnr']:.2f}", f"{s['ssim']:.3f}", f"{s['rmse']:.4g}"]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
+
+    # --- 4. save -----------------------------------------------------------------------------------
+    def _save_box(self):
+        box = QGroupBox("4. Save")
+        row = QHBoxLayout(box)
+        self.save_combo = create_widget(annotation="napari.layers.Image", label="result")
+        self.viewer.layers.events.inserted.connect(self.save_combo.reset_choices)
+        self.viewer.layers.events.removed.connect(self.save_combo.reset_choices)
+        row.addWidget(self.save_combo.native, 1)
+        button = QPushButton("Save GeoTIFF…")
+        button.clicked.connect(self._save_dialog)
+        row.addWidget(button)
+        return box
+
+    def _save_dialog(self):
+        layer = self.save_combo.value
+        if layer is None:
+            return _notify_error("no layer to save")
+        path, _ = QFileDialog.getSaveFileName(self, "Save as GeoTIFF", f"{layer.name}.tif", "GeoTIFF (*.tif)")
+        if path:
+            self.save(layer, path)
+
+    def save(self, layer, path) -> bool:
+        """Write a layer as float32 GeoTIFF with its scene's georeferencing; never over the input."""
+        try:
+            write_image(str(path), layer.data, {"metadata": layer.metadata, "rgb": layer.rgb})
+        except SceneError as err:
+            _notify_error(str(err))
+            return False
+        from napari.utils.notifications import show_info
+
+        show_info(f"saved {layer.name} to {path}")
+        return True
 
     def _on_error(self, err):
         _notify_error(f"fill failed: {err}")

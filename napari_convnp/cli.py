@@ -38,7 +38,7 @@ def scene_gaps(scene: Scene) -> np.ndarray:
 
 def fill_file(input: Path, out: Path, *, mask: Path | None = None, method: str = "convnp", density: float = 1.0,
               variance: Path | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
-              progress=None) -> dict:
+              precision: str = "float32", progress=None) -> dict:
     """Fill one scene file and write the result (and variance) as GeoTIFF; returns a summary."""
     for target in (out, variance):
         if target is not None and Path(target).resolve() in {Path(input).resolve(), Path(mask).resolve() if mask else None}:
@@ -46,7 +46,7 @@ def fill_file(input: Path, out: Path, *, mask: Path | None = None, method: str =
     scene = read_scene(input)
     gaps = load_mask(Path(mask), scene) if mask else scene_gaps(scene)
     result = fill(scene.bands, gaps, method=method, density=density, nodata=scene.nodata & ~gaps,
-                  device=device, seed=seed, tile=tile, progress=progress)
+                  device=device, seed=seed, tile=tile, precision=precision, progress=progress)
     protect = (input,) + ((mask,) if mask else ())
     write_scene(scene.with_bands(result.mean), out, protect=protect)
     if variance is not None:
@@ -83,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--minutes", type=float, help="stop (with a finished schedule) after this long")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--cache", type=Path, help="npz cache of the prepared images (made if missing)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
+    p.add_argument("--log-every", type=int, default=100, help="steps between validations (and checkpoints)")
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -108,19 +110,22 @@ def _fill_options(p):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tile", type=int, help="tile side in pixels (default: 512 on CPU, 2048 on GPU)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="ConvNP arithmetic; bfloat16 is about twice as fast on recent CPUs and GPUs")
 
 
 def _run(args) -> int:
     if args.command == "fill":
         summary = fill_file(args.input, args.out, mask=args.mask, method=args.method, density=args.density,
-                            variance=args.variance, device=args.device, seed=args.seed, tile=args.tile)
+                            variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
+                            precision=args.precision)
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many
 
         report = fill_many(args.inputs, args.out_dir, scheduler=args.scheduler, workers=args.workers,
                            variance=args.variance, method=args.method, density=args.density,
-                           device=args.device, seed=args.seed, tile=args.tile)
+                           device=args.device, seed=args.seed, tile=args.tile, precision=args.precision)
         print(json.dumps(report, indent=1))
         return 1 if report["failed"] else 0
     elif args.command == "train":
@@ -129,7 +134,8 @@ def _run(args) -> int:
 
         result = train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                        device=resolve_device(args.device), seed=args.seed, cache=args.cache,
-                       workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None)
+                       workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None,
+                       init=args.init, log_every=args.log_every)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
         from .evaluate import evaluate_all

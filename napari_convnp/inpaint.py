@@ -16,6 +16,7 @@ from . import baselines
 from .masks import MaskError, validate_mask
 
 METHODS = ("convnp", *baselines.METHODS)
+PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
 TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
 
@@ -58,12 +59,13 @@ def resolve_device(device: str = "auto") -> str:
 def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
          nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
-         model=None) -> Fill:
+         model=None, precision: str = "float32") -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
     be filled (off-scene); NaN pixels must be in one of the two. density in (0, 1]: the fraction
-    of known pixels the method may use as context, a seeded random subsample.
+    of known pixels the method may use as context, a seeded random subsample. precision: the
+    ConvNP's arithmetic, "float32" or "bfloat16" (about twice as fast on CPUs with AVX-512 BF16).
     """
     start = time.time()
     bands = np.asarray(bands, dtype=np.float32)
@@ -73,6 +75,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"bands must be C×H×W or H×W, not shape {bands.shape}")
     if method not in METHODS:
         raise FillError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
+    if precision not in PRECISIONS:
+        raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
     if not 0 < density <= 1:
         raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
     nodata = np.zeros(bands.shape, bool) if nodata is None else np.broadcast_to(np.asarray(nodata, bool), bands.shape)
@@ -90,7 +94,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
     if method == "convnp":
         device = resolve_device(device)
-        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model)
+        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision)
     else:
         device = "cpu"
         if progress:
@@ -98,12 +102,14 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         mean, variance = baselines.METHODS[method](np.where(context, bands, 0).astype(np.float32), context), None
         if progress:
             progress(1, 1)
-    out = np.where(mask, mean, bands).astype(np.float32)
-    out[nodata & ~mask] = np.nan
-    if variance is not None:
-        variance = np.where(mask, variance, 0).astype(np.float32)
-        variance[nodata & ~mask] = np.nan
-    return Fill(out, variance, method, density, device, time.time() - start)
+    # In place, band by band: the results may be as large as the scene.
+    for b in range(len(bands)):
+        np.copyto(mean[b], bands[b], where=~mask[b])
+        mean[b][nodata[b] & ~mask[b]] = np.nan
+        if variance is not None:
+            variance[b][~mask[b]] = 0
+            variance[b][nodata[b] & ~mask[b]] = np.nan
+    return Fill(mean.astype(np.float32, copy=False), variance, method, density, device, time.time() - start)
 
 
 @functools.lru_cache(maxsize=2)
@@ -113,31 +119,27 @@ def _cached_model(device: str):
     return load_model(device=device)
 
 
-def _convnp(bands, context, device, tile, progress, cancelled, model):
+def _convnp(bands, context, device, tile, progress, cancelled, model, precision):
     """Tiled ConvCNP inference; returns (mean, variance) in the input's units."""
     import torch
 
-    from .train import normalise
+    from .train import band_stats
 
     model = model or _cached_model(device)
-    normed, offsets, scales = normalise(np.where(context, bands, 0), context)
+    offsets, scales = band_stats(bands, context)
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
     while True:
         try:
-            mean, var = predict_tiled(model, normed, context, tile, device, progress, cancelled)
-            break
+            return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision)
         except torch.OutOfMemoryError:
             if tile <= 128:
                 raise FillError("out of memory even on 128-pixel tiles; free GPU memory or use device 'cpu'") from None
             torch.cuda.empty_cache()
             tile //= 2  # CUDA ran out of memory: retry with tiles a quarter of the size
-        except RuntimeError as err:
-            if "memory" in str(err).lower():
-                raise FillError(f"out of memory on a {tile}-pixel tile ({err}); try a smaller tile") from None
+        except (RuntimeError, MemoryError) as err:
+            if isinstance(err, MemoryError) or "memory" in str(err).lower():
+                raise FillError(f"out of memory on a {tile}-pixel tile ({err}); try a smaller --tile") from None
             raise
-    mean = mean * scales[:, None, None] + offsets[:, None, None]
-    var = var * (scales ** 2)[:, None, None]
-    return mean, var
 
 
 def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -159,52 +161,67 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def predict_tiled(model, normed, context, tile, device, progress=None, cancelled=None):
-    """Run the model over overlapping tiles and blend them (mixture mean and variance).
+def predict_tiled(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
+                  precision="float32"):
+    """Run the model over overlapping tiles and blend them (mixture of the tiles' Gaussians).
 
-    Memory for the network is bounded by the tile size; only the C×H×W accumulators scale with
-    the scene.
+    Tiles are normalised with the scene's per-band statistics (offsets, scales) as they are cut, so
+    memory for the network is bounded by the tile size; only the C×H×W results scale with the scene.
     """
     import torch
 
-    c, h, w = normed.shape
+    c, h, w = bands.shape
     multiple = model.multiple
     tile = max(multiple, tile // multiple * multiple)
     overlap = min(TILE_OVERLAP, tile // 4)
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     acc_mean = np.zeros((c, h, w), np.float32)
-    acc_sq = np.zeros((c, h, w), np.float32)
+    acc_sq = np.zeros((c, h, w), np.float32)  # weighted second moments, for the mixture variance
     acc_w = np.zeros((h, w), np.float32)
     total, done = len(rows) * len(cols), 0
-    autocast = _autocast(device)
+    offsets, scales = offsets[:, None, None], scales[:, None, None]
     for r in rows:
         for col in cols:
             if cancelled and cancelled():
                 raise Cancelled()
             th, tw = min(tile, h - r), min(tile, w - col)
             ph, pw = math.ceil(th / multiple) * multiple, math.ceil(tw / multiple) * multiple
+            window = (slice(None), slice(r, r + th), slice(col, col + tw))
+            known = context[window]
+            values = np.where(known, (bands[window] - offsets) / scales, 0).astype(np.float32)
             # Pad to the UNet's multiple by mirroring, so scene edges look alike however they are tiled.
             pad = ((0, 0), (0, ph - th), (0, pw - tw))
-            values = np.pad(normed[:, r:r + th, col:col + tw], pad, mode="symmetric")[:, None]
-            mask = np.pad(context[:, r:r + th, col:col + tw], pad, mode="symmetric")[:, None].astype(np.float32)
-            with torch.inference_mode(), autocast:
-                mean, var = model(torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device), c)
+            values = np.pad(values, pad, mode="symmetric")[:, None]
+            known = np.pad(known, pad, mode="symmetric")[:, None].astype(np.float32)
+            with torch.inference_mode(), _autocast(device, precision):
+                mean, var = model(torch.from_numpy(values).to(device), torch.from_numpy(known).to(device), c)
             mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
             var = var.float().cpu().numpy()[:, 0, :th, :tw]
             weight = np.outer(_window(th, overlap, r == 0, r + th >= h),
                               _window(tw, overlap, col == 0, col + tw >= w))
-            acc_mean[:, r:r + th, col:col + tw] += weight * mean
-            acc_sq[:, r:r + th, col:col + tw] += weight * (var + mean ** 2)
-            acc_w[r:r + th, col:col + tw] += weight
+            acc_mean[window] += weight * mean
+            acc_sq[window] += weight * (var + mean ** 2)
+            acc_w[window[1:]] += weight
             done += 1
             if progress:
                 progress(done, total)
-    mean = acc_mean / acc_w
-    var = np.maximum(acc_sq / acc_w - mean ** 2, 0) + 1e-12
-    return mean, var
+    # Finish in place, band by band, to keep the peak memory near the size of the results.
+    for b in range(c):
+        acc_mean[b] /= acc_w
+        acc_sq[b] /= acc_w
+        acc_sq[b] -= np.square(acc_mean[b])
+        np.maximum(acc_sq[b], 1e-12, out=acc_sq[b])
+        acc_mean[b] *= scales[b]
+        acc_mean[b] += offsets[b]
+        acc_sq[b] *= np.square(scales[b])
+    return acc_mean, acc_sq
 
 
-def _autocast(device):
+def _autocast(device: str, precision: str):
     import contextlib
 
-    return contextlib.nullcontext()
+    import torch
+
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)

@@ -85,8 +85,13 @@ class ConvCNP(nn.Module):
         self.cross = nn.ModuleList(CrossBand(c) for c in ch)
         self.up = nn.ModuleList(_block(ch[i + 1] + ch[i], ch[i]) for i in range(len(ch) - 1))
         self.head = nn.Conv2d(ch[0], 2, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        for module in self.modules():  # He init keeps activations alive through the deep UNet (no norm layers,
+            if isinstance(module, nn.Conv2d):  # so that tiles of any size give the same answer)
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():  # start near the SetConv estimate with unit std, but let gradients flow
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
 
     @property
     def multiple(self) -> int:

@@ -15,19 +15,18 @@ import numpy as np
 import torch
 
 from . import masks
-from .model import ConvCNP, ModelConfig, save_model
+from .model import ConvCNP, ModelConfig, load_model, save_model
 from .scene import SceneError, read_scene
 
 TILE = 128
 MAX_BANDS = 6
+BETA = 0.5  # beta-NLL weighting of the training loss (validation NLL is the plain one)
 MAX_SIDE = 1024  # larger training scenes are cut into pieces of at most this size (bounds the cache)
 
 
-def normalise(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-band z-scores from the known pixels, so DN and reflectance look alike to the model.
-
-    Returns (normalised bands, offsets, scales) with shapes (C,H,W), (C,), (C,).
-    """
+def band_stats(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation of the known pixels: z-scores make DN and reflectance
+    look alike to the model. Returns (offsets, scales), each of shape (C,)."""
     offsets = np.zeros(len(bands), np.float32)
     scales = np.ones(len(bands), np.float32)
     for b, (band, ok) in enumerate(zip(bands, known)):
@@ -35,6 +34,12 @@ def normalise(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndar
         if values.size:
             offsets[b] = values.mean(dtype=np.float64)
             scales[b] = max(values.std(dtype=np.float64), 1e-6 * max(abs(offsets[b]), 1.0), 1e-12)
+    return offsets, scales
+
+
+def normalise(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-band z-scores (see band_stats); returns (normalised bands, offsets, scales)."""
+    offsets, scales = band_stats(bands, known)
     normed = (bands - offsets[:, None, None]) / scales[:, None, None]
     return normed.astype(np.float32), offsets, scales
 
@@ -115,7 +120,7 @@ class TaskSampler:
         known = np.isfinite(values)
         values = np.nan_to_num(values)
         hidden = self.mask(n_bands)
-        density = 1.0 if rng.random() < 0.5 else rng.uniform(0.05, 1.0)
+        density = 1.0 if rng.random() < 0.7 else rng.uniform(0.05, 1.0)
         context = known & ~hidden & (rng.random(values.shape) < density)
         target = known & ~context
         return values, known.astype(np.float32), context.astype(np.float32), target.astype(np.float32)
@@ -124,7 +129,7 @@ class TaskSampler:
         """A C×T×T mask of hidden pixels, of a randomly chosen kind."""
         rng, shape = self.rng, (self.tile, self.tile)
         seed = int(rng.integers(2**31))
-        kind = rng.choice(["slc", "real", "pixels", "blocks"], p=[0.4, 0.3, 0.15, 0.15])
+        kind = rng.choice(["slc", "real", "pixels", "blocks"], p=[0.5, 0.3, 0.1, 0.1])
         if kind == "real" and not self.gap_sources:
             kind = "slc"
         if kind == "slc":
@@ -152,8 +157,13 @@ class TaskSampler:
         return hidden
 
 
-def gaussian_nll(mean, var, truth, weight):
+def gaussian_nll(mean, var, truth, weight, beta: float = 0.0):
+    """Mean Gaussian NLL over the weighted pixels. beta > 0 gives the beta-NLL of Seitzer et al. (2022):
+    each pixel's loss is scaled by its (detached) variance**beta, so that the mean keeps learning
+    where the predicted variance is large instead of being drowned by it."""
     nll = 0.5 * (torch.log(2 * math.pi * var) + (truth - mean) ** 2 / var)
+    if beta:
+        nll = nll * var.detach() ** beta
     return (nll * weight).sum() / weight.sum().clamp_min(1)
 
 
@@ -181,9 +191,10 @@ def evaluate(model, batches, device):
     return {"rmse": math.sqrt(se / n), "nll": nll / n}
 
 
-def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: float = 2e-3,
+def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: float = 1e-3,
           device: str = "cpu", seed: int = 0, cache: Path | None = None, log_every: int = 50,
-          config: ModelConfig | None = None, workers: int = 0, time_limit: float | None = None) -> dict:
+          config: ModelConfig | None = None, workers: int = 0, time_limit: float | None = None,
+          init: Path | None = None) -> dict:
     """Train on data_dir/train, select on data_dir/val, save the best checkpoint to `out`.
 
     The learning rate warms up, then follows a cosine to zero over `steps` or over `time_limit`
@@ -193,7 +204,7 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     train_images, val_images, gap_sources = _load_data(Path(data_dir), cache)
     print(f"{len(train_images)} training images, {len(val_images)} validation images, "
           f"{len(gap_sources)} real gap masks", flush=True)
-    model = ConvCNP(config).to(device)
+    model = load_model(init, device).train() if init else ConvCNP(config).to(device)  # init: fine-tune a checkpoint
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     val_batches = validation_tasks(val_images, gap_sources)
     batches = _batch_stream(train_images, gap_sources, batch, seed, workers)
@@ -204,11 +215,14 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
         elapsed = time.time() - start
         progress = max(step / steps, elapsed / time_limit if time_limit else 0.0)
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            group["lr"] = lr * min(1.0, step / 200) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         values, _, context, target, n_bands = next(batches)
         values, context, target = values.to(device), context.to(device), target.to(device)
         mean, var = model(values, context, n_bands)
-        loss = gaussian_nll(mean, var, values, target)
+        loss = gaussian_nll(mean, var, values, target, beta=BETA)
+        if not torch.isfinite(loss):
+            print(f"step {step}: non-finite loss, batch skipped", flush=True)
+            continue
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,97 @@
+"""Speed and peak memory of the ConvNP fill beside the classical fills, on the same input.
+
+Each case runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its own.
+The input is a real Landsat scene (the shipped Itaipu sample, 6 bands made from its 3 by mirroring
+it) tiled up to the asked size, with simulated SLC-off stripes of a whole scene.
+
+python benchmarks/speed.py [--sizes 512,1024,4096,full] [--baselines-up-to 1024] [--device cpu]
+  → prints a Markdown table and writes benchmarks/speed_<device>.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = {"512": (512, 512), "1024": (1024, 1024), "4096": (4096, 4096), "full": (7000, 8000)}
+BANDS = 6
+
+
+def make_input(height, width):
+    import numpy as np
+
+    from napari_convnp import masks
+    from napari_convnp.scene import read_scene
+
+    sample = read_scene(Path(__file__).parents[1] / "sample_data" / "itaipu_landsat8_B234_768.tif").bands
+    six = np.concatenate([sample, sample[:, ::-1]])[:BANDS]
+    reps = (1, -(-height // six.shape[1]), -(-width // six.shape[2]))
+    bands = np.tile(six, reps)[:, :height, :width].copy()
+    stripes = masks.simulate_slc_off((height, width), crop_offset=(0, 0), seed=0)
+    return bands, stripes
+
+
+def run_case(size: str, method: str, device: str, precision: str) -> dict:
+    import torch
+
+    from napari_convnp.inpaint import fill
+
+    height, width = SIZES[size]
+    bands, stripes = make_input(height, width)
+    start = time.perf_counter()
+    fill(bands, stripes, method=method, device=device, precision=precision)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # GiB (ru_maxrss is KiB)
+    gpu_peak = torch.cuda.max_memory_allocated() / 1024 ** 3 if device.startswith("cuda") else None
+    megapixels = height * width / 1e6
+    return {"size": size, "shape": [BANDS, height, width], "method": method, "device": device,
+            "precision": precision, "seconds": seconds, "megapixels_per_second": megapixels / seconds,
+            "peak_rss_gib": peak, "gpu_peak_gib": gpu_peak}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="512,1024,4096,full")
+    parser.add_argument("--baselines", default="biharmonic,telea,ns,idw,gauss")
+    parser.add_argument("--baselines-up-to", default="1024", help="largest size the baselines run on")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(*args.case.split(":"))))
+        return
+    sizes = args.sizes.split(",")
+    cases = []
+    for size in sizes:
+        cases += [(size, "convnp", args.device, p) for p in args.precisions.split(",")]
+        if sizes.index(size) <= sizes.index(args.baselines_up_to) if args.baselines_up_to in sizes else True:
+            cases += [(size, m, "cpu", "float32") for m in args.baselines.split(",") if m]
+    rows = []
+    for case in cases:
+        proc = subprocess.run([sys.executable, __file__, "--case", ":".join(case)], capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{case}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['size']:>5} {r['method']:>10} {r['precision']:>8} {r['seconds']:8.2f} s "
+              f"{r['megapixels_per_second']:7.3f} Mpx/s  peak {r['peak_rss_gib']:.2f} GiB", flush=True)
+    out = Path(__file__).parent / f"speed_{args.device.split(':')[0]}.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print("\n| size (6 bands) | method | precision | seconds | Mpx/s | × ConvNP time | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ref = next((x for x in rows if x["size"] == r["size"] and x["method"] == "convnp"), r)
+        print(f"| {r['shape'][1]}×{r['shape'][2]} | {r['method']} | {r['precision']} | {r['seconds']:.2f} | "
+              f"{r['megapixels_per_second']:.3f} | {r['seconds'] / ref['seconds']:.2f} | {r['peak_rss_gib']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
