@@ -115,6 +115,8 @@ def _read_tiff(path: Path) -> Scene:
     except tifffile.TiffFileError as err:
         raise SceneError(f"{path}: not a readable TIFF file ({err})") from None
     except (ValueError, OSError, EOFError, KeyError, IndexError) as err:
+        if "imagecodecs" in str(err):
+            raise SceneError(f"{path}: its compression needs the package imagecodecs ({err})") from None
         raise SceneError(f"{path}: the TIFF is damaged or truncated ({err})") from None
     bands = _to_bands_first(data, axes, path)
     names = _band_names_from_metadata(metadata, len(bands)) or [f"band {i + 1}" for i in range(len(bands))]

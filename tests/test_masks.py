@@ -94,3 +94,21 @@ def test_validate_and_combine():
         masks.validate_mask(np.ones((10, 12)), shape)
     with pytest.raises(masks.MaskError, match=r"shape \(9, 12\)"):
         masks.validate_mask(np.ones((9, 12)), shape)
+
+
+def test_masks_round_trip_through_geotiff(tmp_path):
+    from napari_convnp._napari import SCENE_KEY, write_labels
+    from napari_convnp.cli import load_mask
+
+    from .conftest import SAMPLES
+
+    scene = read_scene(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    stripes = masks.simulate_slc_off(scene.shape[1:], seed=9)
+    write_labels(str(tmp_path / "mask.tif"), stripes.astype(np.uint8), {"metadata": {SCENE_KEY: scene}})
+    back = load_mask(tmp_path / "mask.tif", scene)
+    assert back.shape == scene.shape and np.array_equal(back[0], stripes)
+    assert read_scene(tmp_path / "mask.tif").geo_tags == scene.geo_tags
+    with pytest.raises(masks.MaskError, match="mask is 10×10 pixels"):
+        from .conftest import write_geotiff
+
+        load_mask(write_geotiff(tmp_path / "small.tif", np.ones((1, 10, 10), np.uint8)), scene)

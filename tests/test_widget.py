@@ -126,3 +126,18 @@ def test_bad_file_is_a_notification(widget, tmp_path, monkeypatch):
     assert messages and "broken.tif" in messages[0]
     widget.run()  # nothing loaded: a message, not a traceback
     assert "open a scene first" in messages[-1]
+
+
+def test_rgb_composites(widget, tmp_path):
+    from .conftest import write_geotiff
+
+    bands = np.stack([np.full((40, 50), 10 * (b + 1), np.uint8) for b in range(7)])
+    bands[:, :20] += 5  # some contrast within each band
+    path = write_geotiff(tmp_path / "seven.tif", bands)
+    widget.load(path)
+    rgb = [layer for layer in widget.viewer.layers if layer.rgb]
+    assert len(rgb) == 1 and "3-2-1" in rgb[0].name and rgb[0].data.shape == (40, 50, 3)
+    widget.composite.setCurrentText("SWIR (5-4-3)")
+    rgb = [layer for layer in widget.viewer.layers if layer.rgb]
+    assert len(rgb) == 1 and "5-4-3" in rgb[0].name
+    assert rgb[0].data.min() >= 0 and rgb[0].data.max() <= 1

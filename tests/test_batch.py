@@ -1,0 +1,53 @@
+"""fill-many on a local Dask cluster of 2 workers: every scene written, a corrupt one reported, restartable."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from napari_convnp import cli
+from napari_convnp.batch import expand_inputs, fill_many
+from napari_convnp.scene import SceneError, read_scene
+
+from .conftest import write_geotiff
+
+
+@pytest.fixture
+def scenes(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    y, x = np.mgrid[0:64, 0:96] / 15.0
+    for i in range(3):
+        bands = np.stack([np.sin(x + i), np.cos(y - i)]) * 50 + 100
+        bands[:, 20:24] = 0  # a gap stored as 0 (declared nodata)
+        write_geotiff(folder / f"scene{i}.tif", bands.astype(np.uint8), nodata=0)
+    (folder / "corrupt.tif").write_bytes(b"II*\x00 not really a tiff")
+    return folder
+
+
+def test_fill_many_local_cluster(scenes, tmp_path):
+    out = tmp_path / "out"
+    report = fill_many([str(scenes)], out, workers=2, method="idw", variance=False)
+    assert sorted(os.path.basename(d["out"]) for d in report["done"]) == [f"scene{i}_idw.tif" for i in range(3)]
+    assert len(report["failed"]) == 1 and "corrupt.tif" in report["failed"][0]["error"]
+    filled = read_scene(out / "scene0_idw.tif")
+    assert not filled.nodata.any() and filled.geo_tags
+    assert not list(out.glob("*.partial"))  # nothing half-written left behind
+    # a re-run skips the finished scenes and tries the failed one again
+    again = fill_many([str(scenes / "*.tif")], out, workers=2, method="idw")
+    assert len(again["skipped"]) == 3 and len(again["failed"]) == 1 and not again["done"]
+
+
+def test_fill_many_cli_and_bad_output(scenes, tmp_path, capsys):
+    code = cli.main(["fill-many", str(scenes / "scene0.tif"), "--out-dir", str(tmp_path / "o"), "--method", "gauss",
+                     "--workers", "1"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["done"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SceneError, match="cannot create the output folder"):
+        fill_many([str(scenes)], blocker / "sub", workers=1)
+
+
+def test_expand_inputs(scenes):
+    assert len(expand_inputs([str(scenes)])) == 4
+    assert len(expand_inputs([str(scenes / "scene*.tif")])) == 3
