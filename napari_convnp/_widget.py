@@ -360,7 +360,7 @@ class GapFillWidget(QWidget):
         self._layer(result.mean, f"{base} mean", contrast_limits=limits, metadata=meta)
         if result.variance is not None:
             in_gaps = result.variance[mask]
-            top = float(np.nanpercentile(in_gaps, 99)) if in_gaps.size else 1.0
+            top = float(np.nanpercentile(in_gaps, 90)) if in_gaps.size else 1.0  # the tail would wash it out
             self._layer(result.variance, f"{base} variance", colormap="magma",
                         contrast_limits=(0.0, top or 1.0), metadata=meta)
             if self.show_std.isChecked():

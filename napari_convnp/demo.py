@@ -15,8 +15,11 @@ def main(argv=None):
     parser.add_argument("--screenshot", help="save a screenshot of the whole window here and quit")
     args = parser.parse_args(argv)
 
+    import warnings
+
     import napari
 
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
     viewer = napari.Viewer(title="napari-convnp")
     viewer.open_sample("napari-convnp", args.sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
@@ -27,6 +30,11 @@ def main(argv=None):
         elif step == "simulate":
             widget.simulate()
         elif step == "grid":
+            for layer in list(viewer.layers):  # the grid shows the bands and the results, not the helpers
+                if getattr(layer, "rgb", False) or layer.name.endswith(("gaps", "SLC-off", "painted")):
+                    viewer.layers.remove(layer)
+                else:
+                    layer.visible = True
             widget.grid_button.setChecked(True)
         elif step == "run":
             for method, box in widget.method_boxes.items():

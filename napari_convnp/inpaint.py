@@ -88,7 +88,10 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     bad = known & ~np.isfinite(bands)
     if bad.any():
         raise FillError(f"{int(bad.sum())} known pixels are NaN or infinite; mark them as nodata or in the mask")
-    context = known & (np.random.default_rng(seed).random(bands.shape) < density) if density < 1 else known
+    context = known
+    if density < 1:  # a seeded subsample, drawn band by band to bound the memory
+        rng = np.random.default_rng(seed)
+        context = np.stack([k & (rng.random(k.shape, dtype=np.float32) < density) for k in known])
     for b, band_context in enumerate(context):
         if not band_context.any():
             raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
