@@ -257,6 +257,8 @@ class GapFillWidget(QWidget):
         form.addRow("", QLabel(_device_note()))
         self.show_std = QCheckBox("also show the standard deviation")
         form.addRow(self.show_std)
+        self.flips = QCheckBox("ConvNP: average over mirrored tiles (4× slower, a little better)")
+        form.addRow(self.flips)
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
@@ -306,7 +308,8 @@ class GapFillWidget(QWidget):
         self._cancel.clear()
         self._job = {"source": layer.name, "scene": scene, "mask": mask, "density": density, "scores": {}}
         self.table.setRowCount(0)
-        self.worker = create_worker(self._work, scene, mask, methods, density, self.device.currentText())
+        self.worker = create_worker(self._work, scene, mask, methods, density, self.device.currentText(),
+                                    self.flips.isChecked())
         self.worker.yielded.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
@@ -315,7 +318,7 @@ class GapFillWidget(QWidget):
         self.status.setText(f"filling {int(mask.sum())} pixels with {', '.join(methods)}…")
         self.worker.start()
 
-    def _work(self, scene, mask, methods, density, device):
+    def _work(self, scene, mask, methods, density, device, flips):
         """Runs in the worker thread: one method after another, each result yielded as it ends."""
         nodata = scene.nodata & ~mask
         for method in methods:
@@ -324,7 +327,7 @@ class GapFillWidget(QWidget):
             report = lambda done, total, m=method: self._progress.changed.emit(done, total, m)  # noqa: E731
             try:
                 result = fill(scene.bands, mask, method=method, density=density, nodata=nodata, device=device,
-                              progress=report, cancelled=self._cancel.is_set)
+                              progress=report, cancelled=self._cancel.is_set, flips=flips and method == "convnp")
             except Cancelled:
                 return
             yield result
