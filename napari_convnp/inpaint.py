@@ -14,6 +14,7 @@ import numpy as np
 
 from . import baselines
 from .masks import MaskError, validate_mask
+from .scene import SceneError, check_memory
 
 METHODS = ("convnp", *baselines.METHODS)
 PRECISIONS = ("float32", "bfloat16")
@@ -74,6 +75,10 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         bands = bands[None]
     if bands.ndim != 3:
         raise FillError(f"bands must be C×H×W or H×W, not shape {bands.shape}")
+    try:  # the mask, context, mean and variance, besides the bands themselves
+        check_memory(bands.size * 10, f"filling a {'×'.join(map(str, bands.shape))} scene")
+    except SceneError as err:
+        raise FillError(str(err)) from None
     if method not in METHODS:
         raise FillError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
     if precision not in PRECISIONS:
@@ -159,10 +164,11 @@ def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
+    """Tile starts a fixed step apart (a multiple of the UNet's, when tile and overlap are), so
+    every tile pools on the same grid as the whole scene would; the last tile is cut at the edge."""
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + tile - overlap)
     return starts
 
 
@@ -177,8 +183,8 @@ def predict_tiled(model, bands, context, offsets, scales, tile, device, progress
 
     c, h, w = bands.shape
     multiple = model.multiple
-    tile = max(multiple, tile // multiple * multiple)
-    overlap = min(TILE_OVERLAP, tile // 4)
+    tile = max(4 * multiple, tile // multiple * multiple)
+    overlap = max(multiple, min(TILE_OVERLAP, tile // 4) // multiple * multiple)
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     acc_mean = np.zeros((c, h, w), np.float32)
     acc_sq = np.zeros((c, h, w), np.float32)  # weighted second moments, for the mixture variance
@@ -194,10 +200,11 @@ def predict_tiled(model, bands, context, offsets, scales, tile, device, progress
             window = (slice(None), slice(r, r + th), slice(col, col + tw))
             known = context[window]
             values = np.where(known, (bands[window] - offsets) / scales, 0).astype(np.float32)
-            # Pad to the UNet's multiple by mirroring, so scene edges look alike however they are tiled.
+            # Pad to the UNet's multiple with "no context": the padded edge then falls where the whole
+            # scene's would, so a scene gives the same answer however it is tiled.
             pad = ((0, 0), (0, ph - th), (0, pw - tw))
-            values = np.pad(values, pad, mode="symmetric")[:, None]
-            known = np.pad(known, pad, mode="symmetric")[:, None].astype(np.float32)
+            values = np.pad(values, pad, mode="constant")[:, None]
+            known = np.pad(known, pad, mode="constant")[:, None].astype(np.float32)
             with torch.inference_mode(), _autocast(device, precision):
                 mean, var = _predict(model, torch.from_numpy(values).to(device), torch.from_numpy(known).to(device),
                                      c, flips)

@@ -4,6 +4,7 @@ Knows TIFF and Landsat naming; knows nothing of napari or torch.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -29,6 +30,17 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 # Landsat band files: LE07_..._B1.TIF, ..._B6_VCID_1.TIF, ..._SR_B4.TIF
 BAND_FILE = re.compile(r"_(B\d{1,2}(?:_VCID_\d)?)\.tiff?$", re.IGNORECASE)
 PANCHROMATIC = {"B8"}  # 15 m band of Landsat 7/8: twice the size of the others
+
+
+class _NodataTagNoise(logging.Filter):
+    """tifffile warns when a GDAL_NODATA text does not fit the pixel type ('0.0' in a uint8 file,
+    -3.4e+38 in float32); `_parse_nodata` reads that text itself, so the warning is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "GDAL_NODATA" not in record.getMessage()
+
+
+logging.getLogger("tifffile").addFilter(_NodataTagNoise())
 
 
 class SceneError(ValueError):
@@ -88,6 +100,26 @@ class Scene:
         )
 
 
+def available_memory() -> int:
+    """Bytes of memory the system can still hand out (MemAvailable), or a huge number if unknown."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def check_memory(needed: int, what: str) -> None:
+    """Fail early, with the sizes named, instead of being killed half-way by the kernel."""
+    available = available_memory()
+    if needed > available:
+        raise SceneError(f"{what} needs about {needed / 2**30:.1f} GiB of memory but only "
+                         f"{available / 2**30:.1f} GiB is free; use a smaller crop or a machine with more memory")
+
+
 def read_scene(path: str | os.PathLike) -> Scene:
     """Read a GeoTIFF file or a Landsat product folder (per-band *_B<n>.TIF files)."""
     path = Path(path)
@@ -106,6 +138,7 @@ def _read_tiff(path: Path) -> Scene:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            check_memory(int(np.prod(series.shape)) * (series.dtype.itemsize + 5), f"{path}: reading")
             data = series.asarray()
             axes = series.axes
             tags = tif.pages[0].tags

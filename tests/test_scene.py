@@ -108,3 +108,9 @@ def test_product_folder_with_mismatched_bands(tmp_path):
     folder = make_product(tmp_path / "bad", {"B1": (40, 50), "B2": (40, 50), "B3": (30, 50)})
     with pytest.raises(SceneError, match=r"_B3.TIF: band B3 is 50×30 pixels but the other bands are 50×40"):
         read_scene(folder)
+
+
+def test_scene_larger_than_memory_is_refused(monkeypatch, smooth_scene):
+    monkeypatch.setattr("napari_convnp.scene.available_memory", lambda: 10_000)
+    with pytest.raises(SceneError, match="smooth.tif: reading needs about .* GiB of memory"):
+        read_scene(smooth_scene)
