@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import create_widget
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                             QProgressBar, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem,
                             QVBoxLayout, QWidget)
@@ -14,10 +14,10 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGro
 from . import masks, metrics
 from ._napari import (COMPOSITES, SCENE_KEY, composite_bands, contrast_limits, rgb_composite, scene_layers,
                       scene_of, write_image)
-from .inpaint import METHODS, Cancelled, fill
+from .inpaint import METHODS, Cancelled, FillError, fill
 from .scene import SceneError, read_scene
 
-METHOD_LABELS = {"convnp": "ConvNP", "biharmonic": "Biharmonic", "telea": "Telea", "ns": "Navier–Stokes",
+METHOD_LABELS = {"convnp": "ConvNP", "biharmonic": "Biharmonic", "harmonic": "Harmonic", "telea": "Telea", "ns": "Navier–Stokes",
                  "idw": "IDW (GDAL-style)", "gauss": "Gaussian conv."}
 
 
@@ -47,6 +47,13 @@ def _device_note() -> str:
     if torch.cuda.is_available():
         return f"found GPU: {torch.cuda.get_device_name(0)}"
     return "no CUDA GPU found: running on the CPU"
+
+
+def _mask_colours():
+    """Pixels to fill in magenta, a colour no Landsat composite has: the gaps stand out."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "magenta"})
 
 
 class GapFillWidget(QWidget):
@@ -173,7 +180,8 @@ class GapFillWidget(QWidget):
             layer.data = mask.astype(np.uint8)
             layer.metadata.update(metadata)
         else:
-            layer = self.viewer.add_labels(mask.astype(np.uint8), name=name, opacity=0.5, metadata=metadata)
+            layer = self.viewer.add_labels(mask.astype(np.uint8), name=name, opacity=0.5, metadata=metadata,
+                                           colormap=_mask_colours())
         self.mask_combo.reset_choices()
         self.mask_combo.value = layer
         return layer
@@ -242,7 +250,7 @@ class GapFillWidget(QWidget):
             column.addWidget(check)
         form.addRow("Methods", grid)
         self.density = QSlider()
-        self.density.setOrientation(1)  # horizontal
+        self.density.setOrientation(Qt.Orientation.Horizontal)
         self.density.setRange(1, 100)
         self.density.setValue(100)
         self.density_label = QLabel("100 %")
@@ -309,7 +317,7 @@ class GapFillWidget(QWidget):
         self._job = {"source": layer.name, "scene": scene, "mask": mask, "density": density, "scores": {}}
         self.table.setRowCount(0)
         self.worker = create_worker(self._work, scene, mask, methods, density, self.device.currentText(),
-                                    self.flips.isChecked())
+                                    self.flips.isChecked(), _ignore_errors=True)  # _on_error reports them
         self.worker.yielded.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
@@ -330,6 +338,8 @@ class GapFillWidget(QWidget):
                               progress=report, cancelled=self._cancel.is_set, flips=flips and method == "convnp")
             except Cancelled:
                 return
+            except RuntimeError as err:  # superqt drops a RuntimeError without `finished`: the GUI would hang
+                raise FillError(f"{METHOD_LABELS[method]}: {err}") from err
             yield result
 
     def cancel(self):

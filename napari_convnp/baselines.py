@@ -105,6 +105,24 @@ def gaussian(bands: np.ndarray, context: np.ndarray, sigmas=(2.0, 4.0, 8.0, 16.0
     return out
 
 
+def harmonic(bands: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """Laplace interpolation (multigrid Jacobi, torch on the CPU): the base that the ConvNP corrects,
+    shown as a fill of its own so that what the network adds can be seen."""
+    import torch
+
+    from .model import ModelConfig, harmonic_fill
+
+    out = np.empty_like(bands)
+    with torch.inference_mode():
+        for b, (band, known) in enumerate(zip(bands, context)):
+            lo, hi = _range(band, known)  # scaled to [0, 1] so large DN keep their float32 precision
+            values = torch.from_numpy(((np.where(known, band, lo) - lo) / (hi - lo)).astype(np.float32))
+            filled = harmonic_fill(values[None, None], torch.from_numpy(known)[None, None].float(),
+                                   ModelConfig.harmonic_iters)
+            out[b] = filled[0, 0].numpy() * (hi - lo) + lo
+    return out
+
+
 def _range(band, known):
     values = band[known]
     lo, hi = float(values.min()), float(values.max())
@@ -113,6 +131,7 @@ def _range(band, known):
 
 METHODS = {
     "biharmonic": biharmonic,
+    "harmonic": harmonic,
     "telea": telea,
     "ns": navier_stokes,
     "idw": idw,

@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--json", type=Path, help="write the scores here")
+    p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
+    p.add_argument("--flips", action="store_true", help="average the ConvNP over mirrored tiles")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
     args = parser.parse_args(argv)
     try:
@@ -141,13 +145,14 @@ def _run(args) -> int:
                        init=args.init, log_every=args.log_every)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
-        from .evaluate import evaluate_all
+        from .evaluate import evaluate_all, markdown
+        from .inpaint import resolve_device
 
-        results = evaluate_all(args.data, args.methods.split(","))
-        text = json.dumps(results, indent=1)
+        results = evaluate_all(args.data, args.methods.split(","), device=resolve_device(args.device),
+                               weights=args.weights, flips=args.flips, precision=args.precision)
         if args.json:
-            args.json.write_text(text)
-        print(text)
+            args.json.write_text(json.dumps(results, indent=1))
+        print(markdown(results))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Launch napari with the gap-filling widget docked and a real sample scene open.
 
-python -m napari_convnp.demo [--sample sf_bay|itaipu|slc_off] [--steps detect,simulate,run] [--screenshot out.png]
+python -m napari_convnp.demo [--sample sf_bay|itaipu|slc_off | --file SCENE] [--steps detect,simulate,run,grid]
+                             [--methods convnp,biharmonic] [--screenshot out.png [--canvas-only]]
 """
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ import argparse
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sample", default="slc_off", choices=["sf_bay", "itaipu", "slc_off"])
+    parser.add_argument("--file", help="open this GeoTIFF or Landsat product folder instead of a sample")
     parser.add_argument("--steps", default="", help="comma-separated widget steps to run: detect, simulate, run, grid")
     parser.add_argument("--methods", default="convnp", help="comma-separated methods for the run step")
     parser.add_argument("--screenshot", help="save a screenshot of the whole window here and quit")
+    parser.add_argument("--canvas-only", action="store_true", help="the screenshot shows only the canvas")
     args = parser.parse_args(argv)
-
-    import warnings
 
     import napari
 
-    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
     viewer = napari.Viewer(title="napari-convnp")
-    viewer.open_sample("napari-convnp", args.sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
+    if args.file:
+        widget.load(args.file)
+    else:
+        viewer.open_sample("napari-convnp", args.sample)
     widget.image_combo.value = [lay for lay in viewer.layers if not lay.rgb][0]
     for step in filter(None, args.steps.split(",")):
         if step == "detect":
@@ -47,7 +50,7 @@ def main(argv=None):
         viewer.window._qt_window.resize(1500, 950)
         for _ in range(20):
             QApplication.processEvents()
-        viewer.window.screenshot(args.screenshot, canvas_only=False)
+        viewer.window.screenshot(args.screenshot, canvas_only=args.canvas_only)
         viewer.close()
         return
     napari.run()

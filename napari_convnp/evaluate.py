@@ -51,7 +51,8 @@ def constant_variance(folder: Path, method: str) -> float:
     return float(np.mean(np.concatenate(errors) ** 2))
 
 
-def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = None) -> dict:
+def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = None, model=None,
+                flips: bool = False, precision: str = "float32") -> dict:
     """Mean scores per method over the cases, and seconds per megapixel (rows×columns, all bands)."""
     results = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
@@ -60,7 +61,8 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
         megapixels += bands.shape[1] * bands.shape[2] / 1e6
         for method in methods:
             start = time.perf_counter()
-            result = fill(bands, gaps, method=method, device=device)
+            result = fill(bands, gaps, method=method, device=device, model=model, flips=flips,
+                          precision=precision)
             seconds[method] += time.perf_counter() - start
             variance = result.variance
             if variance is None and baseline_variance and method in baseline_variance:
@@ -74,8 +76,13 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
     return summary
 
 
-def evaluate_all(data_dir: Path, methods=METHODS, device="cpu") -> dict:
+def evaluate_all(data_dir: Path, methods=METHODS, device="cpu", weights: Path | None = None,
+                 flips: bool = False, precision: str = "float32") -> dict:
+    """Scores on both benchmark sets; `weights`: a checkpoint other than the shipped one."""
+    from .model import load_model
+
     data_dir = Path(data_dir)
+    model = load_model(weights, device) if "convnp" in methods else None
     methods = list(methods)
     baselines = [m for m in methods if m != "convnp"]
     sts = data_dir / "benchmark" / "sts-cnn"
@@ -85,6 +92,25 @@ def evaluate_all(data_dir: Path, methods=METHODS, device="cpu") -> dict:
     variance = {best: constant_variance(data_dir / "val", best)}
     out = {"best_baseline_on_val": best, "constant_variance_z": variance[best]}
     for mask_name in ("mask_slc1.tif", "mask_slc2.tif"):
-        out[f"sts-cnn {mask_name}"] = score_cases(sts_cnn_cases(sts, mask_name), methods, device, variance)
-    out["test simulated SLC-off"] = score_cases(simulated_cases(data_dir / "test"), methods, device, variance)
+        out[f"sts-cnn {mask_name}"] = score_cases(sts_cnn_cases(sts, mask_name), methods, device, variance, model, flips,
+                                                         precision)
+    out["test simulated SLC-off"] = score_cases(simulated_cases(data_dir / "test"), methods, device, variance, model,
+                                                   flips, precision)
     return out
+
+
+def markdown(results: dict) -> str:
+    """The scores as Markdown tables, one per data set (for the README)."""
+    lines = []
+    for name, scores in results.items():
+        if not isinstance(scores, dict):
+            continue
+        lines += [f"**{name}** (gap pixels only)", "",
+                  "| method | PSNR dB | SSIM | RMSE | NLL | 95 % coverage | s / megapixel |", "|---|---|---|---|---|---|---|"]
+        for method, s in sorted(scores.items(), key=lambda kv: -kv[1]["psnr"]):
+            nll = f"{s['nll']:.3f}" if "nll" in s else "–"
+            cov = f"{100 * s['coverage95']:.1f} %" if "coverage95" in s else "–"
+            lines.append(f"| {method} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['rmse']:.4g} | {nll} | {cov} | "
+                         f"{s['seconds_per_megapixel']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)

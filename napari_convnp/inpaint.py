@@ -85,15 +85,15 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
     if not 0 < density <= 1:
         raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
-    nodata = np.zeros(bands.shape, bool) if nodata is None else np.broadcast_to(np.asarray(nodata, bool), bands.shape)
+    nodata = np.broadcast_to(np.asarray(False if nodata is None else nodata, bool), bands.shape)
     try:
         mask = validate_mask(mask, bands.shape, fillable=~nodata)
     except MaskError as err:
         raise FillError(str(err)) from None
     known = ~mask & ~nodata
-    bad = known & ~np.isfinite(bands)
-    if bad.any():
-        raise FillError(f"{int(bad.sum())} known pixels are NaN or infinite; mark them as nodata or in the mask")
+    bad = sum(int((k & ~np.isfinite(band)).sum()) for k, band in zip(known, bands))  # band by band: no big temporaries
+    if bad:
+        raise FillError(f"{bad} known pixels are NaN or infinite; mark them as nodata or in the mask")
     context = known
     if density < 1:  # a seeded subsample, drawn band by band to bound the memory
         rng = np.random.default_rng(seed)

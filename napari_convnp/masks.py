@@ -28,7 +28,7 @@ def pixel_metres(pixel_size: float | None) -> float:
 
 
 def validate_mask(mask: np.ndarray, shape: tuple[int, ...], fillable: np.ndarray | None = None) -> np.ndarray:
-    """Return `mask` as C×H×W bool for a scene of `shape` (C×H×W), or raise MaskError.
+    """Return `mask` as C×H×W bool (possibly a read-only view) for a scene of `shape`, or raise MaskError.
 
     An H×W mask applies to every band. `fillable` (C×H×W) marks the pixels that have data or may be filled.
     """
@@ -45,7 +45,7 @@ def validate_mask(mask: np.ndarray, shape: tuple[int, ...], fillable: np.ndarray
         raise MaskError("the mask is empty: no pixel is marked to fill")
     if mask.all() or (fillable is not None and not (fillable & ~mask).any()):
         raise MaskError("the mask covers every pixel: there are no known pixels left to fill from")
-    return np.ascontiguousarray(mask)
+    return mask  # an H×W mask stays a read-only broadcast view: no C-fold copy of a whole scene
 
 
 def union(*masks: np.ndarray) -> np.ndarray:

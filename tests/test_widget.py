@@ -141,3 +141,40 @@ def test_rgb_composites(widget, tmp_path):
     rgb = [layer for layer in widget.viewer.layers if layer.rgb]
     assert len(rgb) == 1 and "5-4-3" in rgb[0].name
     assert rgb[0].data.min() >= 0 and rgb[0].data.max() <= 1
+
+
+def test_removing_layers_while_a_fill_runs(widget, qtbot, monkeypatch):
+    """The user deletes the scene and its mask mid-run: the results still arrive, nothing crashes."""
+    from napari_convnp import baselines
+
+    slow_idw = baselines.METHODS["idw"]
+    monkeypatch.setitem(baselines.METHODS, "idw", lambda b, c: (__import__("time").sleep(0.5), slow_idw(b, c))[1])
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    for method, box in widget.method_boxes.items():
+        box.setChecked(method == "idw")
+    widget.run()
+    widget.viewer.layers.clear()
+    wait_for(qtbot, widget)
+    assert "itaipu_landsat8_B234_768 idw mean" in widget.viewer.layers
+    assert widget.run_button.isEnabled()
+
+
+def test_an_error_in_the_worker_is_a_notification(widget, qtbot, monkeypatch):
+    """torch raises RuntimeError; the thread worker would drop it silently and never finish."""
+    from napari_convnp import baselines
+
+    def broken(bands, context):
+        raise RuntimeError("simulated failure deep inside")
+
+    monkeypatch.setitem(baselines.METHODS, "idw", broken)
+    messages = []
+    monkeypatch.setattr("napari_convnp._widget._notify_error", messages.append)
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    for method, box in widget.method_boxes.items():
+        box.setChecked(method == "idw")
+    widget.run()
+    wait_for(qtbot, widget, timeout=30_000)
+    assert widget.run_button.isEnabled()
+    assert messages and "simulated failure" in messages[-1]
