@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import create_widget
@@ -265,8 +264,6 @@ class GapFillWidget(QWidget):
         form.addRow("", QLabel(_device_note()))
         self.show_std = QCheckBox("also show the standard deviation")
         form.addRow(self.show_std)
-        self.flips = QCheckBox("ConvNP: average over mirrored tiles (4× slower, a little better)")
-        form.addRow(self.flips)
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
@@ -317,7 +314,7 @@ class GapFillWidget(QWidget):
         self._job = {"source": layer.name, "scene": scene, "mask": mask, "density": density, "scores": {}}
         self.table.setRowCount(0)
         self.worker = create_worker(self._work, scene, mask, methods, density, self.device.currentText(),
-                                    self.flips.isChecked(), _ignore_errors=True)  # _on_error reports them
+                                    _ignore_errors=True)  # _on_error reports them
         self.worker.yielded.connect(self._on_result)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
@@ -326,7 +323,7 @@ class GapFillWidget(QWidget):
         self.status.setText(f"filling {int(mask.sum())} pixels with {', '.join(methods)}…")
         self.worker.start()
 
-    def _work(self, scene, mask, methods, density, device, flips):
+    def _work(self, scene, mask, methods, density, device):
         """Runs in the worker thread: one method after another, each result yielded as it ends."""
         nodata = scene.nodata & ~mask
         for method in methods:
@@ -335,7 +332,7 @@ class GapFillWidget(QWidget):
             report = lambda done, total, m=method: self._progress.changed.emit(done, total, m)  # noqa: E731
             try:
                 result = fill(scene.bands, mask, method=method, density=density, nodata=nodata, device=device,
-                              progress=report, cancelled=self._cancel.is_set, flips=flips and method == "convnp")
+                              progress=report, cancelled=self._cancel.is_set)
             except Cancelled:
                 return
             except RuntimeError as err:  # superqt drops a RuntimeError without `finished`: the GUI would hang

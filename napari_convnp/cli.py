@@ -38,7 +38,7 @@ def scene_gaps(scene: Scene) -> np.ndarray:
 
 def fill_file(input: Path, out: Path, *, mask: Path | None = None, method: str = "convnp", density: float = 1.0,
               variance: Path | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
-              precision: str = "float32", flips: bool = False, progress=None) -> dict:
+              precision: str = "float32", progress=None) -> dict:
     """Fill one scene file and write the result (and variance) as GeoTIFF; returns a summary."""
     for target in (out, variance):
         if target is not None and Path(target).resolve() in {Path(input).resolve(), Path(mask).resolve() if mask else None}:
@@ -46,8 +46,7 @@ def fill_file(input: Path, out: Path, *, mask: Path | None = None, method: str =
     scene = read_scene(input)
     gaps = load_mask(Path(mask), scene) if mask else scene_gaps(scene)
     result = fill(scene.bands, gaps, method=method, density=density, nodata=scene.nodata & ~gaps,
-                  device=device, seed=seed, tile=tile, precision=precision, flips=flips,
-                  progress=progress)
+                  device=device, seed=seed, tile=tile, precision=precision, progress=progress)
     protect = (input,) + ((mask,) if mask else ())
     write_scene(scene.with_bands(result.mean), out, protect=protect)
     if variance is not None:
@@ -97,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--json", type=Path, help="write the scores here")
     p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
-    p.add_argument("--flips", action="store_true", help="average the ConvNP over mirrored tiles")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
@@ -117,22 +115,20 @@ def _fill_options(p):
     p.add_argument("--tile", type=int, help="tile side in pixels (default: 512 on CPU, 2048 on GPU)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="ConvNP arithmetic; bfloat16 is about twice as fast on recent CPUs and GPUs")
-    p.add_argument("--flips", action="store_true", help="average the ConvNP over mirrored tiles (4x the time)")
 
 
 def _run(args) -> int:
     if args.command == "fill":
         summary = fill_file(args.input, args.out, mask=args.mask, method=args.method, density=args.density,
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
-                            precision=args.precision, flips=args.flips)
+                            precision=args.precision)
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many
 
         report = fill_many(args.inputs, args.out_dir, scheduler=args.scheduler, workers=args.workers,
                            variance=args.variance, method=args.method, density=args.density,
-                           device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
-                           flips=args.flips)
+                           device=args.device, seed=args.seed, tile=args.tile, precision=args.precision)
         print(json.dumps(report, indent=1))
         return 1 if report["failed"] else 0
     elif args.command == "train":
@@ -149,7 +145,7 @@ def _run(args) -> int:
         from .inpaint import resolve_device
 
         results = evaluate_all(args.data, args.methods.split(","), device=resolve_device(args.device),
-                               weights=args.weights, flips=args.flips, precision=args.precision)
+                               weights=args.weights, precision=args.precision)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
         print(markdown(results))

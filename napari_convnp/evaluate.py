@@ -52,7 +52,7 @@ def constant_variance(folder: Path, method: str) -> float:
 
 
 def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = None, model=None,
-                flips: bool = False, precision: str = "float32") -> dict:
+                precision: str = "float32") -> dict:
     """Mean scores per method over the cases, and seconds per megapixel (rows×columns, all bands)."""
     results = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
@@ -61,8 +61,7 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
         megapixels += bands.shape[1] * bands.shape[2] / 1e6
         for method in methods:
             start = time.perf_counter()
-            result = fill(bands, gaps, method=method, device=device, model=model, flips=flips,
-                          precision=precision)
+            result = fill(bands, gaps, method=method, device=device, model=model, precision=precision)
             seconds[method] += time.perf_counter() - start
             variance = result.variance
             if variance is None and baseline_variance and method in baseline_variance:
@@ -77,7 +76,7 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
 
 
 def evaluate_all(data_dir: Path, methods=METHODS, device="cpu", weights: Path | None = None,
-                 flips: bool = False, precision: str = "float32") -> dict:
+                 precision: str = "float32") -> dict:
     """Scores on both benchmark sets; `weights`: a checkpoint other than the shipped one."""
     from .model import load_model
 
@@ -92,10 +91,10 @@ def evaluate_all(data_dir: Path, methods=METHODS, device="cpu", weights: Path | 
     variance = {best: constant_variance(data_dir / "val", best)}
     out = {"best_baseline_on_val": best, "constant_variance_z": variance[best]}
     for mask_name in ("mask_slc1.tif", "mask_slc2.tif"):
-        out[f"sts-cnn {mask_name}"] = score_cases(sts_cnn_cases(sts, mask_name), methods, device, variance, model, flips,
-                                                         precision)
+        out[f"sts-cnn {mask_name}"] = score_cases(sts_cnn_cases(sts, mask_name), methods, device, variance, model,
+                                                          precision)
     out["test simulated SLC-off"] = score_cases(simulated_cases(data_dir / "test"), methods, device, variance, model,
-                                                   flips, precision)
+                                                   precision)
     return out
 
 

@@ -60,14 +60,13 @@ def resolve_device(device: str = "auto") -> str:
 def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
          nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
-         model=None, precision: str = "float32", flips: bool = False) -> Fill:
+         model=None, precision: str = "float32") -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
     be filled (off-scene); NaN pixels must be in one of the two. density in (0, 1]: the fraction
     of known pixels the method may use as context, a seeded random subsample. precision: the
     ConvNP's arithmetic, "float32" or "bfloat16" (about twice as fast on CPUs with AVX-512 BF16).
-    flips: average the ConvNP over the four mirror images of each tile (4× the time, a little better).
     """
     start = time.time()
     bands = np.asarray(bands, dtype=np.float32)
@@ -103,7 +102,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
     if method == "convnp":
         device = resolve_device(device)
-        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision, flips)
+        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision)
     else:
         device = "cpu"
         if progress:
@@ -128,7 +127,7 @@ def _cached_model(device: str):
     return load_model(device=device)
 
 
-def _convnp(bands, context, device, tile, progress, cancelled, model, precision, flips):
+def _convnp(bands, context, device, tile, progress, cancelled, model, precision):
     """Tiled ConvCNP inference; returns (mean, variance) in the input's units."""
     import torch
 
@@ -139,8 +138,7 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
     while True:
         try:
-            return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision,
-                                 flips)
+            return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision)
         except torch.OutOfMemoryError:
             if tile <= 128:
                 raise FillError("out of memory even on 128-pixel tiles; free GPU memory or use device 'cpu'") from None
@@ -173,7 +171,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def predict_tiled(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
-                  precision="float32", flips=False):
+                  precision="float32"):
     """Run the model over overlapping tiles and blend them (mixture of the tiles' Gaussians).
 
     Tiles are normalised with the scene's per-band statistics (offsets, scales) as they are cut, so
@@ -206,8 +204,7 @@ def predict_tiled(model, bands, context, offsets, scales, tile, device, progress
             values = np.pad(values, pad, mode="constant")[:, None]
             known = np.pad(known, pad, mode="constant")[:, None].astype(np.float32)
             with torch.inference_mode(), _autocast(device, precision):
-                mean, var = _predict(model, torch.from_numpy(values).to(device), torch.from_numpy(known).to(device),
-                                     c, flips)
+                mean, var = model(torch.from_numpy(values).to(device), torch.from_numpy(known).to(device), c)
             mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
             var = var.float().cpu().numpy()[:, 0, :th, :tw]
             weight = np.outer(_window(th, overlap, r == 0, r + th >= h),
@@ -228,21 +225,6 @@ def predict_tiled(model, bands, context, offsets, scales, tile, device, progress
         acc_mean[b] += offsets[b]
         acc_sq[b] *= np.square(scales[b])
     return acc_mean, acc_sq
-
-
-def _predict(model, values, known, n_bands, flips: bool):
-    """The model's Gaussian, or with `flips` the mixture over the four mirror images of the tile
-    (the model was trained on mirrored tiles; averaging them smooths its quirks)."""
-    if not flips:
-        return model(values, known, n_bands)
-    means, seconds = [], []
-    for dims in ((), (-1,), (-2,), (-2, -1)):
-        flip = (lambda t: t.flip(dims)) if dims else (lambda t: t)
-        mean, var = model(flip(values), flip(known), n_bands)
-        means.append(flip(mean).float())
-        seconds.append(flip(var).float() + flip(mean).float() ** 2)
-    mean = sum(means) / 4
-    return mean, (sum(seconds) / 4 - mean ** 2).clamp_min(1e-12)
 
 
 def _autocast(device: str, precision: str):

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tifffile
 
 from napari_convnp.scene import GEO_TAGS, SceneError, read_scene, write_scene
 
