@@ -55,10 +55,25 @@ def run_case(size: str, method: str, device: str, precision: str) -> dict:
             "peak_rss_gib": peak, "gpu_peak_gib": gpu_peak}
 
 
+def machine(device: str) -> dict:
+    """What the numbers were measured on."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="512,1024,4096,full")
-    parser.add_argument("--baselines", default="biharmonic,telea,ns,idw,gauss")
+    parser.add_argument("--baselines", default="biharmonic,harmonic,telea,ns,idw,gauss")
     parser.add_argument("--baselines-up-to", default="1024", help="largest size the baselines run on")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="float32,bfloat16")
@@ -84,7 +99,7 @@ def main():
         print(f"{r['size']:>5} {r['method']:>10} {r['precision']:>8} {r['seconds']:8.2f} s "
               f"{r['megapixels_per_second']:7.3f} Mpx/s  peak {r['peak_rss_gib']:.2f} GiB", flush=True)
     out = Path(__file__).parent / f"speed_{args.device.split(':')[0]}.json"
-    out.write_text(json.dumps(rows, indent=1))
+    out.write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=1))
     print("\n| size (6 bands) | method | precision | seconds | Mpx/s | × ConvNP time | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -26,7 +26,9 @@ def main(argv=None):
         widget.load(args.file)
     else:
         viewer.open_sample("napari-convnp", args.sample)
-    widget.image_combo.value = [lay for lay in viewer.layers if not lay.rgb][0]
+    bands = [lay for lay in viewer.layers if not lay.rgb]
+    if bands:  # else the file could not be read: the notification says why
+        widget.image_combo.value = bands[0]
     for step in filter(None, args.steps.split(",")):
         if step == "detect":
             widget.detect()

@@ -85,11 +85,12 @@ def evaluate_all(data_dir: Path, methods=METHODS, device="cpu", weights: Path | 
     methods = list(methods)
     baselines = [m for m in methods if m != "convnp"]
     sts = data_dir / "benchmark" / "sts-cnn"
-    # the best baseline on val/ gets a constant variance fitted on val/ (for the NLL comparison)
-    val_psnr = score_cases(simulated_cases(data_dir / "val", seeds=(0,)), baselines)
-    best = max(val_psnr, key=lambda m: val_psnr[m]["psnr"])
-    variance = {best: constant_variance(data_dir / "val", best)}
-    out = {"best_baseline_on_val": best, "constant_variance_z": variance[best]}
+    out, variance = {}, {}
+    if baselines:  # the best baseline on val/ gets a constant variance fitted on val/ (for the NLL comparison)
+        val_psnr = score_cases(simulated_cases(data_dir / "val", seeds=(0,)), baselines)
+        best = max(val_psnr, key=lambda m: val_psnr[m]["psnr"])
+        variance = {best: constant_variance(data_dir / "val", best)}
+        out = {"best_baseline_on_val": best, "constant_variance_z": variance[best]}
     for mask_name in ("mask_slc1.tif", "mask_slc2.tif"):
         out[f"sts-cnn {mask_name}"] = score_cases(sts_cnn_cases(sts, mask_name), methods, device, variance, model,
                                                           precision)

@@ -38,17 +38,18 @@ class SetConv(nn.Module):
         self.log_scale = nn.Parameter(torch.log(torch.tensor(scales, dtype=torch.float32)))
         self.size = size
 
-    def kernels(self) -> torch.Tensor:
+    def kernel_1d(self) -> torch.Tensor:
+        """(scales, 1, 1, size): a Gaussian is separable, so rows then columns cost 2·size, not size²."""
         r = torch.arange(self.size, dtype=torch.float32, device=self.log_scale.device) - self.size // 2
-        d2 = r[:, None] ** 2 + r[None, :] ** 2
-        k = torch.exp(-0.5 * d2[None] / torch.exp(self.log_scale)[:, None, None] ** 2)
-        return k[:, None]  # (scales, 1, size, size), positive by construction
+        k = torch.exp(-0.5 * r[None] ** 2 / torch.exp(self.log_scale)[:, None] ** 2)
+        return k[:, None, None]  # positive by construction
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        k = self.kernels().to(value.dtype)
+        k = self.kernel_1d().to(value.dtype)
         pad = self.size // 2
         both = torch.cat([value * mask, mask], 0)  # one conv call for signal and density
-        out = F.conv2d(F.pad(both, (pad, pad, pad, pad)), k)
+        rows = F.conv2d(F.pad(both, (pad, pad, 0, 0)), k)
+        out = F.conv2d(F.pad(rows, (0, 0, pad, pad)), k.transpose(2, 3), groups=k.shape[0])
         signal, density = out.chunk(2, 0)
         return torch.cat([signal / density.clamp_min(1e-4), torch.log1p(density)], 1)
 
@@ -177,7 +178,8 @@ def load_model(path: Path | None = None, device: str | torch.device = "cpu") -> 
     model = ConvCNP(ModelConfig(**cfg))
     model.load_state_dict(ckpt["state"])
     model.info = ckpt.get("info", {})
-    return model.to(device).eval()
+    # channels_last: oneDNN's convolutions on the CPU run ~1.3x faster in it (and cuDNN's do not mind)
+    return model.to(device, memory_format=torch.channels_last).eval()
 
 
 def describe(model: ConvCNP) -> str:
