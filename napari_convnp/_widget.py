@@ -16,8 +16,8 @@ from ._napari import (COMPOSITES, SCENE_KEY, composite_bands, contrast_limits, r
 from .inpaint import METHODS, Cancelled, FillError, fill
 from .scene import SceneError, read_scene
 
-METHOD_LABELS = {"convnp": "ConvNP", "biharmonic": "Biharmonic", "harmonic": "Harmonic", "telea": "Telea", "ns": "Navier–Stokes",
-                 "idw": "IDW (GDAL-style)", "gauss": "Gaussian conv."}
+METHOD_LABELS = {"convnp": "ConvNP", "biharmonic": "Biharmonic", "harmonic": "Harmonic", "telea": "Telea",
+                 "ns": "Navier–Stokes", "idw": "IDW (GDAL-style)", "gauss": "Gaussian conv."}
 
 
 class _Progress(QObject):

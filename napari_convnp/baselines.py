@@ -106,7 +106,7 @@ def gaussian(bands: np.ndarray, context: np.ndarray, sigmas=(2.0, 4.0, 8.0, 16.0
 
 
 def harmonic(bands: np.ndarray, context: np.ndarray) -> np.ndarray:
-    """Laplace interpolation (multigrid Jacobi, torch on the CPU): the base that the ConvNP corrects,
+    """Laplace interpolation (multigrid red-black SOR, torch on the CPU): the base that the ConvNP corrects,
     shown as a fill of its own so that what the network adds can be seen."""
     import torch
 

@@ -59,10 +59,11 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
     megapixels = 0.0
     for name, bands, gaps, data_range in cases:
         megapixels += bands.shape[1] * bands.shape[2] / 1e6
+        nodata = ~np.isfinite(bands) & ~gaps  # off-scene NaN (Talca): neither context nor scored
         for method in methods:
             start = time.perf_counter()
             result = fill(bands, gaps, method=method, device=device, model=model, precision=precision,
-                          nodata=~np.isfinite(bands) & ~gaps)  # scenes with off-scene NaN (Talca)
+                          nodata=nodata)
             seconds[method] += time.perf_counter() - start
             variance = result.variance
             if variance is None and baseline_variance and method in baseline_variance:
@@ -82,8 +83,8 @@ def evaluate_all(data_dir: Path, methods=METHODS, device="cpu", weights: Path | 
     from .model import load_model
 
     data_dir = Path(data_dir)
-    model = load_model(weights, device) if "convnp" in methods else None
     methods = list(methods)
+    model = load_model(weights, device) if "convnp" in methods else None
     baselines = [m for m in methods if m != "convnp"]
     sts = data_dir / "benchmark" / "sts-cnn"
     out, variance = {}, {}

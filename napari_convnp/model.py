@@ -23,7 +23,7 @@ class ModelConfig:
     setconv_size: int = 21  # kernel size of the SetConv; wider than the widest gap (14 px at 30 m)
     channels: tuple[int, ...] = (12, 24, 48, 64, 96)  # UNet widths per resolution level; sized for 2-core CPUs
     min_std: float = 0.01  # floor of the predictive standard deviation, in normalised units
-    harmonic_iters: int = 5  # red-black SOR sweeps per multigrid level of the harmonic base (0: none)
+    harmonic_iters: int = 5  # red-black SOR sweeps per multigrid level of the harmonic base
 
 
 class SetConv(nn.Module):
@@ -113,8 +113,7 @@ class ConvCNP(nn.Module):
         self.config = config = config or ModelConfig()
         n_scales = len(config.setconv_scales)
         self.setconv = SetConv(config.setconv_scales, config.setconv_size)
-        # value×mask, mask, per scale a smooth estimate and a density, and the harmonic base
-        enc_in = 2 + 2 * n_scales + (1 if config.harmonic_iters else 0)
+        enc_in = 3 + 2 * n_scales  # value×mask, mask, per scale a smooth estimate and a density, harmonic base
         ch = config.channels
         self.inp = nn.Conv2d(2 * enc_in, ch[0], 3, padding=1)
         self.down = nn.ModuleList(_block(ch[i], ch[i + 1]) for i in range(len(ch) - 1))
@@ -138,13 +137,8 @@ class ConvCNP(nn.Module):
     def forward(self, value: torch.Tensor, mask: torch.Tensor, n_bands: int):
         value = value * mask
         smooth = self.setconv(value, mask)
-        # The mean is a learnt correction of a base: the harmonic fill, or the finest SetConv estimate.
-        if self.config.harmonic_iters:
-            base = harmonic_fill(value, mask, self.config.harmonic_iters).to(smooth.dtype)
-            feats = torch.cat([value, mask, smooth, base], 1)
-        else:
-            base = smooth[:, :1]
-            feats = torch.cat([value, mask, smooth], 1)
+        base = harmonic_fill(value, mask, self.config.harmonic_iters).to(smooth.dtype)
+        feats = torch.cat([value, mask, smooth, base], 1)
         bh, c, h, w = feats.shape
         band_mean = feats.view(bh // n_bands, n_bands, c, h, w).mean(1).repeat_interleave(n_bands, 0)
         x = self.enc0(self.inp(torch.cat([feats, band_mean], 1)))
@@ -157,8 +151,7 @@ class ConvCNP(nn.Module):
             skip = skips.pop()
             x = up(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
         raw_mean, raw_std = self.head(x).unbind(1)
-        mean = base[:, 0] + raw_mean  # the std is softplus with a floor
-
+        mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         std = self.config.min_std + F.softplus(raw_std + 0.5)
         return mean[:, None], (std ** 2)[:, None]
 
