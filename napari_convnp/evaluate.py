@@ -10,7 +10,7 @@ import numpy as np
 from . import masks, metrics
 from .inpaint import METHODS, fill
 from .scene import read_scene
-from .train import band_stats
+from .model import band_stats
 
 STS_PATCHES = [f"patch{i}_target.tif" for i in range(201, 206)]
 

@@ -131,7 +131,7 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision)
     """Tiled ConvCNP inference; returns (mean, variance) in the input's units."""
     import torch
 
-    from .train import band_stats
+    from .model import band_stats
 
     model = model or _cached_model(device)
     offsets, scales = band_stats(bands, context)

@@ -10,11 +10,32 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 WEIGHTS = Path(__file__).parent / "weights" / "convcnp.pt"
+
+
+def band_stats(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation of the known pixels: z-scores make DN and reflectance
+    look alike to the model. Returns (offsets, scales), each of shape (C,)."""
+    offsets = np.zeros(len(bands), np.float32)
+    scales = np.ones(len(bands), np.float32)
+    for b, (band, ok) in enumerate(zip(bands, known)):
+        values = band[ok]
+        if values.size:
+            offsets[b] = values.mean(dtype=np.float64)
+            scales[b] = max(values.std(dtype=np.float64), 1e-6 * max(abs(offsets[b]), 1.0), 1e-12)
+    return offsets, scales
+
+
+def normalise(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-band z-scores (see band_stats); returns (normalised bands, offsets, scales)."""
+    offsets, scales = band_stats(bands, known)
+    normed = (bands - offsets[:, None, None]) / scales[:, None, None]
+    return normed.astype(np.float32), offsets, scales
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import masks
-from .model import ConvCNP, ModelConfig, load_model, save_model
+from .model import ConvCNP, ModelConfig, load_model, normalise, save_model
 from .scene import SceneError, read_scene
 
 TILE = 128
@@ -23,26 +23,6 @@ MAX_BANDS = 6
 BETA = 1.0  # beta-NLL weighting: 1 gives the mean the gradient of an MSE while the variance still
 # converges to the squared error (Seitzer et al. 2022); validation NLL is the plain one
 MAX_SIDE = 1024  # larger training scenes are cut into pieces of at most this size (bounds the cache)
-
-
-def band_stats(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and standard deviation of the known pixels: z-scores make DN and reflectance
-    look alike to the model. Returns (offsets, scales), each of shape (C,)."""
-    offsets = np.zeros(len(bands), np.float32)
-    scales = np.ones(len(bands), np.float32)
-    for b, (band, ok) in enumerate(zip(bands, known)):
-        values = band[ok]
-        if values.size:
-            offsets[b] = values.mean(dtype=np.float64)
-            scales[b] = max(values.std(dtype=np.float64), 1e-6 * max(abs(offsets[b]), 1.0), 1e-12)
-    return offsets, scales
-
-
-def normalise(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-band z-scores (see band_stats); returns (normalised bands, offsets, scales)."""
-    offsets, scales = band_stats(bands, known)
-    normed = (bands - offsets[:, None, None]) / scales[:, None, None]
-    return normed.astype(np.float32), offsets, scales
 
 
 def load_images(folder: Path) -> list[np.ndarray]:
