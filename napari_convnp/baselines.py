@@ -123,6 +123,32 @@ def harmonic(bands: np.ndarray, context: np.ndarray) -> np.ndarray:
     return out
 
 
+def regression(bands: np.ndarray, context: np.ndarray, reference: np.ndarray, window: int = 31) -> np.ndarray:
+    """Two dates: the scene predicted from the reference by a local linear fit (31-px windows over the
+    pixels known in both), plus a biharmonic fill of what that fit leaves; single-image biharmonic where
+    the reference is unknown too. The classical two-date fill the ConvNP with a reference must beat."""
+    import torch
+
+    from .model import local_linear_fit
+
+    out = biharmonic(bands, context)
+    for b, (band, known, ref) in enumerate(zip(bands, context, reference)):
+        ref_known = np.isfinite(ref)
+        both = known & ref_known
+        if not both.any():
+            continue
+        lo, hi = _range(band, known)
+        rlo, rhi = _range(ref, ref_known)
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
+        with torch.inference_mode():
+            guide = local_linear_fit(as_tensor(np.where(known, (band - lo) / (hi - lo), 0)), as_tensor(known),
+                                     as_tensor(np.where(ref_known, (ref - rlo) / (rhi - rlo), 0)),
+                                     as_tensor(ref_known), window)[0, 0].numpy() * (hi - lo) + lo
+        residual = biharmonic(np.where(both, band - guide, 0)[None].astype(np.float32), both[None])[0]
+        out[b] = np.where(ref_known & ~known, guide + residual, out[b])
+    return out
+
+
 def _range(band, known):
     values = band[known]
     lo, hi = float(values.min()), float(values.max())
@@ -202,5 +228,6 @@ def llhm(bands: np.ndarray, context: np.ndarray, reference: np.ndarray, *, windo
 
 # Fills that take another date of the same place as well: (bands, context, reference) -> filled.
 TWO_DATE_METHODS = {
+    "regression": regression,
     "llhm": llhm,
 }

@@ -16,7 +16,8 @@ from . import baselines
 from .masks import MaskError, validate_mask
 from .scene import SceneError, check_memory
 
-METHODS = ("convnp", *baselines.METHODS)
+METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
+NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
 TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
@@ -60,13 +61,16 @@ def resolve_device(device: str = "auto") -> str:
 def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
          nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
-         model=None, precision: str = "float32") -> Fill:
+         model=None, precision: str = "float32", reference=None, scene=None) -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
     be filled (off-scene); NaN pixels must be in one of the two. density in (0, 1]: the fraction
     of known pixels the method may use as context, a seeded random subsample. precision: the
     ConvNP's arithmetic, "float32" or "bfloat16" (about twice as fast on CPUs with AVX-512 BF16).
+    reference: other dates of the same place as context: one or a list of C×H×W arrays on the grid of
+    `bands` (NaN = unknown), or of GeoTIFF / Landsat folder paths or Scenes, aligned to `scene` (the Scene
+    `bands` came from) by their georeferencing, several merged into one.
     """
     start = time.time()
     bands = np.asarray(bands, dtype=np.float32)
@@ -84,6 +88,9 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
     if not 0 < density <= 1:
         raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
+    reference = _reference(reference, bands.shape, scene)
+    if method in NEEDS_REFERENCE and reference is None:
+        raise FillError(f"method '{method}' fills from another date: give a reference scene")
     nodata = np.broadcast_to(np.asarray(False if nodata is None else nodata, bool), bands.shape)
     try:
         mask = validate_mask(mask, bands.shape, fillable=~nodata)
@@ -102,12 +109,17 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
     if method == "convnp":
         device = resolve_device(device)
-        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision)
+        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference)
     else:
         device = "cpu"
         if progress:
             progress(0, 1)
-        mean, variance = baselines.METHODS[method](np.where(context, bands, 0).astype(np.float32), context), None
+        given = np.where(context, bands, 0).astype(np.float32)
+        if method in NEEDS_REFERENCE:
+            mean = baselines.TWO_DATE_METHODS[method](given, context, reference)
+        else:
+            mean = baselines.METHODS[method](given, context)
+        variance = None
         if progress:
             progress(1, 1)
     # In place, band by band: the results may be as large as the scene.
@@ -120,6 +132,38 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     return Fill(mean.astype(np.float32, copy=False), variance, method, density, device, time.time() - start)
 
 
+def _reference(reference, shape, scene) -> np.ndarray | None:
+    """The reference as one C×H×W float32 array on the grid of the bands (NaN = unknown), or None."""
+    if reference is None or (isinstance(reference, (list, tuple)) and not reference):
+        return None
+    items = reference if isinstance(reference, (list, tuple)) else [reference]
+    arrays = []
+    for item in items:
+        if isinstance(item, np.ndarray):
+            ref = np.asarray(item, dtype=np.float32)
+            ref = ref[None] if ref.ndim == 2 else ref
+            if ref.shape != tuple(shape):
+                raise FillError(f"the reference has shape {ref.shape} but the scene is {tuple(shape)}")
+        else:
+            from .reference import load_reference
+            from .scene import Scene
+
+            target = scene if scene is not None else Scene(np.zeros(shape, np.float32), [], np.zeros(shape, bool))
+            try:
+                ref = load_reference(item, target)
+            except SceneError as err:
+                raise FillError(str(err)) from None
+        arrays.append(ref)
+    if len(arrays) > 1:
+        from .reference import merge_references
+
+        arrays = [merge_references(arrays)]
+    ref = arrays[0]
+    if not np.isfinite(ref).any():
+        raise FillError("the reference has no known pixel over the scene (all nodata)")
+    return ref
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_model(device: str):
     from .model import load_model
@@ -127,7 +171,7 @@ def _cached_model(device: str):
     return load_model(device=device)
 
 
-def _convnp(bands, context, device, tile, progress, cancelled, model, precision):
+def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None):
     """Tiled ConvCNP inference; returns (mean, variance) in the input's units."""
     import torch
 
@@ -135,10 +179,18 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision)
 
     model = model or _cached_model(device)
     offsets, scales = band_stats(bands, context)
+    if reference is not None:
+        if not model.config.reference:
+            raise FillError("these ConvNP weights take no reference (other date); use the shipped weights")
+        ref_known = np.isfinite(reference)
+        ref_offsets, ref_scales = band_stats(reference, ref_known)
+        reference = (np.where(ref_known, (reference - ref_offsets[:, None, None]) / ref_scales[:, None, None], 0)
+                     .astype(np.float32), ref_known)
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
     while True:
         try:
-            return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision)
+            return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision,
+                                 reference)
         except torch.OutOfMemoryError:
             if tile <= 128:
                 raise FillError("out of memory even on 128-pixel tiles; free GPU memory or use device 'cpu'") from None
@@ -171,8 +223,10 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def predict_tiled(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
-                  precision="float32"):
+                  precision="float32", reference=None):
     """Run the model over overlapping tiles and blend them (mixture of the tiles' Gaussians).
+
+    reference: None, or (normalised reference values, where known), both C×H×W.
 
     Tiles are normalised with the scene's per-band statistics (offsets, scales) as they are cut, so
     memory for the network is bounded by the tile size; only the C×H×W results scale with the scene.
@@ -203,8 +257,12 @@ def predict_tiled(model, bands, context, offsets, scales, tile, device, progress
             pad = ((0, 0), (0, ph - th), (0, pw - tw))
             values = np.pad(values, pad, mode="constant")[:, None]
             known = np.pad(known, pad, mode="constant")[:, None].astype(np.float32)
+            tensors = [torch.from_numpy(values), torch.from_numpy(known)]
+            if reference is not None:
+                tensors += [torch.from_numpy(np.pad(part[window], pad, mode="constant")[:, None].astype(np.float32))
+                            for part in reference]
             with torch.inference_mode(), _autocast(device, precision):
-                mean, var = model(torch.from_numpy(values).to(device), torch.from_numpy(known).to(device), c)
+                mean, var = model(*[x.to(device) for x in tensors[:2]], c, *[x.to(device) for x in tensors[2:]])
             mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
             var = var.float().cpu().numpy()[:, 0, :th, :tw]
             weight = np.outer(_window(th, overlap, r == 0, r + th >= h),

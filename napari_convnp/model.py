@@ -45,6 +45,8 @@ class ModelConfig:
     channels: tuple[int, ...] = (12, 24, 48, 64, 96)  # UNet widths per resolution level; sized for 2-core CPUs
     min_std: float = 0.01  # floor of the predictive standard deviation, in normalised units
     harmonic_iters: int = 5  # red-black SOR sweeps per multigrid level of the harmonic base
+    reference: bool = False  # takes another date of the same place as extra context (checkpoints before it: no)
+    regression_window: int = 31  # side of the local linear fit of the scene on the reference (probes: 31 px best)
 
 
 class SetConv(nn.Module):
@@ -75,6 +77,7 @@ class SetConv(nn.Module):
         return torch.cat([signal / density.clamp_min(1e-4), torch.log1p(density)], 1)
 
 
+REFERENCE_FEATURES = ("reference value", "reference known", "reference fill minus harmonic fill")
 _NEIGHBOURS = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]])[None, None]
 SOR_OMEGA = 1.8  # over-relaxation: 5 red-black sweeps a level come within 0.01 dB of the converged fill
 
@@ -109,6 +112,55 @@ def harmonic_fill(value: torch.Tensor, mask: torch.Tensor, sweeps: int) -> torch
         return x
 
 
+def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a size×size window (zero padded), as two 1-D passes."""
+    pad = size // 2
+    x = F.avg_pool2d(x, (size, 1), stride=1, padding=(pad, 0), count_include_pad=True)
+    return F.avg_pool2d(x, (1, size), stride=1, padding=(0, pad), count_include_pad=True)
+
+
+def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor, ref_mask: torch.Tensor,
+                     window: int, min_pixels: float = 24.0, ridge: float = 0.05) -> torch.Tensor:
+    """The scene predicted from the reference by a linear fit in a window around every pixel, over the
+    pixels known in both (the classical two-date gap fill: the other date carries the structure that a
+    gap hides, the local fit absorbs the change of season, sensor or light).
+
+    Slopes shrink towards the tile's global fit where the reference is flat, and the fit tends to the
+    global one where few pixels are shared. Meaningful only where ref_mask is 1.
+    """
+    with torch.autocast(value.device.type, enabled=False):
+        value, mask, ref, ref_mask = value.float(), mask.float(), ref.float(), ref_mask.float()
+        both = mask * ref_mask
+        x, y = ref * both, value * both
+
+        def fit(mean):
+            n = mean(both).clamp_min(1e-6)
+            mx, my = mean(x) / n, mean(y) / n
+            vx = (mean(x * ref) / n - mx ** 2).clamp_min(0)
+            cxy = mean(x * value) / n - mx * my
+            return n, mx, my, vx, cxy
+
+        _, gmx, gmy, gvx, gcxy = fit(lambda t: t.mean((-2, -1), keepdim=True))
+        g_slope = gcxy / (gvx + 1e-3)
+        n, mx, my, vx, cxy = fit(lambda t: _box_mean(t, window))
+        slope = (cxy + ridge * g_slope) / (vx + ridge)
+        count = n * window * window
+        trust = count / (count + min_pixels)
+        local = my + slope * (ref - mx)
+        overall = gmy + g_slope * (ref - gmx)
+        return trust * local + (1 - trust) * overall
+
+
+def reference_base(value, mask, ref, ref_mask, window: int, sweeps: int, harmonic_base: torch.Tensor):
+    """Local linear fit on the reference plus a harmonic fill of what it leaves (the residual is smoother
+    than the image); the harmonic base where the reference is unknown."""
+    with torch.autocast(value.device.type, enabled=False):
+        guide = local_linear_fit(value, mask, ref, ref_mask, window)
+        both = mask.float() * ref_mask.float()
+        residual = harmonic_fill((value.float() - guide) * both, both, sweeps)
+        return torch.where(ref_mask > 0, guide + residual, harmonic_base.float())
+
+
 def _block(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
 
@@ -135,13 +187,15 @@ class ConvCNP(nn.Module):
         n_scales = len(config.setconv_scales)
         self.setconv = SetConv(config.setconv_scales, config.setconv_size)
         enc_in = 3 + 2 * n_scales  # value×mask, mask, per scale a smooth estimate and a density, harmonic base
+        if config.reference:
+            enc_in += len(REFERENCE_FEATURES)
         ch = config.channels
         self.inp = nn.Conv2d(2 * enc_in, ch[0], 3, padding=1)
         self.down = nn.ModuleList(_block(ch[i], ch[i + 1]) for i in range(len(ch) - 1))
         self.enc0 = _block(ch[0], ch[0])
         self.cross = nn.ModuleList(CrossBand(c) for c in ch)
         self.up = nn.ModuleList(_block(ch[i + 1] + ch[i], ch[i]) for i in range(len(ch) - 1))
-        self.head = nn.Conv2d(ch[0], 2, 1)
+        self.head = nn.Conv2d(ch[0], 3 if config.reference else 2, 1)  # mean, std (, reference gate)
         for module in self.modules():  # He init keeps activations alive through the deep UNet (no norm layers,
             if isinstance(module, nn.Conv2d):  # so that tiles of any size give the same answer)
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -155,11 +209,24 @@ class ConvCNP(nn.Module):
         """Input height and width must be multiples of this (the UNet halves them per level)."""
         return 2 ** (len(self.config.channels) - 1)
 
-    def forward(self, value: torch.Tensor, mask: torch.Tensor, n_bands: int):
+    def forward(self, value: torch.Tensor, mask: torch.Tensor, n_bands: int,
+                ref: torch.Tensor | None = None, ref_mask: torch.Tensor | None = None):
+        """ref, ref_mask: another date of the same place (normalised like value) and where it is known;
+        None, or a ref_mask of zeros, is the single-image fill."""
         value = value * mask
         smooth = self.setconv(value, mask)
         base = harmonic_fill(value, mask, self.config.harmonic_iters).to(smooth.dtype)
-        feats = torch.cat([value, mask, smooth, base], 1)
+        feats = [value, mask, smooth, base]
+        ref_base = base
+        if self.config.reference:
+            if ref is None or ref_mask is None:
+                ref, ref_mask = torch.zeros_like(value), torch.zeros_like(mask)
+            ref = ref * ref_mask
+            if bool((ref_mask > 0).any()):
+                ref_base = reference_base(value, mask, ref, ref_mask, self.config.regression_window,
+                                          self.config.harmonic_iters, base).to(smooth.dtype)
+            feats += [ref, ref_mask.to(smooth.dtype), ref_base - base]
+        feats = torch.cat(feats, 1)
         bh, c, h, w = feats.shape
         band_mean = feats.view(bh // n_bands, n_bands, c, h, w).mean(1).repeat_interleave(n_bands, 0)
         x = self.enc0(self.inp(torch.cat([feats, band_mean], 1)))
@@ -171,8 +238,11 @@ class ConvCNP(nn.Module):
         for up in reversed(self.up):
             skip = skips.pop()
             x = up(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
-        raw_mean, raw_std = self.head(x).unbind(1)
+        raw = self.head(x)
+        raw_mean, raw_std = raw[:, 0], raw[:, 1]
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
+        if self.config.reference:  # leaning on the reference's fill as far as the network trusts it
+            mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
         std = self.config.min_std + F.softplus(raw_std + 0.5)
         return mean[:, None], (std ** 2)[:, None]
 

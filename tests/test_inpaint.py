@@ -157,3 +157,61 @@ def test_fill_larger_than_memory_is_refused(monkeypatch):
     monkeypatch.setattr("napari_convnp.scene.available_memory", lambda: 10_000)
     with pytest.raises(FillError, match="filling a 1×96×128 scene needs about"):
         fill(bands, gaps, method="gauss")
+
+
+def _reference_model():
+    """The shipped ConvNP, able to take a reference (weights from before it learnt to are widened)."""
+    from napari_convnp.model import load_model
+    from napari_convnp.train import with_reference
+
+    model = load_model()
+    return model if model.config.reference else with_reference(model).eval()
+
+
+def test_a_reference_date_improves_the_fill():
+    """Another date that is a local affine function of the scene carries what the stripes hide."""
+    rng = np.random.default_rng(0)
+    texture = np.cumsum(rng.normal(size=(2, 96, 128)), axis=2).astype(np.float32) * 10
+    bands = smooth_bands(c=2) + texture
+    reference = 0.5 * bands + 40 + rng.normal(0, 1, bands.shape).astype(np.float32)
+    gaps = stripes()
+    model = _reference_model()
+    alone = fill(bands, gaps, model=model, device="cpu")
+    helped = fill(bands, gaps, model=model, device="cpu", reference=reference)
+    regression = fill(bands, gaps, method="regression", reference=reference)
+    err = {name: np.sqrt(np.mean((r.mean - bands)[:, gaps] ** 2))
+           for name, r in [("alone", alone), ("helped", helped), ("regression", regression)]}
+    assert err["helped"] < 0.5 * err["alone"] and err["regression"] < 0.5 * err["alone"], err
+    assert np.array_equal(helped.mean[:, ~gaps], bands[:, ~gaps])
+    assert (helped.variance[:, gaps] > 0).all()
+
+
+def test_reference_with_its_own_gaps_and_in_a_list():
+    bands, gaps = smooth_bands(c=2), stripes()
+    reference = bands * 1.1
+    reference[:, 40:60] = np.nan  # the other date has a cloud
+    for method in ("convnp", "regression", "llhm"):
+        if method not in inpaint.METHODS:
+            continue
+        result = fill(bands, gaps, method=method, reference=[reference], device="cpu",
+                      model=_reference_model() if method == "convnp" else None)
+        assert np.isfinite(result.mean).all()
+        assert np.abs(result.mean - bands)[:, gaps].mean() < 25
+
+
+@pytest.mark.parametrize("reference, message", [
+    (None, "give a reference"),
+    (np.ones((2, 10, 10), np.float32), "shape"),
+    (np.full((2, 96, 128), np.nan, np.float32), "no known pixel"),
+])
+def test_bad_references_are_named(reference, message):
+    with pytest.raises(FillError, match=message):
+        fill(smooth_bands(c=2), stripes(), method="regression", reference=reference)
+
+
+def test_weights_without_reference_refuse_one():
+    from napari_convnp.model import ConvCNP
+
+    bands = smooth_bands(c=1)
+    with pytest.raises(FillError, match="take no reference"):
+        fill(bands, stripes(), model=ConvCNP().eval(), device="cpu", reference=bands)
