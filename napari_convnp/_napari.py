@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, read_scene, write_scene
+from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, read_scene, write_bands, write_scene
 
 # The shipped sample scenes live in the top-level sample_data/ folder (an editable install finds
 # them there); a wheel may carry them inside the package.
@@ -130,7 +130,8 @@ def scene_of(data: np.ndarray, meta: dict) -> Scene:
 
 
 def write_image(path: str, data, meta: dict) -> list[str]:
-    """Save an image layer (a scene, a fill, a variance) as float32 GeoTIFF, georeferencing kept."""
+    """Save an image layer (a scene, a fill, a variance) as float32 GeoTIFF, georeferencing kept; never over
+    any file the layer's scene was read from (every band file of a Landsat folder too)."""
     scene = scene_of(data, meta)
     protect = [scene.path] if scene.path else []
     write_scene(scene, path, protect=tuple(protect))
@@ -138,8 +139,13 @@ def write_image(path: str, data, meta: dict) -> list[str]:
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
-    """Save a mask (Labels layer, nonzero = fill) as GeoTIFF, so masks round-trip."""
-    return write_image(path, (np.asarray(data) != 0).astype(np.float32), meta)
+    """Save a mask (Labels layer, nonzero = fill) as a uint8 GeoTIFF (1 = fill) with the georeferencing of
+    the layer's scene, so masks round-trip."""
+    mask = (np.asarray(data) != 0).astype(np.uint8)
+    scene = scene_of(np.zeros(mask.shape, np.float32), meta)
+    names = scene.band_names if mask.ndim == 3 else [f"{scene.name} mask"]
+    write_bands(path, mask, like=scene, names=names, keep_roles=(), protect=(scene.path,) if scene.path else ())
+    return [path]
 
 
 def _sample(filename: str):

@@ -1,82 +1,213 @@
-"""Many scenes on a Dask cluster: restartable, one failed scene never stops the others."""
+"""Many scenes on a Dask cluster: restartable, one failed scene never stops the others.
+
+Each scene goes through `fileio.fill_file` on a worker; a scene's error comes back as a value (one
+line naming the file), never as a worker-side exception, so nothing but the report reaches stderr.
+"""
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from pathlib import Path
 
-from .scene import TIFF_SUFFIXES, SceneError
+from .fileio import OptionError, Outputs, filled_mask_path
+from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, same_file
+
+CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, folders (their .tif files, or the folder itself when it is a Landsat product) and globs."""
-    from .scene import BAND_FILE
-
     paths: list[Path] = []
     for item in inputs:
-        matches = sorted(glob.glob(item)) or [item]
+        matches = sorted(glob.glob(str(item))) or [item]
         for m in map(Path, matches):
             if m.is_dir() and any(BAND_FILE.search(f.name) for f in m.iterdir()):
                 paths.append(m)  # a Landsat product folder is one scene
             elif m.is_dir():
-                paths.extend(sorted(f for f in m.iterdir() if f.suffix.lower() in TIFF_SUFFIXES))
+                paths.extend(sorted(f for f in m.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()))
             else:
                 paths.append(m)
-    return list(dict.fromkeys(paths))
+    unique: dict[str, Path] = {}
+    for p in paths:  # one scene named twice (a/../a/s.tif, a link) is filled once
+        unique.setdefault(os.path.realpath(p), p)
+    return list(unique.values())
 
 
 def output_paths(input: Path, out_dir: Path, method: str) -> tuple[Path, Path]:
-    stem = input.stem if input.is_file() else input.name
+    """The outputs of one scene alone (fill-many names them with `plan_outputs`, which avoids collisions)."""
+    stem = _stem(Path(input))
     return out_dir / f"{stem}_{method}.tif", out_dir / f"{stem}_{method}_variance.tif"
 
 
-def _fill_one(input: Path, out: Path, variance: Path | None, threads: int, kwargs: dict) -> dict:
-    import torch
+def _stem(path: Path) -> str:
+    return path.name if path.is_dir() else path.stem
 
-    from .cli import fill_file
 
-    torch.set_num_threads(threads)
-    return fill_file(input, out, variance=variance, **kwargs)
+def plan_outputs(scenes: list[Path], out_dir: Path, method: str, variance: bool = False,
+                 filled_mask: bool = True) -> dict[Path, Outputs]:
+    """`OUT_DIR/<name>_<method>.tif` (+ `_variance`, `_filled_mask`) for every scene, so that no two scenes
+    share an output: where names clash (a/s.tif and b/s.tif, or S.tif and s.tif on a case-blind disk),
+    the parent folders' names come first (a_s_convnp.tif, b_s_convnp.tif), then a number."""
+    depth = {scene: 0 for scene in scenes}
+    labels = {}
+    while True:
+        labels = {scene: _label(scene, depth[scene]) for scene in scenes}
+        groups: dict[str, list[Path]] = {}
+        for scene, label in labels.items():
+            groups.setdefault(label.casefold(), []).append(scene)
+        clashing = [group for group in groups.values() if len(group) > 1]
+        deeper = [s for group in clashing for s in group if depth[s] < len(Path(os.path.abspath(s)).parts) - 2]
+        if not deeper:
+            break
+        for scene in deeper:
+            depth[scene] += 1
+    seen: dict[str, int] = {}
+    plan = {}
+    for scene in scenes:
+        label = labels[scene]
+        n = seen.get(label.casefold(), 0) + 1
+        seen[label.casefold()] = n
+        if n > 1:  # the same name in the same folder (s.tif and s.TIF): numbered in input order
+            label = f"{label}_{n}"
+        out = out_dir / f"{label}_{method}.tif"
+        plan[scene] = Outputs(out, out_dir / f"{label}_{method}_variance.tif" if variance else None,
+                              filled_mask_path(out) if filled_mask else None)
+    return plan
+
+
+def _label(scene: Path, depth: int) -> str:
+    parents = Path(os.path.abspath(scene)).parent.parts[1:]
+    return "_".join([*(parents[len(parents) - depth:] if depth else ()), _stem(scene)])
+
+
+def _input_files(scene: Path) -> list[Path]:
+    """The files a scene is read from, as far as can be told without reading it."""
+    if scene.is_dir():
+        try:
+            return [f for f in scene.iterdir() if f.is_file()]
+        except OSError:
+            return [scene]
+    return [scene]
+
+
+def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict:
+    """Runs on a worker: a summary, or {"error": one line naming the file}; never raises."""
+    try:
+        import torch
+
+        from .fileio import fill_file
+
+        torch.set_num_threads(threads)
+        return fill_file(input, outputs.out, variance=outputs.variance,
+                         filled_mask=outputs.filled_mask or False, **kwargs)
+    except Exception as err:  # noqa: BLE001 - a failed scene is reported, the rest go on
+        from .inpaint import FillError
+        from .masks import MaskError
+
+        text = " ".join(str(err).split())
+        if not isinstance(err, (SceneError, MaskError, FillError, OptionError)):
+            text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+        if isinstance(err, MemoryError):
+            text = "out of memory while filling it"
+        if str(input) not in text:
+            text = f"{input}: {text}"
+        return {"error": text}
 
 
 def fill_many(inputs: list[str], out_dir: Path, *, scheduler: str | None = None, workers: int = 2,
-              variance: bool = False, method: str = "convnp", **fill_kwargs) -> dict:
-    """Fill every input scene into `out_dir`; scenes whose outputs exist are skipped (outputs are
-    written under a temporary name and renamed, so an existing file is a finished one)."""
-    from dask.distributed import Client, LocalCluster, as_completed
+              variance: bool = False, method: str = "convnp", filled_mask: bool = True,
+              connect_timeout: float = CONNECT_TIMEOUT_S, **fill_kwargs) -> dict:
+    """Fill every input scene into `out_dir`; scenes whose outputs all exist are skipped (outputs are
+    written under a temporary name and renamed, so an existing file is a finished one).
 
+    Returns {"done": [summaries], "skipped": [inputs], "failed": [{"input", "error"}]}. Raises
+    SceneError / OptionError before any work for a bad output folder, worker count or scheduler.
+    """
+    from .fileio import check_options
+
+    if scheduler is None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise OptionError(f"--workers must be 1 or more, not {workers}")
+    options = {"density": 1.0, "seed": 0, "tile": None, "precision": "float32", "dtype": "auto", "device": "auto"}
+    options.update((k, v) for k, v in fill_kwargs.items() if k in options)
+    check_options(method=method, variance=variance, **options)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SceneError(f"{out_dir}: the output folder is a file")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SceneError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
-    if not os.access(out_dir, os.W_OK):
-        raise SceneError(f"{out_dir}: output folder is not writable")
+    check_output_path(out_dir / "probe.tif")  # the folder takes files: a probe file made and removed
     scenes = expand_inputs(inputs)
     if not scenes:
         raise SceneError(f"no input scenes found in {inputs}")
-    report = {"done": [], "skipped": [], "failed": []}
+    plan = plan_outputs(scenes, out_dir, method, variance, filled_mask)
+    input_files = [f for scene in scenes for f in _input_files(scene)]
+    report: dict = {"done": [], "skipped": [], "failed": []}
     todo = []
     for scene in scenes:
-        out, var = output_paths(scene, out_dir, method)
-        if out.exists() and (not variance or var.exists()):
+        outputs = plan[scene]
+        clash = next(((p, f) for p in outputs.paths() for f in input_files if same_file(p, f)), None)
+        if clash:
+            report["failed"].append({"input": str(scene), "error": f"{scene}: its output {clash[0]} would replace "
+                                     f"the input {clash[1]}; use another --out-dir"})
+        elif all(p.exists() for p in outputs.paths()):
             report["skipped"].append(str(scene))
         else:
-            todo.append((scene, out, var if variance else None))
+            todo.append((scene, outputs))
     if not todo:
         return report
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
+    kwargs = dict(method=method, **fill_kwargs)
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
-    with Client(scheduler or cluster) as client:
-        futures = {client.submit(_fill_one, scene, out, var, threads, dict(method=method, **fill_kwargs),
-                                 pure=False): scene for scene, out, var in todo}
-        for future in as_completed(futures):
+    for _, outputs in todo:
+        for path in outputs.paths():  # a name taken by a folder: said now, not per worker
+            if path.is_dir():
+                raise SceneError(f"{path}: the output is an existing folder; move it or use another --out-dir")
+    client, cluster = _connect(scheduler, workers, connect_timeout)
+    try:
+        from dask.distributed import as_completed
+
+        futures = {client.submit(_fill_one, scene, outputs, threads, kwargs, pure=False): scene
+                   for scene, outputs in todo}
+        for future in as_completed(futures, loop=client.loop):
             scene = futures[future]
             try:
-                report["done"].append(future.result())
-            except Exception as err:  # noqa: BLE001 - a failed scene is reported, the rest go on
-                report["failed"].append({"input": str(scene), "error": f"{type(err).__name__}: {err}"})
-    if cluster is not None:
-        cluster.close()
+                result = future.result()
+            except Exception as err:  # noqa: BLE001 - the worker died (killed, out of memory)
+                result = {"error": f"{scene}: its worker died ({type(err).__name__}: {' '.join(str(err).split())})"}
+            if "error" in result:
+                report["failed"].append({"input": str(scene), "error": result["error"]})
+            else:
+                report["done"].append(result)
+    finally:
+        _close(client, cluster)
     return report
+
+
+def _connect(scheduler: str | None, workers: int, timeout: float):
+    from dask.distributed import Client, LocalCluster
+
+    for name in ("distributed", "tornado", "asyncio"):  # shutdown chatter, retries: the report says what counts
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=timeout, set_as_default=False), None
+        except (OSError, TimeoutError, ValueError, TypeError) as err:
+            raise OptionError(f"{scheduler}: cannot reach the Dask scheduler "
+                              f"({' '.join(str(err).split()) or type(err).__name__})") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.CRITICAL)
+    try:
+        return Client(cluster, set_as_default=False), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _close(client, cluster) -> None:
+    try:
+        client.close(timeout=10)
+    finally:
+        if cluster is not None:
+            cluster.close(timeout=10)

@@ -1,81 +1,133 @@
-"""Command line: napari-convnp fill | fill-many | train | evaluate."""
+"""Command line: napari-convnp fill | fill-many | train | evaluate.
+
+Every error is one line on stderr, `napari-convnp: error: <file or option>: <problem>`, never a traceback.
+Exit codes: 0 done; 1 `fill-many` with failed scenes (or an internal error); 2 bad input, options or
+output paths (found before any compute where they can be); 130 after SIGINT (Ctrl-C); 143 after SIGTERM.
+
+This module imports nothing heavy at import time: the signal handlers are in place before numpy, torch
+or Dask load, so an early Ctrl-C is one line too. The file-in/file-out work lives in `fileio`;
+`fill_file`, `load_mask` and `scene_gaps` stay importable from here.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .inpaint import METHODS, FillError, fill
-from .masks import MaskError, detect_gaps, scene_zero_is_ambiguous
-from .scene import Scene, SceneError, read_scene, write_scene
+PROG = "napari-convnp"
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
+_FILEIO_EXPORTS = ("fill_file", "load_mask", "scene_gaps")
 
 
-def load_mask(path: Path, scene: Scene) -> np.ndarray:
-    """A mask file (nonzero = fill) as C×H×W bool for `scene`."""
-    values = read_scene(path).bands
-    mask = np.nan_to_num(values) != 0
-    if mask.shape[1:] != scene.shape[1:]:
-        raise MaskError(f"{path}: mask is {mask.shape[2]}×{mask.shape[1]} pixels but the scene is "
-                        f"{scene.shape[2]}×{scene.shape[1]}")
-    if len(mask) == 1:
-        return np.broadcast_to(mask, scene.shape)
-    if len(mask) != scene.shape[0]:
-        raise MaskError(f"{path}: mask has {len(mask)} bands but the scene has {scene.shape[0]}")
-    return mask
+def __getattr__(name: str):
+    """`napari_convnp.cli.fill_file` (and load_mask, scene_gaps): the public API of before, from fileio."""
+    if name in _FILEIO_EXPORTS:
+        from . import fileio
+
+        return getattr(fileio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def scene_gaps(scene: Scene) -> np.ndarray:
-    """The gaps to fill when no mask is given: detected scan-line gaps and small holes."""
-    gaps = detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
-                       zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
-    if not gaps.any():
-        raise MaskError(f"{scene.path}: no gaps detected; pass --mask to say which pixels to fill")
-    return gaps
+class Terminated(BaseException):
+    """SIGTERM arrived: unwound like Ctrl-C, so temporary files go and the exit code is 143."""
 
 
-def fill_file(input: Path, out: Path, *, mask: Path | None = None, method: str = "convnp", density: float = 1.0,
-              variance: Path | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
-              precision: str = "float32", progress=None) -> dict:
-    """Fill one scene file and write the result (and variance) as GeoTIFF; returns a summary."""
-    for target in (out, variance):
-        if target is not None and Path(target).resolve() in {Path(input).resolve(), Path(mask).resolve() if mask else None}:
-            raise SceneError(f"{target}: refusing to overwrite an input file; choose another output name")
-    scene = read_scene(input)
-    gaps = load_mask(Path(mask), scene) if mask else scene_gaps(scene)
-    result = fill(scene.bands, gaps, method=method, density=density, nodata=scene.nodata & ~gaps,
-                  device=device, seed=seed, tile=tile, precision=precision, progress=progress)
-    protect = (input,) + ((mask,) if mask else ())
-    write_scene(scene.with_bands(result.mean), out, protect=protect)
-    if variance is not None:
-        if result.variance is None:
-            raise FillError(f"method '{method}' gives no variance; use --method convnp for --variance")
-        names = [f"{n} variance" for n in scene.band_names]
-        write_scene(scene.with_bands(result.variance, names), variance, protect=protect)
-    return {"input": str(input), "out": str(out), "method": method, "device": result.device,
-            "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2)}
+class UsageError(Exception):
+    """A command line that argparse cannot take (one line, exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of the usage block
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="napari-convnp", description="Fill Landsat 7 gaps with a ConvNP.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    about = {"what": PROG}  # what the run is about (the input file), named if it is interrupted
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        return _main(argv, about)
+    except KeyboardInterrupt:
+        _error(f"{about['what']}: interrupted (SIGINT); {about.get('kept', 'no output was written')}")
+        return EXIT_SIGINT
+    except Terminated:
+        _error(f"{about['what']}: terminated (SIGTERM); {about.get('kept', 'no output was written')}")
+        return EXIT_SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _error(text: str) -> None:
+    print(f"{PROG}: error: {' '.join(str(text).split())}", file=sys.stderr, flush=True)
+
+
+def _main(argv, about: dict) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as err:
+        _error(str(err))
+        return EXIT_BAD_INPUT
+    from .fileio import OptionError
+    from .inpaint import FillError
+    from .masks import MaskError
+    from .scene import SceneError
+
+    about["what"] = str(getattr(args, "input", None) or getattr(args, "out_dir", None) or args.command)
+    if args.command == "fill-many":
+        about["kept"] = "finished scenes are kept; a re-run goes on from there"
+    try:
+        return _run(args)
+    except (SceneError, MaskError, FillError, OptionError, UsageError) as err:
+        _error(str(err))
+    except MemoryError:
+        _error(f"{about['what']}: out of memory; use a smaller scene, a smaller --tile or a machine with more memory")
+    except OSError as err:
+        where = err.filename or about["what"]
+        _error(f"{where}: {err.strerror or err}")
+    except Exception as err:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get("NAPARI_CONVNP_DEBUG"):
+            raise
+        _error(f"{about['what']}: internal error ({type(err).__name__}: {err}); please report it "
+               "(NAPARI_CONVNP_DEBUG=1 shows the traceback)")
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .fileio import DTYPES
+    from .inpaint import METHODS
+
+    parser = _Parser(prog=PROG, description="Fill Landsat 7 gaps with a ConvNP.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("fill", help="fill the gaps of one scene")
     p.add_argument("input", type=Path, help="GeoTIFF or Landsat product folder")
-    p.add_argument("--out", type=Path, required=True, help="output GeoTIFF (float32, georeferencing kept)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output GeoTIFF (georeferencing kept; also writes OUT_filled_mask.tif)")
     p.add_argument("--mask", type=Path, help="mask GeoTIFF, nonzero = fill (default: detected gaps)")
-    _fill_options(p)
-    p.add_argument("--variance", type=Path, help="also write the predictive variance here")
+    _fill_options(p, METHODS, DTYPES)
+    p.add_argument("--variance", type=Path, help="also write the predictive variance here (ConvNP)")
+    p.add_argument("--reference", type=Path, action="append",
+                   help="another date of the same place as context (repeatable)")
 
     p = sub.add_parser("fill-many", help="fill many scenes on a Dask cluster")
     p.add_argument("inputs", nargs="+", help="files, folders of .tif files, or glob patterns")
     p.add_argument("--out-dir", type=Path, required=True)
-    _fill_options(p)
+    _fill_options(p, METHODS, DTYPES)
     p.add_argument("--variance", action="store_true", help="also write NAME_variance.tif")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
-    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster")
+    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (1 or more)")
 
     p = sub.add_parser("train", help="meta-train the ConvCNP on real Landsat tiles")
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with train/, val/, slc_off/")
@@ -93,48 +145,60 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m in _single_date_methods(METHODS)))
     p.add_argument("--json", type=Path, help="write the scores here")
     p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except (SceneError, MaskError, FillError, FileNotFoundError) as err:
-        print(f"napari-convnp: error: {err}", file=sys.stderr)
-        return 2
+    return parser
 
 
-def _fill_options(p):
-    p.add_argument("--method", default="convnp", choices=METHODS)
+def _single_date_methods(methods) -> set[str]:
+    from . import inpaint
+
+    return set(methods) - set(getattr(inpaint, "NEEDS_REFERENCE", ()))
+
+
+def _fill_options(p, methods, dtypes):
+    p.add_argument("--method", default="convnp", choices=methods)
     p.add_argument("--density", type=float, default=1.0, help="fraction of known pixels used as context, (0, 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the context subsample (0 or more)")
     p.add_argument("--tile", type=int, help="tile side in pixels (default: 512 on CPU, 2048 on GPU)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="ConvNP arithmetic; bfloat16 is about twice as fast on recent CPUs and GPUs")
+    p.add_argument("--dtype", default="auto", choices=dtypes,
+                   help="pixel type of the filled scene: auto (float32, or float64 where float32 would change "
+                        "known pixels), float32, float64, or source (the input's type; fills rounded)")
+    p.add_argument("--no-filled-mask", action="store_true",
+                   help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
 
 
 def _run(args) -> int:
     if args.command == "fill":
+        from .fileio import fill_file
+
         summary = fill_file(args.input, args.out, mask=args.mask, method=args.method, density=args.density,
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
-                            precision=args.precision)
+                            precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
+                            reference=args.reference)
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many
 
         report = fill_many(args.inputs, args.out_dir, scheduler=args.scheduler, workers=args.workers,
                            variance=args.variance, method=args.method, density=args.density,
-                           device=args.device, seed=args.seed, tile=args.tile, precision=args.precision)
-        print(json.dumps(report, indent=1))
-        return 1 if report["failed"] else 0
+                           device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
+                           dtype=args.dtype, filled_mask=not args.no_filled_mask)
+        print(json.dumps(report, indent=1), flush=True)
+        for failed in report["failed"]:
+            _error(failed["error"])
+        return EXIT_FAILED if report["failed"] else 0
     elif args.command == "train":
         from .inpaint import resolve_device
         from .train import train
 
+        _check_writable(args.out, "--out")
         result = train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                        device=resolve_device(args.device), seed=args.seed, cache=args.cache,
                        workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None,
@@ -144,12 +208,77 @@ def _run(args) -> int:
         from .evaluate import evaluate_all, markdown
         from .inpaint import resolve_device
 
-        results = evaluate_all(args.data, args.methods.split(","), device=resolve_device(args.device),
+        methods = _check_evaluate(args)
+        results = evaluate_all(args.data, methods, device=resolve_device(args.device),
                                weights=args.weights, precision=args.precision)
         if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+            _write_text_atomic(args.json, json.dumps(results, indent=1))
         print(markdown(results))
     return 0
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """An output file other than a GeoTIFF (checkpoint, scores): refused before the work if it cannot be written."""
+    from .fileio import OptionError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"{path}: {option} is an existing folder; give a file name")
+    if not path.parent.is_dir():
+        raise OptionError(f"{path.parent}: the folder of {option} does not exist (or is a file)")
+    probe = path.parent / f".{path.name}.{os.getpid()}.probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OptionError(f"{path.parent}: cannot write {option} there ({err.strerror or err})") from None
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_evaluate(args) -> list[str]:
+    """What `evaluate` reads and writes, checked before minutes of work."""
+    from .evaluate import STS_PATCHES
+    from .fileio import OptionError
+    from .inpaint import METHODS
+    from .scene import SceneError
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise OptionError(f"--methods: unknown method {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(METHODS)}")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise SceneError(f"{data}: --data is not a folder (it should hold benchmark/sts-cnn/, test/ and val/)")
+    sts = data / "benchmark" / "sts-cnn"
+    needed = [sts / "mask_slc1.tif", sts / "mask_slc2.tif", *(sts / name for name in STS_PATCHES)]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        raise SceneError(f"{missing[0]}: missing from --data ({len(missing)} of the {len(needed)} STS-CNN files "
+                         "evaluate needs are absent)")
+    folders = ["test"] + (["val"] if any(m != "convnp" for m in methods) else [])
+    for folder in folders:
+        if not any(p.suffix.lower() in (".tif", ".tiff") for p in (data / folder).glob("*")):
+            raise SceneError(f"{data / folder}: no GeoTIFF scenes there; evaluate needs {' and '.join(folders)}/")
+    if args.json is not None:
+        _check_writable(args.json, "--json")
+    if "convnp" in methods and args.weights is not None:
+        from .model import load_model
+
+        try:
+            load_model(args.weights, "cpu")
+        except Exception as err:  # noqa: BLE001 - whatever torch makes of a file that is not a checkpoint
+            raise SceneError(f"{args.weights}: not usable ConvNP weights ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]})") from None
+    return methods
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ class MaskError(ValueError):
 
 
 def pixel_metres(pixel_size: float | None) -> float:
-    """Pixel size in metres; degrees (geographic CRS) are converted, unknown means 30 m."""
-    if not pixel_size or pixel_size <= 0:
+    """Pixel size in metres; degrees (geographic CRS) are converted, unknown (or absurd: zero, denormal,
+    infinite) means 30 m."""
+    if not pixel_size or not math.isfinite(pixel_size) or not 1e-9 < pixel_size < 1e9:
         return DEFAULT_PIXEL_M
     return pixel_size * 111_320.0 if pixel_size < 0.1 else pixel_size
 
@@ -69,9 +70,13 @@ def detect_gaps(bands: np.ndarray, nodata: np.ndarray, *, pixel_size: float | No
     scan-line gap (the off-scene border, large blank areas) are left out: they are not gaps and have
     no neighbours to fill from. When the nodata value is 0 (`zero_is_ambiguous`), dark pixels such as
     water may be stored as 0 too, so a zero only counts as a gap where most bands agree and it lies
-    in a thin, roughly horizontal, long stripe.
+    in a thin, roughly horizontal, long stripe. An H×W `nodata` is one band and gives an H×W result.
     """
     candidates = np.asarray(nodata, bool)
+    if candidates.ndim == 2:
+        return detect_gaps(None, candidates[None], pixel_size=pixel_size, zero_is_ambiguous=zero_is_ambiguous)[0]
+    if candidates.ndim != 3:
+        raise MaskError(f"nodata must be C×H×W or H×W, not shape {candidates.shape}")
     if zero_is_ambiguous and len(candidates) > 1:
         near = ndimage.maximum_filter(candidates, size=(1, 3, 3))  # band-to-band offsets of a pixel
         candidates = candidates & (near.sum(0) * 2 >= len(candidates))
@@ -84,8 +89,11 @@ def detect_gaps(bands: np.ndarray, nodata: np.ndarray, *, pixel_size: float | No
 
 def detect_large_nodata(nodata: np.ndarray, *, pixel_size: float | None = None) -> np.ndarray:
     """Nodata regions wider than a scan-line gap (off-scene border, blank areas): not filled."""
+    nodata = np.asarray(nodata, bool)
+    if nodata.ndim == 2:
+        return detect_large_nodata(nodata[None], pixel_size=pixel_size)[0]
     width = _widest_gap_px(pixel_size)
-    return np.stack([band & ~_thin_part(band, width) for band in np.asarray(nodata, bool)])
+    return np.stack([band & ~_thin_part(band, width) for band in nodata])
 
 
 def scene_zero_is_ambiguous(nodata_value: float | None, source_dtype: str) -> bool:

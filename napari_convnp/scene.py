@@ -4,10 +4,14 @@ Knows TIFF and Landsat naming; knows nothing of napari or torch.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 import re
+import struct
 import tempfile
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,18 +33,32 @@ GDAL_NODATA = 42113
 TIFF_SUFFIXES = (".tif", ".tiff")
 # Landsat band files: LE07_..._B1.TIF, ..._B6_VCID_1.TIF, ..._SR_B4.TIF
 BAND_FILE = re.compile(r"_(B\d{1,2}(?:_VCID_\d)?)\.tiff?$", re.IGNORECASE)
+# The other files of a Landsat product that describe the scene (metadata, angles, quality bands).
+PRODUCT_FILE = re.compile(r"_(MTL|ANG|MD5)\.(txt|xml|json)$|_(BQA|QA_PIXEL|QA_RADSAT|SR_QA_AEROSOL|"
+                          r"ST_QA|ST_[A-Z]+|GM_B\d+)\.tiff?$", re.IGNORECASE)
 PANCHROMATIC = {"B8"}  # 15 m band of Landsat 7/8: twice the size of the others
+# Pixel types whose every value float32 holds exactly; other inputs need float64 (or their own type) out.
+EXACT_IN_FLOAT32 = frozenset(np.dtype(t).str for t in ("b1", "u1", "i1", "u2", "i2", "f2", "f4"))
+# GDAL_METADATA items that describe the pixel values of the source and are stale after a fill.
+STALE_METADATA = re.compile(r"^STATISTICS_", re.IGNORECASE)
+PROVENANCE_PREFIX = "CONVNP_"
 
 
-class _NodataTagNoise(logging.Filter):
-    """tifffile warns when a GDAL_NODATA text does not fit the pixel type ('0.0' in a uint8 file,
-    -3.4e+38 in float32); `_parse_nodata` reads that text itself, so the warning is only noise."""
+class _TifffileLog(logging.Filter):
+    """tifffile logs (and goes on) where a file is odd; `_read_tiff` turns what matters into a SceneError,
+    so these records are only noise on stderr: a GDAL_NODATA text that does not fit the pixel type
+    ('0.0' in a uint8 file) always, anything while this module reads a file."""
+
+    quiet = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self.quiet, "on", False):
+            return False
         return "GDAL_NODATA" not in record.getMessage()
 
 
-logging.getLogger("tifffile").addFilter(_NodataTagNoise())
+_TIFFFILE_LOG = _TifffileLog()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_LOG)
 
 
 class SceneError(ValueError):
@@ -53,7 +71,10 @@ class Scene:
 
     bands: C×H×W float32, nodata pixels set to NaN so no fill value leaks into statistics.
     nodata: C×H×W bool, True where the file declared no data (nodata tag or NaN).
-    geo_tags: raw GeoTIFF tag values by tag code, written back unchanged.
+    geo_tags: raw GeoTIFF tag values by tag code (numbers as tuples), written back unchanged.
+    sources: every file the scene was read from (for a Landsat folder: its band files and metadata
+    files); a writer never writes over any of them.
+    gdal_metadata: the source's GDAL_METADATA XML (other items than band names are carried to outputs).
     """
 
     bands: np.ndarray
@@ -63,6 +84,8 @@ class Scene:
     nodata_value: float | None = None
     source_dtype: str = "float32"
     path: Path | None = None
+    sources: tuple[Path, ...] = ()
+    gdal_metadata: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -74,13 +97,13 @@ class Scene:
 
     @property
     def pixel_size(self) -> float | None:
-        """Ground size of a pixel in map units (metres for UTM), when the file says so."""
-        scale = self.geo_tags.get(33550)
-        if scale and float(scale[0]) > 0:
-            return float(scale[0])
-        transform = self.geo_tags.get(34264)
-        if transform and float(transform[0]) != 0:
-            return abs(float(transform[0]))
+        """Ground size of a pixel in map units (metres for UTM), when the file says so (and sensibly)."""
+        for code, index in ((33550, 0), (34264, 0)):
+            values = _numbers(self.geo_tags.get(code))
+            if values is not None and len(values) > index:
+                size = abs(values[index])
+                if math.isfinite(size) and 1e-9 < size < 1e9:  # no zero, denormal or absurd sizes
+                    return size
         return None
 
     def with_bands(self, bands: np.ndarray, names: list[str] | None = None) -> "Scene":
@@ -98,6 +121,15 @@ class Scene:
             nodata_value=None,
             source_dtype="float32",
         )
+
+
+def _numbers(value) -> list[float] | None:
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        return [float(v) for v in np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel()]
+    except (TypeError, ValueError):
+        return None
 
 
 def available_memory() -> int:
@@ -120,6 +152,8 @@ def check_memory(needed: int, what: str) -> None:
                          f"{available / 2**30:.1f} GiB is free; use a smaller crop or a machine with more memory")
 
 
+# --- reading ---------------------------------------------------------------------------------------
+
 def read_scene(path: str | os.PathLike) -> Scene:
     """Read a GeoTIFF file or a Landsat product folder (per-band *_B<n>.TIF files)."""
     path = Path(path)
@@ -127,33 +161,144 @@ def read_scene(path: str | os.PathLike) -> Scene:
         raise SceneError(f"{path}: no such file or folder")
     if path.is_dir():
         return _read_landsat_folder(path)
-    return _read_tiff(path)
+    raw = _read_tiff(path)
+    return _make_scene(raw["data"], raw["names"], raw["geo_tags"], raw["nodata_value"], path, (path,),
+                       raw["metadata"])
 
 
-def _read_tiff(path: Path) -> Scene:
-    if path.stat().st_size == 0:
+def read_raw(scene: Scene) -> np.ndarray:
+    """The scene's pixels as stored (C×H×W in the file's own type), read again from its sources: the
+    exact values where float32 `bands` would round them (float64, 32- and 64-bit integers)."""
+    if scene.path is None:
+        raise SceneError("scene: it was not read from a file, so it has no stored values")
+    path = Path(scene.path)
+    if path.is_dir():
+        _, bands, _ = _landsat_files(path)
+        parts = [_read_tiff(f)["data"] for _, f in bands]
+        raw = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    else:
+        raw = _read_tiff(path)["data"]
+    if raw.shape != scene.shape:
+        raise SceneError(f"{path}: it changed since it was read ({raw.shape} instead of {scene.shape})")
+    return raw
+
+
+def _read_tiff(path: Path, pixels: bool = True) -> dict:
+    """The first image of a TIFF as C×H×W in its own type, with its tags (pixels=False: shape only)."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
+    if size == 0:
         raise SceneError(f"{path}: the file is empty (0 bytes)")
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise SceneError(f"{path}: not a GeoTIFF (expected a .tif/.tiff file, got '{path.suffix}')")
+    _TIFFFILE_LOG.quiet.on = True
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise SceneError(f"{path}: the TIFF holds no image")
             series = tif.series[0]
-            check_memory(int(np.prod(series.shape)) * (series.dtype.itemsize + 5), f"{path}: reading")
-            data = series.asarray()
-            axes = series.axes
-            tags = tif.pages[0].tags
-            geo_tags = {code: tags[code].value for code in GEO_TAGS if code in tags}
+            dtype = np.dtype(series.dtype)
+            if dtype.kind == "c":
+                raise SceneError(f"{path}: complex pixels ({dtype}) are not supported; store the real and "
+                                 "imaginary parts (or the magnitude) as real-valued bands")
+            if dtype.kind not in "buif":
+                raise SceneError(f"{path}: pixels of type {dtype} are not supported (integers or floats only)")
+            shape = _bands_first_shape(series.shape, series.axes, path)
+            page = tif.pages[0]
+            tags = page.tags
+            geo_tags = {code: _tag_value(tags[code].value) for code in GEO_TAGS if code in tags}
             nodata_text = tags[GDAL_NODATA].value if GDAL_NODATA in tags else None
             metadata = tags[GDAL_METADATA].value if GDAL_METADATA in tags else None
+            if not pixels:
+                return {"shape": shape, "dtype": dtype}
+            _check_data_within_file(series, size, path)
+            check_memory(int(np.prod(series.shape)) * (dtype.itemsize + 5), f"{path}: reading")
+            data = series.asarray()
+    except SceneError:
+        raise
     except tifffile.TiffFileError as err:
-        raise SceneError(f"{path}: not a readable TIFF file ({err})") from None
-    except (ValueError, OSError, EOFError, KeyError, IndexError) as err:
-        if "imagecodecs" in str(err):
-            raise SceneError(f"{path}: its compression needs the package imagecodecs ({err})") from None
-        raise SceneError(f"{path}: the TIFF is damaged or truncated ({err})") from None
-    bands = _to_bands_first(data, axes, path)
-    names = _band_names_from_metadata(metadata, len(bands)) or [f"band {i + 1}" for i in range(len(bands))]
-    return _make_scene(bands, names, geo_tags, _parse_nodata(nodata_text), path)
+        raise SceneError(f"{path}: not a readable TIFF file, or a damaged one ({_short(err)})") from None
+    except MemoryError:
+        raise SceneError(f"{path}: out of memory while reading it; use a smaller crop or a machine with "
+                         "more memory") from None
+    except PermissionError as err:
+        raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
+    except OSError as err:
+        if err.errno in (errno.EIO, errno.ENOMEM, errno.EISDIR):
+            raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
+        raise SceneError(f"{path}: the TIFF is damaged or truncated ({_short(err)})") from None
+    except (ValueError, EOFError, KeyError, IndexError, TypeError, RuntimeError, struct.error) as err:
+        if "imagecodecs" in str(err) and "returned" not in str(err):
+            raise SceneError(f"{path}: its compression needs the package imagecodecs ({_short(err)})") from None
+        # the codecs (imagecodecs' DeflateError, ZstdError, JpegError, …) are RuntimeErrors
+        raise SceneError(f"{path}: the TIFF is damaged or truncated: its pixels do not decode "
+                         f"({type(err).__name__}: {_short(err)})") from None
+    finally:
+        _TIFFFILE_LOG.quiet.on = False
+    data = data.reshape(shape) if data.ndim == 2 else _to_bands_first(data, series.axes, path)
+    names = _band_names_from_metadata(metadata, len(data))
+    return {"data": data, "names": names, "geo_tags": geo_tags, "nodata_value": _parse_nodata(nodata_text),
+            "metadata": _metadata_text(metadata)}
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:200] + ("…" if len(text) > 200 else "")
+
+
+def _os_problem(err: OSError) -> str:
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if err.errno == errno.ENOMEM:
+        return "out of memory"
+    return err.strerror or _short(err)
+
+
+def _check_data_within_file(series, size: int, path: Path) -> None:
+    """Strips or tiles that end past the end of the file: a truncated file (copy or download cut
+    short). Compressed data may otherwise decode silently into grey or constant rows (JPEG)."""
+    for page in series.pages:
+        if page is None:
+            continue
+        offsets = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        for i, (offset, count) in enumerate(zip(offsets, counts)):
+            if count and offset + count > size:
+                raise SceneError(f"{path}: the TIFF is truncated: its data block {i + 1} of {len(counts)} ends at "
+                                 f"byte {offset + count} but the file has {size} bytes")
+
+
+def _tag_value(value):
+    """A tag value as written back: text stays text, numbers become a tuple (one value too)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    try:
+        return tuple(np.atleast_1d(np.asarray(value)).ravel().tolist())
+    except (TypeError, ValueError):
+        return value
+
+
+def _metadata_text(metadata) -> str | None:
+    if metadata is None:
+        return None
+    if isinstance(metadata, bytes):
+        metadata = metadata.decode("utf-8", "replace")
+    return str(metadata).strip("\x00").strip() or None
+
+
+def _bands_first_shape(shape, axes: str, path: Path) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) == 3 and axes.endswith("S"):
+        return (shape[2], shape[0], shape[1])
+    if len(shape) == 3:
+        return shape
+    raise SceneError(f"{path}: cannot read an image with axes '{axes}' and shape {shape} as bands×rows×columns")
 
 
 def _to_bands_first(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
@@ -169,37 +314,64 @@ def _to_bands_first(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
 def _parse_nodata(text) -> float | None:
     if text is None:
         return None
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
     try:
         return float(str(text).strip().strip("\x00"))
     except ValueError:
         return None
 
 
-def _band_names_from_metadata(metadata, count: int) -> list[str] | None:
-    """Band descriptions from GDAL's metadata XML (written by GDAL and by our writer)."""
-    if not metadata:
+def _metadata_root(metadata) -> ET.Element | None:
+    """GDAL's metadata XML as an element, or None when there is none or it is not well-formed (GDAL
+    itself then ignores it, and so does this reader: the scene reads with default band names)."""
+    text = _metadata_text(metadata)
+    if not text:
         return None
     try:
-        root = ET.fromstring(str(metadata).strip("\x00"))
-    except ET.ParseError:
+        root = ET.fromstring(text)
+    except (ET.ParseError, ValueError):
+        return None
+    return root if root.tag == "GDALMetadata" else None
+
+
+def _band_names_from_metadata(metadata, count: int) -> list[str] | None:
+    """Band descriptions from GDAL's metadata XML (written by GDAL and by our writer)."""
+    root = _metadata_root(metadata)
+    if root is None:
         return None
     names = {}
     for item in root.iter("Item"):
         if item.get("role") == "description" and item.get("sample") is not None:
-            names[int(item.get("sample"))] = (item.text or "").strip()
+            try:
+                sample = int(item.get("sample"))
+            except ValueError:
+                continue
+            if 0 <= sample < count:
+                names[sample] = (item.text or "").strip()
     if len(names) != count:
         return None
     return [names[i] or f"band {i + 1}" for i in range(count)]
 
 
-def _make_scene(raw: np.ndarray, names, geo_tags, nodata_value, path: Path) -> Scene:
-    bands = raw.astype(np.float32)
-    nodata = ~np.isfinite(bands)
-    nodata |= _equals_nodata(raw, nodata_value)
-    bands[nodata] = np.nan
+def _make_scene(raw: np.ndarray, names, geo_tags, nodata_value, path: Path, sources, metadata) -> Scene:
+    bands, nodata = _float_bands(raw, nodata_value)
     if nodata.all():
         raise SceneError(f"{path}: every pixel is nodata; there is nothing to fill from")
-    return Scene(bands, list(names), nodata, geo_tags, nodata_value, str(raw.dtype), path)
+    names = names or [f"band {i + 1}" for i in range(len(bands))]
+    return Scene(bands, list(names), nodata, geo_tags, nodata_value, str(raw.dtype), path, tuple(sources), metadata)
+
+
+def _float_bands(raw: np.ndarray, nodata_value) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            bands = raw.astype(np.float32)
+    except MemoryError:
+        raise SceneError("out of memory while converting the pixels to float32") from None
+    nodata = ~np.isfinite(bands)  # also float64 values beyond float32's range
+    nodata |= _equals_nodata(raw, nodata_value)
+    bands[nodata] = np.nan
+    return bands, nodata
 
 
 def _equals_nodata(raw: np.ndarray, nodata_value: float | None) -> np.ndarray:
@@ -208,92 +380,305 @@ def _equals_nodata(raw: np.ndarray, nodata_value: float | None) -> np.ndarray:
         return np.zeros(raw.shape, bool)
     if raw.dtype.kind == "f":
         return raw == raw.dtype.type(nodata_value)
+    if raw.dtype.kind == "b":
+        return raw == bool(nodata_value) if nodata_value in (0, 1) else np.zeros(raw.shape, bool)
     info = np.iinfo(raw.dtype)
     if nodata_value != int(nodata_value) or not info.min <= nodata_value <= info.max:
         return np.zeros(raw.shape, bool)  # a value the dtype cannot hold marks nothing
     return raw == int(nodata_value)
 
 
-def _read_landsat_folder(folder: Path) -> Scene:
+def _landsat_files(folder: Path) -> tuple[dict[str, Path], list[tuple[str, Path]], tuple[Path, ...]]:
+    """(every band file by band name, the bands of the scene in order, every file the scene is read from)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise SceneError(f"{folder}: cannot list the folder ({_os_problem(err)})") from None
     files = {}
-    for f in sorted(folder.iterdir()):
+    others = []
+    for f in entries:
         match = BAND_FILE.search(f.name)
         if match and f.is_file():
             files[match.group(1).upper()] = f
+        elif PRODUCT_FILE.search(f.name) and f.is_file():
+            others.append(f)
     if not files:
         raise SceneError(f"{folder}: no Landsat band files (*_B1.TIF, *_B2.TIF, …) in this folder")
-    scenes = {name: _read_tiff(f) for name, f in sorted(files.items(), key=lambda kv: _band_order(kv[0]))}
-    shapes = {name: s.shape[1:] for name, s in scenes.items()}
+    ordered = sorted(files.items(), key=lambda kv: _band_order(kv[0]))
+    shapes = {name: _read_tiff(f, pixels=False)["shape"][1:] for name, f in ordered}
     common = max(set(shapes.values()), key=list(shapes.values()).count)
-    for name, shape in list(shapes.items()):
-        if shape != common and name in PANCHROMATIC:
-            del scenes[name]  # the pan band has twice the resolution; it cannot share a C×H×W stack
-        elif shape != common:
+    bands = []
+    for name, f in ordered:
+        if shapes[name] != common and name in PANCHROMATIC:
+            continue  # the pan band has twice the resolution; it cannot share a C×H×W stack
+        if shapes[name] != common:
+            shape = shapes[name]
             raise SceneError(
-                f"{files[name]}: band {name} is {shape[1]}×{shape[0]} pixels but the other bands are "
+                f"{f}: band {name} is {shape[1]}×{shape[0]} pixels but the other bands are "
                 f"{common[1]}×{common[0]}; all bands of a scene must have the same size")
-    first = next(iter(scenes.values()))
-    bands = np.concatenate([s.bands for s in scenes.values()])
-    nodata = np.concatenate([s.nodata for s in scenes.values()])
-    return Scene(bands, list(scenes), nodata, first.geo_tags, first.nodata_value, first.source_dtype, folder)
+        bands.append((name, f))
+    return files, bands, tuple(f for _, f in ordered) + tuple(others)
+
+
+def _read_landsat_folder(folder: Path) -> Scene:
+    _, band_files, sources = _landsat_files(folder)
+    parts, nodata_parts, names, dtypes, first = [], [], [], [], None
+    for name, f in band_files:
+        raw = _read_tiff(f)
+        first = first or {k: v for k, v in raw.items() if k != "data"}
+        bands, nodata = _float_bands(raw["data"], raw["nodata_value"])
+        parts.append(bands)
+        nodata_parts.append(nodata)
+        dtypes.append(raw["data"].dtype)
+        names += [name] if len(bands) == 1 else [f"{name} {i + 1}" for i in range(len(bands))]
+        del raw
+    bands = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    nodata = np.concatenate(nodata_parts) if len(nodata_parts) > 1 else nodata_parts[0]
+    if nodata.all():
+        raise SceneError(f"{folder}: every pixel is nodata; there is nothing to fill from")
+    return Scene(bands, names, nodata, first["geo_tags"], first["nodata_value"], str(np.result_type(*dtypes)),
+                 folder, sources, first["metadata"])
 
 
 def _band_order(name: str) -> tuple[int, str]:
     return int(re.match(r"B(\d+)", name).group(1)), name
 
 
+# --- writing ---------------------------------------------------------------------------------------
+
 def write_scene(scene: Scene, path: str | os.PathLike, *, nodata_value: float | None = None,
-                protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+                protect: tuple[str | os.PathLike, ...] = (), metadata: dict[str, object] | None = None) -> Path:
     """Write scene.bands as a float32 GeoTIFF with the scene's georeferencing.
 
-    Never writes over the scene's own source file or any path in `protect`; writes to a temporary
-    name first and renames, so a file that exists is always complete.
+    Never writes over any file the scene was read from (`scene.sources`) or any path in `protect`;
+    writes to a temporary name first and renames, so a file that exists is always complete. NaN pixels
+    are nodata (GDAL_NODATA 'nan'), or `nodata_value` when given. The source's GDAL_METADATA items go
+    along (band names are the scene's); `metadata` adds items (provenance).
     """
-    path = Path(path)
-    sources = [p for p in (scene.path, *protect) if p is not None]
-    for src in sources:
-        if Path(src).exists() and path.exists() and path.resolve() == Path(src).resolve():
-            raise SceneError(f"{path}: refusing to overwrite the input file; choose another output name")
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise SceneError(f"{path}: output must be a .tif/.tiff file")
-    if not path.parent.exists():
-        raise SceneError(f"{path.parent}: output folder does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise SceneError(f"{path.parent}: output folder is not writable")
-    data = np.ascontiguousarray(scene.bands, dtype=np.float32)
+    data = np.asarray(scene.bands, dtype=np.float32)
     if nodata_value is not None:
         data = np.where(np.isnan(data), np.float32(nodata_value), data)
-    extratags = [_geo_extratag(code, value) for code, value in sorted(scene.geo_tags.items())]
-    extratags.append((GDAL_METADATA, "s", 0, _band_metadata(scene.band_names), True))
-    if nodata_value is not None:
-        extratags.append((GDAL_NODATA, "s", 0, repr(float(nodata_value)), True))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tif.partial", dir=path.parent)
-    os.close(fd)
-    try:
-        layout = {"planarconfig": "separate"} if len(data) > 1 else {}
-        tifffile.imwrite(tmp, data if len(data) > 1 else data[0], photometric="minisblack",
-                         compression="zlib", extratags=extratags, metadata=None, **layout)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bands(path, data, like=scene, names=scene.band_names, nodata_value=nodata_value,
+                       metadata=metadata, protect=protect)
+
+
+def write_bands(path: str | os.PathLike, data: np.ndarray, *, like: Scene | None = None,
+                names: list[str] | None = None, nodata_value: float | None = None,
+                metadata: dict[str, object] | None = None, protect=(), keep_roles=("scale", "offset", "unittype"),
+                ) -> Path:
+    """Write C×H×W (or H×W) `data` in its own pixel type with the georeferencing and metadata of `like`.
+
+    Float data declare NaN as nodata unless `nodata_value` is given; integer data declare `nodata_value`
+    when given. Atomic (temporary name, then rename); refuses any source of `like` and `protect`.
+    """
+    path = Path(path)
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    sources = [Path(p) for p in protect if p is not None]
+    if like is not None:
+        sources += list(like.sources) + ([Path(like.path)] if like.path is not None else [])
+    check_output_path(path, sources)
+    if nodata_value is None and data.dtype.kind == "f":
+        nodata_text = "nan"
+    elif nodata_value is not None:
+        nodata_text = _nodata_text(nodata_value, data.dtype)
+    else:
+        nodata_text = None
+    extratags = output_tags(like, names or [f"band {i + 1}" for i in range(len(data))], nodata_text, metadata,
+                            keep_roles=keep_roles)
+    return _write_atomic(path, np.ascontiguousarray(data), extratags)
+
+
+def _nodata_text(value: float, dtype: np.dtype) -> str:
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if dtype.kind in "uib" and float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def output_tags(like: Scene | None, names: list[str], nodata_text: str | None,
+                metadata: dict[str, object] | None = None, keep_roles=("scale", "offset", "unittype")) -> list:
+    """The GeoTIFF tags of an output (georeferencing, GDAL metadata with band names and `metadata` items,
+    GDAL_NODATA), every string 7-bit ASCII: call it before a long computation to find a tag that
+    cannot be written before the work, not after."""
+    tags = []
+    for code, value in sorted((like.geo_tags if like is not None else {}).items()):
+        tags.append(_geo_extratag(code, value))
+    source = like.gdal_metadata if like is not None else None
+    tags.append((GDAL_METADATA, "s", 0, gdal_metadata_xml(names, source, metadata, keep_roles), True))
+    if nodata_text is not None:
+        tags.append((GDAL_NODATA, "s", 0, nodata_text, True))
+    return tags
 
 
 def _geo_extratag(code: int, value):
-    if code == 34737:
-        return (code, "s", 0, str(value), True)
+    name = GEO_TAGS.get(code, str(code))
+    if isinstance(value, (str, bytes)):
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        # GeoTIFF strings are ASCII; anything else goes as UTF-8 bytes (GDAL reads them as such)
+        return (code, "s", 0, text if text.isascii() else text.encode("utf-8"), True)
+    numbers = _numbers(value)
+    if numbers is None or not numbers:
+        raise SceneError(f"the source's {name} tag ({_short(ValueError(repr(value)))}) cannot be written back")
     if code == 34735:
-        return (code, "H", len(value), tuple(int(v) for v in value), True)
-    return (code, "d", len(value), tuple(float(v) for v in value), True)
+        if not all(float(v).is_integer() and 0 <= v <= 65535 for v in numbers):
+            raise SceneError(f"the source's {name} tag holds values that are not 16-bit keys; cannot write it back")
+        return (code, "H", len(numbers), tuple(int(v) for v in numbers), True)
+    return (code, "d", len(numbers), tuple(numbers), True)
 
 
-def _band_metadata(names: list[str]) -> str:
-    items = "".join(
-        f'<Item name="DESCRIPTION" sample="{i}" role="description">{_xml_escape(n)}</Item>'
-        for i, n in enumerate(names))
-    return f"<GDALMetadata>{items}</GDALMetadata>"
+def gdal_metadata_xml(names: list[str], source: str | None = None, metadata: dict[str, object] | None = None,
+                      keep_roles=("scale", "offset", "unittype")) -> str:
+    """GDAL_METADATA for an output: the source's items (not its band names, provenance or statistics, which
+    are stale), then `metadata` items, then the band descriptions; 7-bit ASCII (other characters escaped)."""
+    root = ET.Element("GDALMetadata")
+    old = _metadata_root(source)
+    for item in (old.iter("Item") if old is not None else ()):
+        role, name = item.get("role"), item.get("name") or ""
+        if role == "description" or (role is not None and role not in keep_roles):
+            continue
+        if name.upper().startswith(PROVENANCE_PREFIX) or STALE_METADATA.match(name):
+            continue
+        kept = ET.SubElement(root, "Item", dict(item.attrib))
+        kept.text = item.text
+    for key, value in (metadata or {}).items():
+        if value is None:
+            continue
+        item = ET.SubElement(root, "Item", {"name": f"{PROVENANCE_PREFIX}{key}".upper()})
+        item.text = _xml_safe(str(value))
+    for i, band in enumerate(names):
+        item = ET.SubElement(root, "Item", {"name": "DESCRIPTION", "sample": str(i), "role": "description"})
+        item.text = _xml_safe(str(band))
+    return ET.tostring(root, encoding="us-ascii").decode("ascii")
 
 
-def _xml_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _xml_safe(text: str) -> str:
+    """Characters XML 1.0 cannot hold at all (controls) become '?'; the rest is escaped by the serialiser."""
+    return "".join(c if c in "\t\n\r" or (" " <= c and c not in "\ufffe\uffff") else "?" for c in text)
+
+
+def check_output_path(path: str | os.PathLike, sources=()) -> Path:
+    """Refuse an output that cannot be written, before any work: not a .tif, one of `sources` (the
+    inputs), an existing folder, in a folder that does not exist, is a file, or cannot be written to
+    (a probe file is created and removed)."""
+    path = Path(path)
+    for src in sources:
+        if same_file(path, src):
+            raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise SceneError(f"{path}: output must be a .tif/.tiff file")
+    if path.is_dir():
+        raise SceneError(f"{path}: the output is an existing folder; give a file name")
+    parent = path.parent
+    if not parent.exists():
+        if _first_existing(parent).is_file():
+            raise SceneError(f"{path}: its folder {parent} is inside a file, not a folder")
+        raise SceneError(f"{path}: its folder {parent} does not exist")
+    if not parent.is_dir():
+        raise SceneError(f"{path}: its folder {parent} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as err:
+        raise SceneError(f"{path}: cannot write in its folder {parent} ({_os_problem(err)})") from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    return path
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links and symbolic links followed; either may not exist yet)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def partial_names(path: Path) -> re.Pattern:
+    """Names of this writer's temporary files for `path` (and of older versions of it)."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.partial|"
+                      rf"\.{re.escape(path.stem)}\.[A-Za-z0-9_]{{8}}\.tif\.partial")
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove temporary files of earlier writes of `path` whose writer is gone (killed): a live writer
+    holds a lock on its temporary file, so only abandoned ones go. Returns what was removed."""
+    import fcntl
+
+    pattern = partial_names(path)
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a writer still works on it
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: Path, data: np.ndarray, extratags: list) -> Path:
+    import fcntl
+
+    remove_stale_partials(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as err:
+        raise SceneError(f"{path}: cannot write in its folder {path.parent} ({_os_problem(err)})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # tells a later writer this temporary file is alive
+        os.fchmod(fd, 0o666 & ~_umask())  # as a plain open() would create it (mkstemp makes 0600)
+        layout = {"planarconfig": "separate"} if len(data) > 1 else {}
+        tifffile.imwrite(tmp, data if len(data) > 1 else data[0], photometric="minisblack",
+                         compression="zlib", extratags=extratags, metadata=None, **layout)
+        os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, MemoryError):
+            raise SceneError(f"{path}: out of memory while writing it") from None
+        if isinstance(err, OSError):
+            raise SceneError(f"{path}: cannot write it ({_os_problem(err)}); nothing was written") from None
+        raise
+    finally:
+        os.close(fd)
+    return path

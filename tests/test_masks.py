@@ -112,3 +112,25 @@ def test_masks_round_trip_through_geotiff(tmp_path):
         from .conftest import write_geotiff
 
         load_mask(write_geotiff(tmp_path / "small.tif", np.ones((1, 10, 10), np.uint8)), scene)
+
+
+def test_detect_gaps_with_a_2d_nodata_mask_is_one_band():
+    """An H×W nodata mask is one band (it used to be taken row by row: 1-D closings, half the gaps)."""
+    stripes = masks.simulate_slc_off((200, 300), crop_offset=(0, 0), seed=5)
+    bands = np.where(stripes, np.nan, 1.0).astype(np.float32)
+    flat = masks.detect_gaps(bands, stripes, pixel_size=30)
+    stacked = masks.detect_gaps(bands[None], stripes[None], pixel_size=30)
+    assert flat.shape == (200, 300) and np.array_equal(flat, stacked[0])
+    assert flat.sum() > 0.95 * stripes.sum()
+    assert np.array_equal(masks.detect_large_nodata(stripes, pixel_size=30),
+                          masks.detect_large_nodata(stripes[None], pixel_size=30)[0])
+
+
+@pytest.mark.parametrize("pixel_size", [5e-324, 0.0, -30.0, float("inf"), float("nan"), 1e300])
+def test_absurd_pixel_sizes_mean_unknown(pixel_size):
+    """A denormal, zero, negative or infinite ModelPixelScale (read from a file) is taken as unknown (30 m)
+    instead of overflowing the gap width."""
+    stripes = masks.simulate_slc_off((100, 200), crop_offset=(0, 0), seed=1)
+    assert masks.pixel_metres(pixel_size) == masks.DEFAULT_PIXEL_M
+    assert np.array_equal(masks.detect_gaps(None, stripes[None], pixel_size=pixel_size),
+                          masks.detect_gaps(None, stripes[None], pixel_size=None))

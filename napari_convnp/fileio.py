@@ -1,0 +1,360 @@
+"""A file in, a filled file out: the one path shared by `napari-convnp fill`, `fill-many` and Python callers.
+
+The order of the work is the promise: nothing is lost, and bad input costs no compute.
+
+1. The options are checked, and every output path: its folder exists and takes a file (a probe file is
+   made and removed), it is not a folder, not an input, not another output of the same run.
+2. The scene is read (and the mask file); the outputs are checked again against every file the scene
+   was read from (for a Landsat folder: each band file and the MTL).
+3. The output pixel type and tags are settled: a known pixel that the type would change, a tag that
+   cannot be written, a nodata value the type cannot hold: refused now, not after the fill.
+4. The fill.
+5. The outputs are written, each under a temporary name and renamed; the filled mean last, so that
+   when it exists the run is complete. A failed or interrupted run removes what it wrote.
+
+Knows files, not napari; imports torch only through `inpaint` when the ConvNP runs.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .masks import MaskError, detect_gaps, scene_zero_is_ambiguous
+from .scene import (EXACT_IN_FLOAT32, Scene, SceneError, check_output_path, output_tags, read_raw, read_scene,
+                    same_file, write_bands)
+
+DTYPES = ("auto", "float32", "float64", "source")
+VARIANCE_METHODS = frozenset({"convnp"})  # the methods whose fill comes with a predictive variance
+FLOAT32_SAFE_SPREAD = 1e18  # known values spanning more: the variance (squared units) overflows float32
+
+
+class OptionError(ValueError):
+    """An option value that cannot work; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The files one scene's fill writes."""
+
+    out: Path
+    variance: Path | None = None
+    filled_mask: Path | None = None
+
+    def paths(self) -> list[Path]:
+        """In the order of writing: the filled mean last (when it exists, the others do)."""
+        return [p for p in (self.filled_mask, self.variance, self.out) if p is not None]
+
+
+def filled_mask_path(out: str | os.PathLike) -> Path:
+    """The sidecar that says which pixels were filled: `<out stem>_filled_mask.tif` beside `out`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_filled_mask.tif")
+
+
+def load_mask(path: str | os.PathLike, scene: Scene) -> np.ndarray:
+    """A mask file (nonzero = fill) as C×H×W bool for `scene`."""
+    return mask_of(read_scene(path), scene)
+
+
+def mask_of(mask_scene: Scene, scene: Scene) -> np.ndarray:
+    """A mask read as a scene (nonzero = fill) as C×H×W bool for `scene`."""
+    path = mask_scene.path
+    mask = np.nan_to_num(mask_scene.bands) != 0
+    if mask.shape[1:] != scene.shape[1:]:
+        raise MaskError(f"{path}: mask is {mask.shape[2]}×{mask.shape[1]} pixels but the scene is "
+                        f"{scene.shape[2]}×{scene.shape[1]}")
+    if len(mask) == 1:
+        return np.broadcast_to(mask, scene.shape)
+    if len(mask) != scene.shape[0]:
+        raise MaskError(f"{path}: mask has {len(mask)} bands but the scene has {scene.shape[0]}")
+    return mask
+
+
+def scene_gaps(scene: Scene) -> np.ndarray:
+    """The gaps to fill when no mask is given: detected scan-line gaps and small holes."""
+    gaps = detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
+                       zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
+    if not gaps.any():
+        raise MaskError(f"{scene.path}: no gaps detected; pass --mask to say which pixels to fill")
+    return gaps
+
+
+def output_dtype(option: str, source_dtype: str) -> np.dtype:
+    """The pixel type of the filled output. auto: float32 where it holds every value of the source type
+    exactly (8- and 16-bit integers, float16/32), else float64; source: the source's own type."""
+    if option not in DTYPES:
+        raise OptionError(f"dtype must be one of {', '.join(DTYPES)}, not '{option}'")
+    source = np.dtype(source_dtype)
+    if option == "source":
+        return np.dtype(np.uint8) if source.kind == "b" else source
+    if option == "auto":
+        return np.dtype(np.float32) if source.str in EXACT_IN_FLOAT32 else np.dtype(np.float64)
+    return np.dtype(option)
+
+
+@functools.lru_cache(maxsize=1)
+def weights_id() -> str:
+    """The shipped ConvNP weights as provenance: file name and a short sha256 of its bytes."""
+    from .model import WEIGHTS
+
+    digest = hashlib.sha256(Path(WEIGHTS).read_bytes()).hexdigest()[:12]
+    return f"{Path(WEIGHTS).name} sha256:{digest}"
+
+
+def check_options(*, method: str, density, seed, tile, precision: str, dtype: str, device: str = "auto",
+                  variance: bool = False, reference=None) -> None:
+    """Raise OptionError (or FillError) for option values that cannot work, before any file is read."""
+    from .inpaint import METHODS, PRECISIONS, resolve_device
+
+    if method not in METHODS:
+        raise OptionError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0 < float(density) <= 1:
+        raise OptionError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise OptionError(f"seed must be a whole number, 0 or more, not {seed}")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1):
+        raise OptionError(f"tile must be a positive number of pixels, not {tile}")
+    if precision not in PRECISIONS:
+        raise OptionError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
+    output_dtype(dtype, "float32")
+    if variance and method not in VARIANCE_METHODS:
+        raise OptionError(f"method '{method}' gives no variance; use --method convnp for --variance")
+    from . import inpaint
+
+    if method in getattr(inpaint, "NEEDS_REFERENCE", ()) and not reference:
+        raise OptionError(f"method '{method}' fills from another date: give a reference scene")
+    if method == "convnp":
+        resolve_device(device)
+
+
+def check_distinct(outputs: Outputs) -> None:
+    """Two outputs of one run must not be one file (the second would replace the first)."""
+    paths = outputs.paths()
+    for i, a in enumerate(paths):
+        for b in paths[i + 1:]:
+            if same_file(a, b):
+                raise OptionError(f"{a}: two outputs of this run have this name ({_role(outputs, a)} and "
+                                  f"{_role(outputs, b)}); give them different names")
+
+
+def _role(outputs: Outputs, path: Path) -> str:
+    if path is outputs.out:
+        return "the filled scene"
+    if path is outputs.variance:
+        return "the variance"
+    return "the filled-pixel mask"
+
+
+def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | os.PathLike | None = None,
+              method: str = "convnp", density: float = 1.0, variance: str | os.PathLike | None = None,
+              device: str = "auto", seed: int = 0, tile: int | None = None, precision: str = "float32",
+              progress=None, dtype: str = "auto", filled_mask: bool | str | os.PathLike = True,
+              reference: list[str | os.PathLike] | None = None, **fill_options) -> dict:
+    """Fill one scene file and write the result as GeoTIFF; returns a summary.
+
+    out: the filled scene (known pixels exactly as in the input; see `output_dtype` for `dtype`).
+    variance: the predictive variance (float32), ConvNP only. filled_mask: True writes
+    `<out stem>_filled_mask.tif` (uint8 per band, 1 = filled), a path writes it there, False not at all.
+    reference: other dates of the place (paths), passed to `inpaint.fill` as `reference=`;
+    `fill_options` (adapt_steps, …) go to `inpaint.fill` unchanged. Every output records its provenance
+    in GDAL_METADATA items (CONVNP_METHOD, CONVNP_WEIGHTS, CONVNP_DENSITY, …).
+    """
+    from .inpaint import FillError, fill
+
+    input, out = Path(input), Path(out)
+    mask = Path(mask) if mask is not None else None
+    references = [Path(r) for r in (reference or [])]
+    sidecar = filled_mask_path(out) if filled_mask is True else Path(filled_mask) if filled_mask else None
+    outputs = Outputs(out, Path(variance) if variance is not None else None, sidecar)
+    try:
+        check_options(method=method, density=density, seed=seed, tile=tile, precision=precision, dtype=dtype,
+                      device=device, variance=outputs.variance is not None, reference=references)
+    except (OptionError, FillError) as err:
+        raise OptionError(f"{input}: {err}") from None
+    check_distinct(outputs)
+    inputs = [input, *([mask] if mask else []), *references]
+    for path in outputs.paths():
+        check_output_path(path, inputs)
+    for ref in references:
+        if not ref.exists():
+            raise SceneError(f"{ref}: no such file or folder (reference)")
+
+    scene = read_scene(input)
+    protect = list(scene.sources) + [input]
+    mask_scene = read_scene(mask) if mask is not None else None
+    if mask_scene is not None:
+        protect += [mask, *mask_scene.sources]
+    for path in outputs.paths():
+        for src in protect:
+            if same_file(path, src):
+                raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
+    gaps = mask_of(mask_scene, scene) if mask_scene is not None else scene_gaps(scene)
+    del mask_scene
+    plan = _plan(scene, gaps, output_dtype(dtype, scene.source_dtype), input)
+    if outputs.variance is not None:
+        _check_variance_range(scene, input)
+    provenance = {
+        "source": input.name, "method": method, "version": f"napari-convnp {__version__}",
+        "weights": weights_id() if method == "convnp" and "model" not in fill_options else None,
+        "density": f"{float(density):g}", "seed": int(seed),
+        "precision": precision if method == "convnp" else None,
+        "mask": mask.name if mask is not None else "detected gaps",
+        "references": ";".join(r.name for r in references) or None,
+        "filled_pixels": int(gaps.sum()),
+        **{k: _plain(v) for k, v in fill_options.items() if k not in ("model", "cancelled")},
+    }
+    meta = {"out": {"output": "filled scene", **provenance},
+            "variance": {"output": "predictive variance (squared units of the scene)", **provenance},
+            "filled_mask": {"output": "filled pixels (1 = filled, 0 = kept or left nodata)", **provenance}}
+    names = {"out": scene.band_names, "variance": [f"{n} variance" for n in scene.band_names],
+             "filled_mask": [f"{n} filled" for n in scene.band_names]}
+    output_tags(scene, names["out"], plan["nodata_text"], meta["out"])  # a tag that cannot be written: now
+
+    options = dict(method=method, density=float(density), nodata=scene.nodata & ~gaps, device=device,
+                   seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
+    if references:
+        options["reference"] = [str(r) for r in references]
+        if "scene" in inspect.signature(fill).parameters:
+            options["scene"] = scene  # the references are aligned to it by georeferencing
+    try:
+        result = fill(scene.bands, gaps, **options)
+    except FillError as err:
+        raise FillError(f"{input}: {err}") from None
+    _check_finite(result, gaps, input, method, outputs.variance is not None)
+
+    written = []
+    try:
+        if outputs.filled_mask is not None:
+            written.append(write_bands(outputs.filled_mask, gaps.astype(np.uint8), like=scene,
+                                       names=names["filled_mask"], metadata=meta["filled_mask"], protect=protect,
+                                       keep_roles=()))
+        if outputs.variance is not None:
+            written.append(write_bands(outputs.variance, result.variance.astype(np.float32, copy=False), like=scene,
+                                       names=names["variance"], metadata=meta["variance"], protect=protect,
+                                       keep_roles=()))
+        data = _compose(scene, gaps, result.mean, plan)
+        result.mean = None  # one C×H×W array less while writing
+        written.append(write_bands(outputs.out, data, like=scene, names=names["out"], metadata=meta["out"],
+                                   nodata_value=plan["nodata_value"], protect=protect))
+    except BaseException:
+        for path in written:  # all or nothing: a run that did not finish leaves none of its outputs
+            path.unlink(missing_ok=True)
+        raise
+    return {"input": str(input), "out": str(out), "method": method, "device": result.device,
+            "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
+            "variance": str(outputs.variance) if outputs.variance else None,
+            "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None}
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(Path(v).name) if isinstance(v, (str, os.PathLike)) else str(v) for v in value)
+    return value if isinstance(value, (str, int, float)) else str(value)
+
+
+def _plan(scene: Scene, gaps: np.ndarray, dtype: np.dtype, input: Path) -> dict:
+    """How the filled scene is written: its type, where its known values come from, its nodata; raises
+    SceneError now for what that type cannot hold (known pixels changed, a nodata value out of range)."""
+    source = np.dtype(scene.source_dtype)
+    raw = None
+    if source.str not in EXACT_IN_FLOAT32:  # float32 bands rounded these values: take them as stored
+        raw = read_raw(scene)
+    known = ~gaps & ~scene.nodata
+    if raw is not None and dtype != source:
+        changed = _changed_count(raw, known, dtype)
+        if changed:
+            count, before, after = changed
+            hint = "use --dtype source" if dtype == np.float64 else "use --dtype float64 or source"
+            raise SceneError(f"{input}: a {dtype} output would change {count} known pixels of this {source} scene "
+                             f"(e.g. {before!r} would become {after!r}); {hint}")
+    leftover = scene.nodata & ~gaps  # stays nodata in the output
+    nodata_value = None
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        value = scene.nodata_value
+        if leftover.any():
+            if value is None or not math.isfinite(value) or not value.is_integer() or not info.min <= value <= info.max:
+                raise SceneError(f"{input}: {int(leftover.sum())} pixels stay nodata but the scene declares no "
+                                 f"nodata value that {dtype} can hold; use --dtype float32 or float64 (NaN = nodata)")
+        if value is not None and math.isfinite(value) and value.is_integer() and info.min <= value <= info.max:
+            nodata_value = int(value)
+    elif dtype == source and scene.nodata_value is not None and leftover.any() and np.isfinite(scene.nodata_value):
+        nodata_value = float(scene.nodata_value)  # --dtype source keeps a float scene's own nodata value
+    nodata_text = None if nodata_value is None and dtype.kind in "ui" else (
+        "nan" if nodata_value is None else str(nodata_value))
+    return {"dtype": dtype, "raw": raw, "nodata_value": nodata_value, "nodata_text": nodata_text}
+
+
+def _changed_count(raw: np.ndarray, known: np.ndarray, dtype: np.dtype):
+    """(count, an example value, what it would become) of known pixels `dtype` cannot hold exactly, or None."""
+    values = raw[known]
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = values.astype(dtype)
+        if values.dtype.kind in "ui" and dtype.kind == "f":
+            limit = float(np.iinfo(values.dtype).max) + 1
+            fits = (converted < limit) & (converted >= float(np.iinfo(values.dtype).min))
+            back = np.zeros_like(values)
+            back[fits] = converted[fits].astype(values.dtype)
+            same = fits & (back == values)
+        else:
+            same = converted.astype(values.dtype) == values
+    bad = np.flatnonzero(~same)
+    if not bad.size:
+        return None
+    return int(bad.size), values[bad[0]].item(), converted[bad[0]].item()
+
+
+def _check_variance_range(scene: Scene, input: Path) -> None:
+    spread = float(np.nanmax(scene.bands)) - float(np.nanmin(scene.bands))  # NaN = nodata; no copy
+    if not spread < FLOAT32_SAFE_SPREAD:
+        raise SceneError(f"{input}: its values span {spread:.3g}; a variance in these units (squared) would not fit "
+                         "float32; rescale the scene or leave out --variance")
+
+
+def _check_finite(result, gaps: np.ndarray, input: Path, method: str, with_variance: bool) -> None:
+    """Never write a non-finite value into a filled pixel (float32 overflow on values near ±3e38)."""
+    bad = sum(int((~np.isfinite(m[g])).sum()) for m, g in zip(result.mean, gaps))
+    if with_variance and result.variance is not None:
+        bad += sum(int((~np.isfinite(v[g])).sum()) for v, g in zip(result.variance, gaps))
+    if bad:
+        raise SceneError(f"{input}: the {method} fill gave {bad} non-finite values (the scene's values are too large "
+                         "for float32 arithmetic); rescale the scene")
+
+
+def _compose(scene: Scene, gaps: np.ndarray, mean: np.ndarray, plan: dict) -> np.ndarray:
+    """The filled scene in the output type: known pixels as stored, filled pixels from the fill (rounded and
+    clipped for an integer type, never onto the nodata value), pixels left nodata as nodata."""
+    dtype, raw, nodata_value = plan["dtype"], plan["raw"], plan["nodata_value"]
+    if dtype == np.float32 and raw is None and nodata_value is None:
+        return mean  # `fill` already keeps the (float32-exact) known values and NaN where nodata stays
+    out = np.empty(scene.shape, dtype)
+    for b in range(scene.shape[0]):
+        known = ~gaps[b] & ~scene.nodata[b]
+        leftover = scene.nodata[b] & ~gaps[b]
+        stored = raw[b] if raw is not None else scene.bands[b]
+        if dtype.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[b] = stored
+            out[b][gaps[b]] = mean[b][gaps[b]]
+            out[b][leftover] = np.nan if nodata_value is None else nodata_value
+        else:
+            info = np.iinfo(dtype)
+            out[b] = 0
+            out[b][known] = stored[known]
+            values = np.clip(np.rint(mean[b][gaps[b]].astype(np.float64)), info.min, info.max)
+            if nodata_value is not None:  # a fill rounded onto the nodata value would read back as nodata
+                on = values == nodata_value
+                values[on] = nodata_value + 1 if nodata_value < info.max else nodata_value - 1
+            out[b][gaps[b]] = values.astype(dtype)
+            if nodata_value is not None:
+                out[b][leftover] = nodata_value
+    return out
