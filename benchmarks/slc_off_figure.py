@@ -52,7 +52,7 @@ def main():
     real = read_scene(path)
     rows, cols = slice(300, 700), slice(0, 900)  # the western part of the scene: wide gaps
     real_gaps = masks.detect_gaps(real.bands, real.nodata, pixel_size=real.pixel_size)[1, rows, cols]
-    sample = read_scene(ROOT / "sample_data" / "itaipu_landsat8_B234_768.tif").bands[2]
+    sample = read_scene(ROOT / "napari_convnp" / "sample_data" / "itaipu_landsat8_B234_768.tif").bands[2]
     shape = real_gaps.shape
     image = np.tile(sample, (1, 2))[: shape[0], : shape[1]]
     simulated = masks.simulate_slc_off(shape, seed=3, pixel_size=real.pixel_size, crop_offset=(0, 1350),

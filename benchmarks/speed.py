@@ -25,9 +25,10 @@ def make_input(height, width):
     import numpy as np
 
     from napari_convnp import masks
+    from napari_convnp._napari import SAMPLE_DIR
     from napari_convnp.scene import read_scene
 
-    sample = read_scene(Path(__file__).parents[1] / "sample_data" / "itaipu_landsat8_B234_768.tif").bands
+    sample = read_scene(SAMPLE_DIR / "itaipu_landsat8_B234_768.tif").bands
     six = np.concatenate([sample, sample[:, ::-1]])[:BANDS]
     reps = (1, -(-height // six.shape[1]), -(-width // six.shape[2]))
     bands = np.tile(six, reps)[:, :height, :width].copy()

@@ -8,49 +8,104 @@ import numpy as np
 
 from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, read_scene, write_bands, write_scene
 
-# The shipped sample scenes live in the top-level sample_data/ folder (an editable install finds
-# them there); a wheel may carry them inside the package.
-SAMPLE_DIRS = (Path(__file__).parent / "sample_data", Path(__file__).parent.parent / "sample_data")
-COMPOSITES = {
-    "as stored (1-2-3)": None,
-    "natural colour (3-2-1)": (3, 2, 1),
-    "false colour (4-3-2)": (4, 3, 2),
-    "SWIR (5-4-3)": (5, 4, 3),
-}
+# The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
+SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SCENE_KEY = "napari_convnp_scene"  # layer.metadata key holding the Scene (georeferencing, band names)
+COMPOSITE_KEY = "composite"  # layer.metadata key of an RGB composite made by this plugin
+PLUGIN = "napari-convnp"
+READER_PATTERNS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF")  # as in napari.yaml
+
+# --- band numbering and RGB composites ---------------------------------------------------------------
+
+# Landsat band numbers of each colour, per sensor: TM (Landsat 4/5) and ETM+ (Landsat 7) share one
+# numbering, OLI (Landsat 8/9) adds a coastal band 1 and so shifts the others by one.
+BAND_ROLES = {
+    "tm": {1: "blue", 2: "green", 3: "red", 4: "nir", 5: "swir1", 7: "swir2"},
+    "oli": {1: "coastal", 2: "blue", 3: "green", 4: "red", 5: "nir", 6: "swir1", 7: "swir2"},
+}
+COMPOSITE_ROLES = (
+    ("natural colour", ("red", "green", "blue")),
+    ("false colour", ("nir", "red", "green")),
+    ("SWIR", ("swir1", "nir", "red")),
+)
+AS_STORED = "as stored (bands 1-2-3)"
+_OLI = re.compile(r"(?i)(?<![a-z0-9])(?:l[co]0?[89]|landsat[-_ ]?[89]|l[s]?[89])(?![0-9])"
+                  r"|(?<![a-z0-9])l[co][89]\d{6}|\boli\b")
+_TM = re.compile(r"(?i)(?<![a-z0-9])(?:l[etm]0?[4-7]|landsat[-_ ]?[4-7]|l[st]?[4-7])(?![0-9])"
+                 r"|(?<![a-z0-9])l[etm][4-7]\d{6}|etm\+?|(?<![a-z])tm(?![a-z])")
+_BAND_NUMBER = re.compile(r"(?i)(?<![a-z])(?:sr_|st_)?b(\d{1,2})(?!\d)")
+_COLOUR_WORDS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "swir1": "swir1", "swir 1": "swir1",
+                 "swir2": "swir2", "swir 2": "swir2", "coastal": "coastal"}
 
 
-# --- layers of a scene -----------------------------------------------------------------------------
+def sensor(scene: Scene) -> str:
+    """'oli' (Landsat 8/9) or 'tm' (Landsat 4/5/7 numbering), from the file name, band names or band count."""
+    text = " ".join([scene.path.name if scene.path else "", *scene.band_names])
+    if _OLI.search(text):
+        return "oli"
+    if _TM.search(text):
+        return "tm"
+    return "oli" if len(scene.band_names) >= 9 else "tm"  # Landsat 7 is what this tool is for
 
-def band_index(scene: Scene, number: int) -> int | None:
-    """Index of Landsat band `number`, from band names such as 'B4', 'SR_B4', 'ETM+ B4 NIR'."""
+
+def band_numbers(scene: Scene) -> list[int | None]:
+    """The Landsat band number of every band: from band names ('B4', 'SR_B4', 'ETM+ B4 NIR'), else from
+    a file name that spells them ('…_B234.tif', '…_B1-7.tif'), else the sensor's usual stack order when
+    there are at least 4 bands; None where unknown (3 unnamed bands are often a composite already)."""
+    count = len(scene.band_names)
+    found = [_BAND_NUMBER.search(name) for name in scene.band_names]
+    if all(found):
+        return [int(m.group(1)) for m in found]
+    stem = scene.path.stem if scene.path else ""
+    spelled = re.search(r"(?i)_B(\d+)(?=_|$)", stem)
+    if spelled and len(spelled.group(1)) == count:
+        return [int(d) for d in spelled.group(1)]
+    spelled = re.search(r"(?i)_B(\d{1,2})-(\d{1,2})(?=_|$)", stem)
+    if spelled and int(spelled.group(2)) - int(spelled.group(1)) + 1 == count:
+        return list(range(int(spelled.group(1)), int(spelled.group(2)) + 1))
+    if count < 4:
+        return [None] * count
+    if count == 6:  # the six reflective bands, without thermal (and without OLI's coastal band)
+        return [2, 3, 4, 5, 6, 7] if sensor(scene) == "oli" else [1, 2, 3, 4, 5, 7]
+    return list(range(1, count + 1))
+
+
+def band_roles(scene: Scene) -> list[str | None]:
+    """What each band sees ('red', 'nir', …) by the sensor's numbering or colour words in band names."""
+    roles = BAND_ROLES[sensor(scene)]
+    out = [roles.get(n) if n is not None else None for n in band_numbers(scene)]
     for i, name in enumerate(scene.band_names):
-        match = re.search(r"B(\d+)(?!\d)", name)
-        if match and int(match.group(1)) == number:
-            return i
-    if not any(re.search(r"B\d", n) for n in scene.band_names) and number <= len(scene.band_names):
-        return number - 1  # unnamed bands: assume Landsat 7 order
-    return None
+        if out[i] is None:
+            words = re.sub(r"[^a-z0-9 ]", " ", name.lower())
+            out[i] = next((role for word, role in _COLOUR_WORDS.items() if re.search(rf"\b{word}\b", words)), None)
+    return out
 
 
-def composite_bands(scene: Scene, choice: str) -> tuple[int, int, int] | None:
-    """Band indices for an RGB composite, or None when the scene lacks them."""
-    numbers = COMPOSITES.get(choice)
-    if numbers is None:
-        return (0, 1, 2) if len(scene.band_names) >= 3 else None
-    idx = [band_index(scene, n) for n in numbers]
-    return None if None in idx else tuple(idx)
+def composites(scene: Scene) -> dict[str, tuple[int, int, int]]:
+    """The RGB composites this scene has bands for: label → band indices (red, green, blue channel).
+
+    Labels name the sensor's band numbers, so a Landsat 8 scene offers 'natural colour (4-3-2)' where a
+    Landsat 7 scene offers 'natural colour (3-2-1)'. The first entry is the default."""
+    roles, numbers = band_roles(scene), band_numbers(scene)
+    out = {}
+    for name, needed in COMPOSITE_ROLES:
+        if all(role in roles for role in needed):
+            idx = tuple(roles.index(role) for role in needed)
+            spelled = "-".join(str(numbers[i]) if numbers[i] is not None else roles[i] for i in idx)
+            out[f"{name} ({spelled})"] = idx
+    if len(scene.band_names) >= 3:
+        out[AS_STORED] = (0, 1, 2)
+    return out
 
 
 def default_composite(scene: Scene) -> str | None:
-    if len(scene.band_names) < 3:
-        return None
-    if len(scene.band_names) == 3:
-        return "as stored (1-2-3)"
-    for choice in ("natural colour (3-2-1)", "as stored (1-2-3)"):
-        if composite_bands(scene, choice):
-            return choice
-    return None
+    return next(iter(composites(scene)), None)
+
+
+def composite_name(scene_name: str, choice: str) -> str:
+    """'<scene> RGB 3-2-1': the band numbers at the end, where the layer list keeps them visible."""
+    numbers = re.search(r"\(([^)]*)\)", choice)
+    return f"{scene_name} RGB {numbers.group(1).replace('bands ', '') if numbers else choice}"
 
 
 def stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
@@ -64,7 +119,7 @@ def stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
 
 
 def rgb_composite(scene: Scene, choice: str) -> np.ndarray | None:
-    idx = composite_bands(scene, choice)
+    idx = composites(scene).get(choice)
     if idx is None:
         return None
     return np.stack([stretch(scene.bands[i]) for i in idx], -1)
@@ -78,21 +133,121 @@ def contrast_limits(bands: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+# --- georeferencing → napari's scale and translate ---------------------------------------------------
+
+def _geokeys(scene: Scene) -> dict[int, object]:
+    """GeoKeyDirectory (tag 34735) entries stored inline: key id → value."""
+    raw = scene.geo_tags.get(34735)
+    if not raw or len(raw) < 4:
+        return {}
+    keys = {}
+    for k in range(int(raw[3])):
+        entry = raw[4 + 4 * k: 8 + 4 * k]
+        if len(entry) == 4 and int(entry[1]) == 0:
+            keys[int(entry[0])] = int(entry[3])
+    return keys
+
+
+def georeference(scene: Scene) -> dict | None:
+    """napari placement of a north-up scene from its GeoTIFF tags, or None (no or rotated georeferencing).
+
+    napari's y axis points down, so the world coordinates are (−northing, easting) of the pixel centres,
+    in map units: `scale` is the pixel size (y, x), both positive, and `translate` the map position of
+    the first pixel's centre with the northing negated. Scenes of the same map projection then line up
+    and the scale bar measures metres (or degrees for a geographic CRS).
+    """
+    tags = scene.geo_tags
+    transform, pixel_scale, tiepoint = tags.get(34264), tags.get(33550), tags.get(33922)
+    try:
+        if transform is not None and len(transform) >= 8:
+            a, b, _, x0, e, f, _, y0 = (float(v) for v in transform[:8])
+            if b or e:
+                return None  # rotated or sheared: napari would need an affine; left in pixels
+            sx, sy = a, -f
+        elif pixel_scale is not None and tiepoint is not None and len(pixel_scale) >= 2 and len(tiepoint) >= 6:
+            sx, sy = float(pixel_scale[0]), float(pixel_scale[1])
+            i, j, _, x, y = (float(v) for v in tiepoint[:5])
+            x0, y0 = x - i * sx, y + j * sy
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite([sx, sy, x0, y0]).all() and sx > 0 and sy > 0):
+        return None
+    keys = _geokeys(scene)
+    half = 0.0 if keys.get(1025) == 2 else 0.5  # PixelIsPoint: the tiepoint is a centre; PixelIsArea: a corner
+    if keys.get(1024) == 2:
+        unit = "degree"
+    else:
+        unit = {9001: "m", 9002: "foot", 9003: "foot"}.get(keys.get(3076, 9001))
+    placement = {"scale": (sy, sx), "translate": (-(y0 - half * sy), x0 + half * sx)}
+    if unit:
+        placement["units"] = (unit, unit)
+    return placement
+
+
+def fit_placement(placement: dict | None, ndim: int) -> dict:
+    """A 2-D placement (scale, translate, units of y and x) for a layer of `ndim` dimensions."""
+    if not placement:
+        return {}
+    lead = ndim - 2
+    out = {"scale": (1.0,) * lead + tuple(placement["scale"]),
+           "translate": (0.0,) * lead + tuple(placement["translate"])}
+    if placement.get("units"):
+        out["units"] = ("pixel",) * lead + tuple(placement["units"])
+    return out
+
+
+def layer_placement(layer) -> dict | None:
+    """The 2-D placement of an existing layer (its last two axes), to put results exactly over it."""
+    placement = {"scale": tuple(float(s) for s in layer.scale[-2:]),
+                 "translate": tuple(float(t) for t in layer.translate[-2:])}
+    units = getattr(layer, "units", None)
+    if units is not None:
+        placement["units"] = tuple(str(u) for u in units[-2:])
+    return placement
+
+
 def scene_layers(scene: Scene) -> list[tuple]:
-    """The bands as one multichannel image layer (a slider over bands), plus an RGB composite."""
+    """The bands as one multichannel image layer (a slider over bands), plus an RGB composite, placed
+    on the map by the scene's georeferencing."""
     layers = []
+    placement = georeference(scene)
     choice = default_composite(scene)
     if choice:
-        layers.append((rgb_composite(scene, choice), {"name": f"{scene.name} RGB {choice}", "rgb": True,
-                                                       "metadata": {SCENE_KEY: scene, "composite": choice}},
+        layers.append((rgb_composite(scene, choice),
+                       {"name": composite_name(scene.name, choice), "rgb": True,
+                        "metadata": {SCENE_KEY: scene, COMPOSITE_KEY: choice}, **fit_placement(placement, 2)},
                        "image"))
     layers.append((scene.bands, {"name": scene.name, "contrast_limits": contrast_limits(scene.bands),
                                  "colormap": "gray", "visible": not layers,
-                                 "metadata": {SCENE_KEY: scene}, "axis_labels": ("band", "y", "x")}, "image"))
+                                 "metadata": {SCENE_KEY: scene}, "axis_labels": ("band", "y", "x"),
+                                 **fit_placement(placement, 3)}, "image"))
     return layers
 
 
 # --- npe2 contributions ----------------------------------------------------------------------------
+
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 42112, 42113)  # georeferencing, GDAL metadata, GDAL nodata
+_LANDSAT_NAME = re.compile(r"(?i)^L[CEOTM]0?\d")
+
+
+def understands(path) -> bool:
+    """Whether this plugin should claim a TIFF: it is a GeoTIFF (georeferencing or GDAL tags), is named
+    like a Landsat product, or cannot be parsed at all (then the reader's error names the problem). A
+    plain TIFF (a micrograph, a photo) is left to other readers."""
+    p = Path(path)
+    if _LANDSAT_NAME.match(p.name) or BAND_FILE.search(p.name):
+        return True
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(p) as tif:
+            tags = tif.pages[0].tags
+            return any(code in tags for code in GEOTIFF_TAGS)
+    except Exception:  # noqa: BLE001 - unreadable: let read_scene say why, in one line
+        return True
+
 
 def get_reader(path):
     """Reader for GeoTIFF files and Landsat product folders; None for anything else."""
@@ -102,9 +257,12 @@ def get_reader(path):
         path = path[0]
     p = Path(path)
     if p.is_dir():
-        if not any(BAND_FILE.search(f.name) for f in p.iterdir()):
+        try:
+            if not any(BAND_FILE.search(f.name) for f in p.iterdir()):
+                return None
+        except OSError:
             return None
-    elif p.suffix.lower() not in TIFF_SUFFIXES:
+    elif p.suffix.lower() not in TIFF_SUFFIXES or not understands(p):
         return None
     return read_layers
 
@@ -113,6 +271,30 @@ def read_layers(path) -> list[tuple]:
     if isinstance(path, list):
         path = path[0]
     return scene_layers(read_scene(path))  # a SceneError names the file; napari shows it as a notification
+
+
+def preferred_reader_patterns() -> list[str]:
+    """The file patterns napari currently opens with this plugin without asking."""
+    from napari.settings import get_settings
+
+    prefs = get_settings().plugins.extension2reader
+    return [p for p in READER_PATTERNS if prefs.get(p) == PLUGIN]
+
+
+def prefer_this_reader(on: bool = True) -> None:
+    """Make this plugin napari's reader for .tif/.tiff files (drag and drop, File › Open) without the
+    'choose a reader' dialog, or undo that. It is napari's own per-pattern preference (Preferences ›
+    Plugins › File extension readers); TIFFs this plugin does not understand then fall back to the dialog."""
+    from napari.settings import get_settings
+
+    settings = get_settings().plugins
+    prefs = dict(settings.extension2reader)
+    for pattern in READER_PATTERNS:
+        if on:
+            prefs[pattern] = PLUGIN
+        elif prefs.get(pattern) == PLUGIN:
+            del prefs[pattern]
+    settings.extension2reader = prefs
 
 
 def scene_of(data: np.ndarray, meta: dict) -> Scene:
@@ -150,10 +332,10 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
 
 def _sample(filename: str):
     def load():
-        for folder in SAMPLE_DIRS:
-            if (folder / filename).exists():
-                return scene_layers(read_scene(folder / filename))
-        raise SceneError(f"{filename}: sample file missing from the installation")
+        path = SAMPLE_DIR / filename
+        if not path.exists():
+            raise SceneError(f"{path}: sample file missing from the installation; reinstall napari-convnp")
+        return scene_layers(read_scene(path))
 
     return load
 

@@ -6,16 +6,24 @@ python -m napari_convnp.demo [--sample sf_bay|itaipu|slc_off | --file SCENE] [--
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sample", default="slc_off", choices=["sf_bay", "itaipu", "slc_off"])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", default="slc_off", choices=["sf_bay", "itaipu", "slc_off"],
+                        help="sample scene to open (default: %(default)s)")
     parser.add_argument("--file", help="open this GeoTIFF or Landsat product folder instead of a sample")
-    parser.add_argument("--steps", default="", help="comma-separated widget steps to run: detect, simulate, run, grid")
-    parser.add_argument("--methods", default="convnp", help="comma-separated methods for the run step")
-    parser.add_argument("--screenshot", help="save a screenshot of the whole window here and quit")
+    parser.add_argument("--steps", default="",
+                        help="comma-separated widget steps to run in order: detect, simulate, run, grid")
+    parser.add_argument("--methods", default="convnp", help="comma-separated methods for the run step "
+                                                            "(default: %(default)s)")
+    parser.add_argument("--density", type=int, default=100, help="context density in %% for the run step")
+    parser.add_argument("--screenshot", metavar="PATH",
+                        help="save a screenshot of the whole window here and quit (works without a display, "
+                             "under Xvfb)")
     parser.add_argument("--canvas-only", action="store_true", help="the screenshot shows only the canvas")
+    parser.add_argument("--size", default="1500x950", help="window size for the screenshot (default: %(default)s)")
     args = parser.parse_args(argv)
 
     import napari
@@ -26,7 +34,8 @@ def main(argv=None):
         widget.load(args.file)
     else:
         viewer.open_sample("napari-convnp", args.sample)
-    bands = [lay for lay in viewer.layers if not lay.rgb]
+        viewer.scale_bar.visible = True
+    bands = [layer for layer in viewer.layers if not layer.rgb]
     if bands:  # else the file could not be read: the notification says why
         widget.image_combo.value = bands[0]
     for step in filter(None, args.steps.split(",")):
@@ -35,24 +44,27 @@ def main(argv=None):
         elif step == "simulate":
             widget.simulate()
         elif step == "grid":
-            for layer in list(viewer.layers):  # the grid shows the bands and the results, not the helpers
-                if getattr(layer, "rgb", False) or layer.name.endswith(("gaps", "SLC-off", "painted")):
-                    viewer.layers.remove(layer)
-                else:
-                    layer.visible = True
-            widget.grid_button.setChecked(True)
+            widget.grid_button.setChecked(True)  # the widget hides masks and composites and labels the cells
         elif step == "run":
             for method, box in widget.method_boxes.items():
                 box.setChecked(method in args.methods.split(","))
+            widget.density.setValue(args.density)
             widget.run()
             _wait(widget)
+        else:
+            parser.error(f"unknown step '{step}': use detect, simulate, run, grid")
     if args.screenshot:
         from qtpy.QtWidgets import QApplication
 
-        viewer.window._qt_window.resize(1500, 950)
+        width, height = (int(v) for v in args.size.split("x"))
+        viewer.window._qt_window.resize(width, height)
         for _ in range(20):
             QApplication.processEvents()
+        viewer.reset_view()
+        for _ in range(5):
+            QApplication.processEvents()
         viewer.window.screenshot(args.screenshot, canvas_only=args.canvas_only)
+        print(f"saved a screenshot of the viewer to {args.screenshot}", file=sys.stderr)
         viewer.close()
         return
     napari.run()

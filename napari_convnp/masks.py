@@ -101,6 +101,14 @@ def scene_zero_is_ambiguous(nodata_value: float | None, source_dtype: str) -> bo
     return nodata_value == 0 and np.dtype(source_dtype).kind in "ui"
 
 
+def detect_scene_gaps(scene) -> np.ndarray:
+    """The gaps of a scene (anything with bands, nodata, pixel_size, nodata_value and source_dtype, such
+    as a `scene.Scene`), detected as the command line and the napari widget do: the pixel size sets the
+    widest gap, and a nodata value of 0 in integer data is not trusted where it may be dark water."""
+    return detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
+                       zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
+
+
 def _widest_gap_px(pixel_size: float | None) -> int:
     return max(1, math.ceil(MAX_GAP_WIDTH_M / pixel_metres(pixel_size)))
 

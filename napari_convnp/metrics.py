@@ -16,16 +16,33 @@ def psnr(pred, truth, gaps, data_range: float) -> float:
     return float(20 * math.log10(data_range / max(rmse(pred, truth, gaps), 1e-12)))
 
 
-def ssim(pred, truth, gaps, data_range: float) -> float:
-    """Mean of the local SSIM map over the gap pixels, band by band."""
+def ssim(pred, truth, gaps, data_range: float, win_size: int = 7) -> float:
+    """Mean of the local SSIM map over the gap pixels, band by band.
+
+    Only windows free of nodata count: a gap pixel whose `win_size`² window (the window SSIM is computed
+    over, mirrored at the image edge) touches a pixel that is NaN in the prediction or the truth is left
+    out, so no-data pixels never enter a score. On images without any NaN this is the plain windowed SSIM.
+    NaN when no gap pixel has a nodata-free window.
+    """
+    from scipy import ndimage
     from skimage.metrics import structural_similarity
 
     scores = []
     for p, t, g in zip(pred, truth, gaps):
-        if g.any():
-            _, full = structural_similarity(t.astype(np.float64), p.astype(np.float64), data_range=data_range,
-                                            full=True)
-            scores.append(full[g])
+        if not g.any():
+            continue
+        p, t = p.astype(np.float64), t.astype(np.float64)
+        missing = ~np.isfinite(p) | ~np.isfinite(t)
+        if missing.any():
+            # Those windows are dropped below; the values put here only keep the filter arithmetic finite.
+            g = g & ~ndimage.maximum_filter(missing, size=win_size, mode="reflect")
+            if not g.any():
+                continue
+            p, t = np.where(missing, 0.0, p), np.where(missing, 0.0, t)
+        _, full = structural_similarity(t, p, data_range=data_range, win_size=win_size, full=True)
+        scores.append(full[g])
+    if not scores:
+        return float("nan")
     return float(np.mean(np.concatenate(scores)))
 
 

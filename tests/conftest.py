@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 DATA = Path(os.environ.get("NAPARI_CONVNP_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
-SAMPLES = Path(__file__).parents[1] / "sample_data"
+SAMPLES = Path(__file__).parents[1] / "napari_convnp" / "sample_data"  # shipped inside the package
 
 
 @pytest.fixture

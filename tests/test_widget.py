@@ -2,11 +2,14 @@
 import numpy as np
 import pytest
 
-from napari_convnp._napari import get_reader, write_image
-from napari_convnp._widget import GapFillWidget
+from napari_convnp import baselines, inpaint
+from napari_convnp._napari import SAMPLE_DIR, get_reader, write_image
+from napari_convnp._widget import GapFillWidget, InputError, Job, LayerPicker, method_description, result_label
 from napari_convnp.scene import read_scene
 
 from .conftest import SAMPLES
+
+SLC_OFF = "LE07_L2SP_225078_20110306_slc_off_B1"
 
 
 @pytest.fixture
@@ -15,8 +18,20 @@ def widget(make_napari_viewer):
     return GapFillWidget(viewer)
 
 
+@pytest.fixture
+def messages(monkeypatch):
+    said = []
+    monkeypatch.setattr("napari_convnp._widget._notify_error", said.append)
+    return said
+
+
 def wait_for(qtbot, widget, timeout=120_000):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def choose(widget, *methods):
+    for method, box in widget.method_boxes.items():
+        box.setChecked(method in methods)
 
 
 def test_sample_data_and_reader(make_napari_viewer):
@@ -26,41 +41,39 @@ def test_sample_data_and_reader(make_napari_viewer):
     assert "sf_bay_landsat7_768" in names and any(layer.rgb for layer in viewer.layers)
     bands = viewer.layers["sf_bay_landsat7_768"]
     assert bands.data.shape == (3, 768, 768)
+    assert read_scene(SAMPLE_DIR / "sf_bay_landsat7_768.tif").path.parent == SAMPLE_DIR  # inside the package
     assert get_reader(str(SAMPLES / "sf_bay_landsat7_768.tif")) is not None
     assert get_reader("notes.txt") is None
 
 
-def test_load_detect_inpaint(widget, qtbot, tmp_path, monkeypatch):
-    widget.load(SAMPLES / "LE07_L2SP_225078_20110306_slc_off_B1.tif")
+def test_load_detect_inpaint(widget, qtbot, tmp_path, messages):
+    widget.load(SAMPLES / f"{SLC_OFF}.tif")
     viewer = widget.viewer
-    source = viewer.layers["LE07_L2SP_225078_20110306_slc_off_B1"]
+    source = viewer.layers[SLC_OFF]
     assert widget.image_combo.value is source
     mask_layer = widget.detect()
-    assert mask_layer.data.shape == source.data.shape and 0.3 < mask_layer.data.mean() < 0.5
-    for method, box in widget.method_boxes.items():
-        box.setChecked(method in ("convnp", "idw"))
+    assert mask_layer.name == "gaps" and mask_layer.data.shape == source.data.shape
+    assert 0.3 < mask_layer.data.mean() < 0.5
+    choose(widget, "convnp", "idw")
     widget.show_std.setChecked(True)
     widget.run()
     wait_for(qtbot, widget)
-    mean = viewer.layers["LE07_L2SP_225078_20110306_slc_off_B1 convnp mean"]
-    var = viewer.layers["LE07_L2SP_225078_20110306_slc_off_B1 convnp variance"]
-    assert "LE07_L2SP_225078_20110306_slc_off_B1 convnp std" in viewer.layers
-    assert "LE07_L2SP_225078_20110306_slc_off_B1 idw mean" in viewer.layers
+    mean, var = viewer.layers["convnp mean"], viewer.layers["convnp variance"]
+    assert "convnp std" in viewer.layers and "idw mean" in viewer.layers
     gaps = mask_layer.data.astype(bool)
     assert mean.data.shape == source.data.shape and np.isfinite(mean.data[gaps]).all()
-    assert np.array_equal(mean.data[~gaps & np.isfinite(source.data)], source.data[~gaps & np.isfinite(source.data)])
-    assert (var.data[gaps] > 0).all() and var.colormap.name == "magma"
+    known = ~gaps & np.isfinite(source.data)
+    assert np.array_equal(mean.data[known], source.data[known])
+    assert (var.data[gaps] > 0).all() and var.colormap.name.startswith("magma")
     assert widget.table.rowCount() == 0  # real gaps: no truth, no scores
     # the writer keeps the georeferencing of the source scene
     out = tmp_path / "filled.tif"
     write_image(str(out), mean.data, {"metadata": mean.metadata})
-    assert read_scene(out).geo_tags == read_scene(SAMPLES / "LE07_L2SP_225078_20110306_slc_off_B1.tif").geo_tags
+    assert read_scene(out).geo_tags == read_scene(SAMPLES / f"{SLC_OFF}.tif").geo_tags
     assert widget.save(var, tmp_path / "variance.tif")
     np.testing.assert_array_equal(read_scene(tmp_path / "variance.tif").bands, var.data)
     # never over the input file
-    messages = []
-    monkeypatch.setattr("napari_convnp._widget._notify_error", messages.append)
-    src = SAMPLES / "LE07_L2SP_225078_20110306_slc_off_B1.tif"
+    src = SAMPLES / f"{SLC_OFF}.tif"
     before = src.read_bytes()
     assert not widget.save(source, src) and "overwrite the input" in messages[0]
     assert src.read_bytes() == before
@@ -68,23 +81,22 @@ def test_load_detect_inpaint(widget, qtbot, tmp_path, monkeypatch):
     widget.density.setValue(50)
     widget.run()
     wait_for(qtbot, widget)
-    assert "LE07_L2SP_225078_20110306_slc_off_B1 convnp 50% mean" in viewer.layers
-    assert "LE07_L2SP_225078_20110306_slc_off_B1 convnp mean" in viewer.layers
+    assert "convnp 50% mean" in viewer.layers and "convnp mean" in viewer.layers
 
 
 def test_simulate_and_compare(widget, qtbot):
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     mask = widget.simulate()
     assert mask.metadata["simulated"] and 0.1 < mask.data.mean() < 0.35
-    for method, box in widget.method_boxes.items():
-        box.setChecked(method in ("idw", "gauss"))
+    choose(widget, "idw", "gauss")
     widget.run()
     wait_for(qtbot, widget)
     assert widget.table.rowCount() == 2
+    assert [widget.table.item(row, 0).text() for row in range(2)] == ["idw", "gauss"]
     psnr = float(widget.table.item(0, 1).text())
     assert 15 < psnr < 60
     widget.grid_button.setChecked(True)
-    assert widget.viewer.grid.enabled
+    assert widget.grid.enabled
 
 
 def test_paint_and_combine(widget):
@@ -102,6 +114,7 @@ def test_paint_and_combine(widget):
     widget.other_combo.value = painted
     rest = widget.combine()
     assert not rest.data[..., :100, :100].any()
+    assert len({simulated.name, painted.name, union.name, rest.name}) == 4  # combining never replaces an input
 
 
 def test_cancel(widget, qtbot, monkeypatch):
@@ -117,14 +130,14 @@ def test_cancel(widget, qtbot, monkeypatch):
     assert not [layer for layer in widget.viewer.layers if "convnp mean" in layer.name]
 
 
-def test_bad_file_is_a_notification(widget, tmp_path, monkeypatch):
-    messages = []
-    monkeypatch.setattr("napari_convnp._widget._notify_error", messages.append)
+def test_bad_file_is_a_notification(widget, tmp_path, messages):
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00garbage")
     widget.load(bad)
     assert messages and "broken.tif" in messages[0]
     widget.run()  # nothing loaded: a message, not a traceback
+    assert "open a scene first" in messages[-1]
+    widget.detect()
     assert "open a scene first" in messages[-1]
 
 
@@ -139,42 +152,129 @@ def test_rgb_composites(widget, tmp_path):
     assert len(rgb) == 1 and "3-2-1" in rgb[0].name and rgb[0].data.shape == (40, 50, 3)
     widget.composite.setCurrentText("SWIR (5-4-3)")
     rgb = [layer for layer in widget.viewer.layers if layer.rgb]
-    assert len(rgb) == 1 and "5-4-3" in rgb[0].name
+    assert len(rgb) == 1 and rgb[0].name.endswith("RGB 5-4-3")
     assert rgb[0].data.min() >= 0 and rgb[0].data.max() <= 1
 
 
 def test_removing_layers_while_a_fill_runs(widget, qtbot, monkeypatch):
     """The user deletes the scene and its mask mid-run: the results still arrive, nothing crashes."""
-    from napari_convnp import baselines
-
     slow_idw = baselines.METHODS["idw"]
     monkeypatch.setitem(baselines.METHODS, "idw", lambda b, c: (__import__("time").sleep(0.5), slow_idw(b, c))[1])
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
-    for method, box in widget.method_boxes.items():
-        box.setChecked(method == "idw")
+    choose(widget, "idw")
     widget.run()
     widget.viewer.layers.clear()
     wait_for(qtbot, widget)
-    assert "itaipu_landsat8_B234_768 idw mean" in widget.viewer.layers
+    assert "idw mean" in widget.viewer.layers
     assert widget.run_button.isEnabled()
 
 
-def test_an_error_in_the_worker_is_a_notification(widget, qtbot, monkeypatch):
+def test_an_error_in_the_worker_is_a_notification(widget, qtbot, monkeypatch, messages):
     """torch raises RuntimeError; the thread worker would drop it silently and never finish."""
-    from napari_convnp import baselines
-
     def broken(bands, context):
         raise RuntimeError("simulated failure deep inside")
 
     monkeypatch.setitem(baselines.METHODS, "idw", broken)
-    messages = []
-    monkeypatch.setattr("napari_convnp._widget._notify_error", messages.append)
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
-    for method, box in widget.method_boxes.items():
-        box.setChecked(method == "idw")
+    choose(widget, "idw")
     widget.run()
     wait_for(qtbot, widget, timeout=30_000)
     assert widget.run_button.isEnabled()
     assert messages and "simulated failure" in messages[-1]
+
+
+# --- the refactor: pickers, the job, the method registry, the input error --------------------------------
+
+def test_method_boxes_come_from_the_registry(make_napari_viewer, monkeypatch):
+    """A baseline added to the registry shows up, with its docstring as tooltip: no second list to edit."""
+    def sharpen(bands, context):
+        """A made-up fill for this test."""
+        return bands
+
+    monkeypatch.setitem(baselines.METHODS, "sharpen", sharpen)
+    monkeypatch.setattr(inpaint, "METHODS", (*inpaint.METHODS, "sharpen"))
+    widget = GapFillWidget(make_napari_viewer())
+    assert list(widget.method_boxes) == list(inpaint.METHODS)
+    assert widget.method_boxes["sharpen"].text() == "sharpen"
+    assert widget.method_boxes["sharpen"].toolTip() == "A made-up fill for this test."
+    assert "Navier" in method_description("ns") and "Telea" in method_description("telea")
+    for method in inpaint.METHODS:
+        assert widget.method_boxes[method].toolTip(), method
+
+
+def test_result_labels():
+    assert result_label("convnp") == "convnp"
+    assert result_label("convnp", 0.5) == "convnp 50%"
+    assert result_label("convnp", 1.0, reference=True) == "convnp+ref"
+    for method in inpaint.NEEDS_REFERENCE:  # a two-date method always has a reference: no "+ref"
+        assert result_label(method, 1.0, reference=True) == method
+
+
+def test_layer_picker_follows_the_layer_list(make_napari_viewer):
+    viewer = make_napari_viewer()
+    picker = LayerPicker(viewer, lambda layer: layer.name.startswith("keep"), none="none")
+    changes = []
+    picker.changed.connect(changes.append)
+    viewer.layers.events.inserted.connect(lambda e: picker.refresh())
+    viewer.layers.events.removed.connect(lambda e: picker.refresh())
+    assert picker.value is None and picker.count() == 1
+    first = viewer.add_image(np.zeros((4, 4)), name="keep one")
+    viewer.add_image(np.zeros((4, 4)), name="skip")
+    assert [picker.itemText(i) for i in range(picker.count())] == ["none", "keep one"]
+    picker.value = first
+    assert picker.value is first and changes[-1] is first
+    with pytest.raises(ValueError):
+        picker.value = viewer.layers["skip"]
+    viewer.layers.remove(first)
+    assert picker.value is None and changes[-1] is None
+
+
+def test_pickers_follow_renames_and_removals(widget):
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    bands = widget.image_combo.value
+    bands.name = "renamed scene"
+    assert widget.image_combo.currentText() == "renamed scene"
+    assert all(widget.save_combo.itemText(i) != "itaipu_landsat8_B234_768" for i in range(widget.save_combo.count()))
+    widget.viewer.layers.remove(bands)
+    assert widget.image_combo.value is None
+
+
+def test_input_errors_are_notifications(widget, messages):
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    assert widget.run() is None and "no mask layer" in messages[-1]
+    widget.simulate()
+    choose(widget)
+    assert widget.run() is None and "at least one method" in messages[-1]
+    with pytest.raises(InputError):
+        widget._inputs()  # the check itself raises its own type; the button's slot turns it into a message
+    widget.other_combo.value = widget.viewer.add_labels(np.zeros((5, 5), np.uint8), name="small")
+    assert widget.combine() is None and "differ in size" in messages[-1]
+
+
+def test_the_running_job(widget, qtbot):
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    choose(widget, "idw")
+    widget.density.setValue(40)
+    job = widget.run()
+    assert isinstance(job, Job) and widget.job is job and widget.worker is job.worker
+    assert job.methods == ["idw"] and job.density == 0.4 and job.source == "itaipu_landsat8_B234_768"
+    assert job.placement["scale"] == (30.0, 30.0)
+    wait_for(qtbot, widget)
+    assert widget.worker is None and "idw 40%" in job.scores
+
+
+def test_docked_through_napari(make_napari_viewer, qtbot):
+    """napari docks the widget with a proxy viewer; pickers must still find the layers it makes."""
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
+    viewer.open_sample("napari-convnp", "itaipu")
+    widget.image_combo.value = viewer.layers["itaipu_landsat8_B234_768"]
+    mask = widget.simulate()
+    assert mask is not None and widget.mask_combo.value.name == mask.name
+    choose(widget, "idw")
+    widget.run()
+    wait_for(qtbot, widget)
+    assert "idw mean" in viewer.layers and widget.table.rowCount() == 1
