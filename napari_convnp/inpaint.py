@@ -61,7 +61,7 @@ def resolve_device(device: str = "auto") -> str:
 def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
          nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
-         model=None, precision: str = "float32", reference=None, scene=None) -> Fill:
+         model=None, precision: str = "float32", reference=None, scene=None, adapt_steps: int = 0) -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
@@ -70,7 +70,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     ConvNP's arithmetic, "float32" or "bfloat16" (about twice as fast on CPUs with AVX-512 BF16).
     reference: other dates of the same place as context: one or a list of C×H×W arrays on the grid of
     `bands` (NaN = unknown), or of GeoTIFF / Landsat folder paths or Scenes, aligned to `scene` (the Scene
-    `bands` came from) by their georeferencing, several merged into one.
+    `bands` came from) by their georeferencing, several merged into one. adapt_steps: fine-tune a copy
+    of the ConvNP on the scene itself for this many steps first (test-time adaptation; 0 = off).
     """
     start = time.time()
     bands = np.asarray(bands, dtype=np.float32)
@@ -88,6 +89,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
     if not 0 < density <= 1:
         raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
+    if adapt_steps < 0 or int(adapt_steps) != adapt_steps:
+        raise FillError(f"adaptation steps must be a whole number ≥ 0, not {adapt_steps}")
     reference = _reference(reference, bands.shape, scene)
     if method in NEEDS_REFERENCE and reference is None:
         raise FillError(f"method '{method}' fills from another date: give a reference scene")
@@ -109,7 +112,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
     if method == "convnp":
         device = resolve_device(device)
-        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference)
+        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference,
+                                 mask, int(adapt_steps), seed)
     else:
         device = "cpu"
         if progress:
@@ -171,10 +175,13 @@ def _cached_model(device: str):
     return load_model(device=device)
 
 
-def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None):
-    """Tiled ConvCNP inference; returns (mean, variance) in the input's units."""
+def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
+            adapt_steps=0, seed=0):
+    """Tiled ConvCNP inference (after test-time adaptation, if asked); returns (mean, variance) in the
+    input's units."""
     import torch
 
+    from .adapt import adapt_model
     from .model import band_stats
 
     model = model or _cached_model(device)
@@ -187,6 +194,15 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         reference = (np.where(ref_known, (reference - ref_offsets[:, None, None]) / ref_scales[:, None, None], 0)
                      .astype(np.float32), ref_known)
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
+    if adapt_steps:
+        n_tiles = len(tile_starts(bands.shape[1], tile, TILE_OVERLAP)) * len(tile_starts(bands.shape[2], tile, TILE_OVERLAP))
+        total = adapt_steps + n_tiles  # one progress bar over adaptation steps and tiles
+        model = adapt_model(model, bands, offsets, scales, context, gaps, adapt_steps, reference=reference,
+                            seed=seed, device=device, precision=precision, cancelled=cancelled,
+                            progress=progress and (lambda step, _: progress(step, total)))
+        if progress:
+            tile_progress = progress
+            progress = lambda done, n: tile_progress(adapt_steps + done, adapt_steps + n)  # noqa: E731
     while True:
         try:
             return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision,

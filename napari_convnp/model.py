@@ -7,6 +7,7 @@ band use pixels that are known in other bands. Works for any band count.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -245,6 +246,16 @@ class ConvCNP(nn.Module):
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
         std = self.config.min_std + F.softplus(raw_std + 0.5)
         return mean[:, None], (std ** 2)[:, None]
+
+
+def gaussian_nll(mean, var, truth, weight, beta: float = 0.0):
+    """Mean Gaussian NLL over the weighted pixels. beta > 0 gives the beta-NLL of Seitzer et al. (2022):
+    each pixel's loss is scaled by its (detached) variance**beta, so that the mean keeps learning
+    where the predicted variance is large instead of being drowned by it."""
+    nll = 0.5 * (torch.log(2 * math.pi * var) + (truth - mean) ** 2 / var)
+    if beta:
+        nll = nll * var.detach() ** beta
+    return (nll * weight).sum() / weight.sum().clamp_min(1)
 
 
 def save_model(model: ConvCNP, path: Path, info: dict) -> None:

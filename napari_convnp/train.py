@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 
 from . import masks
-from .model import ConvCNP, ModelConfig, load_model, normalise, save_model
+from .model import ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
 from .scene import SceneError, read_scene
 
 TILE = 128
@@ -247,16 +247,6 @@ def _smooth_field(rng, size: int) -> np.ndarray:
     return ndimage.zoom(coarse, size / coarse.shape[0], order=1)[:size, :size]
 
 
-def gaussian_nll(mean, var, truth, weight, beta: float = 0.0):
-    """Mean Gaussian NLL over the weighted pixels. beta > 0 gives the beta-NLL of Seitzer et al. (2022):
-    each pixel's loss is scaled by its (detached) variance**beta, so that the mean keeps learning
-    where the predicted variance is large instead of being drowned by it."""
-    nll = 0.5 * (torch.log(2 * math.pi * var) + (truth - mean) ** 2 / var)
-    if beta:
-        nll = nll * var.detach() ** beta
-    return (nll * weight).sum() / weight.sum().clamp_min(1)
-
-
 def validation_tasks(images, gap_sources, count=48, seed=1234, groups=(), tile=TILE):
     """A fixed, seeded set of tasks on the validation scenes, for model selection: single-image tasks, or
     with `groups`, tasks with the other date of a validation place as reference."""
@@ -317,7 +307,7 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
           device: str = "cpu", seed: int = 0, cache: Path | None = None, log_every: int = 50,
           config: ModelConfig | None = None, workers: int = 0, time_limit: float | None = None,
           init: Path | None = None, reference: bool = True, precision: str = "float32",
-          reference_share: tuple[float, float] = (0.35, 0.25)) -> dict:
+          reference_share: tuple[float, float] = (0.35, 0.25), warmup: int = 200) -> dict:
     """Train on data_dir/train (and the training pairs), select on data_dir/val and the validation pairs,
     save the best checkpoint to `out`.
 
@@ -325,7 +315,8 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     single-image `init` is widened by `with_reference`). reference_share: the share of tasks with a
     real other date and with a synthetic one. The learning rate warms up, then follows a cosine to zero
     over `steps` or over `time_limit` seconds, whichever comes first, so a run on any machine ends with
-    a finished schedule. precision "bfloat16" trains under autocast (faster on CPUs with AVX-512 BF16).
+    a finished schedule (after `warmup` steps of linear warm-up). precision "bfloat16" trains under
+    autocast (faster on CPUs with AVX-512 BF16).
     """
     torch.manual_seed(seed)
     data = _load_data(Path(data_dir), cache)
@@ -352,7 +343,7 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
         elapsed = time.time() - start
         progress = max(step / steps, elapsed / time_limit if time_limit else 0.0)
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, step / 200) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            group["lr"] = lr * min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         values, _, context, target, ref, ref_known, n_bands = next(batches)
         values, context, target = values.to(device), context.to(device), target.to(device)
         with _autocast(device, precision):

@@ -215,3 +215,27 @@ def test_weights_without_reference_refuse_one():
     bands = smooth_bands(c=1)
     with pytest.raises(FillError, match="take no reference"):
         fill(bands, stripes(), model=ConvCNP().eval(), device="cpu", reference=bands)
+
+
+def test_adaptation_fine_tunes_a_copy_reproducibly():
+    from napari_convnp.model import load_model
+
+    bands, gaps = smooth_bands(c=2, h=64, w=64), stripes(64, 64)
+    model = load_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+    plain = fill(bands, gaps, model=model, device="cpu")
+    a = fill(bands, gaps, model=model, device="cpu", adapt_steps=2, seed=3, progress=lambda d, t: calls.append((d, t)))
+    b = fill(bands, gaps, model=model, device="cpu", adapt_steps=2, seed=3)
+    assert all((model.state_dict()[k] == v).all() for k, v in before.items())  # the shared model is untouched
+    assert np.array_equal(a.mean, b.mean) and not np.array_equal(a.mean, plain.mean)
+    assert np.array_equal(a.mean[:, ~gaps], bands[:, ~gaps])
+    assert calls[-1][0] == calls[-1][1] and calls[0] == (1, calls[0][1])  # one bar: steps, then tiles
+
+
+def test_adaptation_can_be_cancelled_and_checks_its_steps():
+    bands, gaps = smooth_bands(c=1, h=64, w=64), stripes(64, 64)
+    with pytest.raises(inpaint.Cancelled):
+        fill(bands, gaps, device="cpu", adapt_steps=50, cancelled=lambda: True)
+    with pytest.raises(FillError, match="adaptation steps"):
+        fill(bands, gaps, device="cpu", adapt_steps=-1)
