@@ -56,8 +56,11 @@ def plan_outputs(scenes: list[Path], out_dir: Path, method: str, variance: bool 
         groups: dict[str, list[Path]] = {}
         for scene, label in labels.items():
             groups.setdefault(label.casefold(), []).append(scene)
-        clashing = [group for group in groups.values() if len(group) > 1]
-        deeper = [s for group in clashing for s in group if depth[s] < len(Path(os.path.abspath(s)).parts) - 2]
+        deeper = []
+        for group in groups.values():  # a parent folder's name helps only where the parents differ
+            parents = {os.path.normcase(os.path.dirname(os.path.abspath(s))) for s in group}
+            if len(group) > 1 and len(parents) > 1:
+                deeper += [s for s in group if depth[s] < len(Path(os.path.abspath(s)).parts) - 2]
         if not deeper:
             break
         for scene in deeper:

@@ -49,7 +49,8 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    about = {"what": PROG}  # what the run is about (the input file), named if it is interrupted
+    argv = list(sys.argv[1:] if argv is None else argv)
+    about = {"what": _subject(argv)}  # what the run is about (the input file), named if it is interrupted
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -68,11 +69,37 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _subject(argv: list[str]) -> str:
+    """The input (fill) or output folder (fill-many) of a command line, before argparse (and the imports
+    it needs) has run: a signal in the first second still names the file."""
+    command = argv[0] if argv else ""
+    if command == "fill":
+        rest = iter(argv[1:])
+        for token in rest:
+            if token in ("--no-filled-mask", "-h", "--help") or (token.startswith("--") and "=" in token):
+                continue
+            if token.startswith("-"):
+                next(rest, None)  # the option's value
+                continue
+            return token
+    if command == "fill-many":
+        for i, token in enumerate(argv):
+            if token == "--out-dir" and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith("--out-dir="):
+                return token.split("=", 1)[1]
+    return f"{PROG} {command}".strip()
+
+
 def _error(text: str) -> None:
     print(f"{PROG}: error: {' '.join(str(text).split())}", file=sys.stderr, flush=True)
 
 
 def _main(argv, about: dict) -> int:
+    if not os.environ.get("NAPARI_CONVNP_DEBUG"):
+        import warnings
+
+        warnings.simplefilter("ignore")  # stderr carries one line per error; library warnings are noise there
     try:
         args = _parser().parse_args(argv)
     except UsageError as err:
@@ -195,20 +222,20 @@ def _run(args) -> int:
             _error(failed["error"])
         return EXIT_FAILED if report["failed"] else 0
     elif args.command == "train":
+        _check_writable(args.out, "--out")
         from .inpaint import resolve_device
         from .train import train
 
-        _check_writable(args.out, "--out")
         result = train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                        device=resolve_device(args.device), seed=args.seed, cache=args.cache,
                        workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None,
                        init=args.init, log_every=args.log_every)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
+        methods = _check_evaluate(args)
         from .evaluate import evaluate_all, markdown
         from .inpaint import resolve_device
 
-        methods = _check_evaluate(args)
         results = evaluate_all(args.data, methods, device=resolve_device(args.device),
                                weights=args.weights, precision=args.precision)
         if args.json:
@@ -244,8 +271,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def _check_evaluate(args) -> list[str]:
-    """What `evaluate` reads and writes, checked before minutes of work."""
-    from .evaluate import STS_PATCHES
+    """What `evaluate` reads and writes, checked before minutes of work (and before torch loads)."""
     from .fileio import OptionError
     from .inpaint import METHODS
     from .scene import SceneError
@@ -259,17 +285,23 @@ def _check_evaluate(args) -> list[str]:
     if not data.is_dir():
         raise SceneError(f"{data}: --data is not a folder (it should hold benchmark/sts-cnn/, test/ and val/)")
     sts = data / "benchmark" / "sts-cnn"
-    needed = [sts / "mask_slc1.tif", sts / "mask_slc2.tif", *(sts / name for name in STS_PATCHES)]
-    missing = [p for p in needed if not p.is_file()]
-    if missing:
-        raise SceneError(f"{missing[0]}: missing from --data ({len(missing)} of the {len(needed)} STS-CNN files "
-                         "evaluate needs are absent)")
+
+    def need(paths):
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise SceneError(f"{missing[0]}: missing from --data ({len(missing)} of the {len(paths)} STS-CNN files "
+                             "evaluate needs are absent)")
+
+    need([sts / "mask_slc1.tif", sts / "mask_slc2.tif"])
     folders = ["test"] + (["val"] if any(m != "convnp" for m in methods) else [])
     for folder in folders:
         if not any(p.suffix.lower() in (".tif", ".tiff") for p in (data / folder).glob("*")):
             raise SceneError(f"{data / folder}: no GeoTIFF scenes there; evaluate needs {' and '.join(folders)}/")
     if args.json is not None:
         _check_writable(args.json, "--json")
+    from .evaluate import STS_PATCHES  # loads torch
+
+    need([sts / "mask_slc1.tif", sts / "mask_slc2.tif", *(sts / name for name in STS_PATCHES)])
     if "convnp" in methods and args.weights is not None:
         from .model import load_model
 

@@ -175,15 +175,15 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     references = [Path(r) for r in (reference or [])]
     sidecar = filled_mask_path(out) if filled_mask is True else Path(filled_mask) if filled_mask else None
     outputs = Outputs(out, Path(variance) if variance is not None else None, sidecar)
+    check_distinct(outputs)
+    inputs = [input, *([mask] if mask else []), *references]
+    for path in reversed(outputs.paths()):  # the filled scene first: its name is the one the user gave
+        check_output_path(path, inputs)
     try:
         check_options(method=method, density=density, seed=seed, tile=tile, precision=precision, dtype=dtype,
                       device=device, variance=outputs.variance is not None, reference=references)
     except (OptionError, FillError) as err:
         raise OptionError(f"{input}: {err}") from None
-    check_distinct(outputs)
-    inputs = [input, *([mask] if mask else []), *references]
-    for path in outputs.paths():
-        check_output_path(path, inputs)
     for ref in references:
         if not ref.exists():
             raise SceneError(f"{ref}: no such file or folder (reference)")
@@ -217,7 +217,10 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "filled_mask": {"output": "filled pixels (1 = filled, 0 = kept or left nodata)", **provenance}}
     names = {"out": scene.band_names, "variance": [f"{n} variance" for n in scene.band_names],
              "filled_mask": [f"{n} filled" for n in scene.band_names]}
-    output_tags(scene, names["out"], plan["nodata_text"], meta["out"])  # a tag that cannot be written: now
+    try:  # a tag that cannot be written: said now, not after the fill
+        output_tags(scene, names["out"], plan["nodata_text"], meta["out"])
+    except SceneError as err:
+        raise SceneError(f"{input}: {err}") from None
 
     options = dict(method=method, density=float(density), nodata=scene.nodata & ~gaps, device=device,
                    seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
@@ -226,7 +229,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         if "scene" in inspect.signature(fill).parameters:
             options["scene"] = scene  # the references are aligned to it by georeferencing
     try:
-        result = fill(scene.bands, gaps, **options)
+        with np.errstate(all="ignore"):  # overflow in a method is caught below, as non-finite values
+            result = fill(scene.bands, gaps, **options)
     except FillError as err:
         raise FillError(f"{input}: {err}") from None
     _check_finite(result, gaps, input, method, outputs.variance is not None)

@@ -197,7 +197,7 @@ def _read_tiff(path: Path, pixels: bool = True) -> dict:
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
-                raise SceneError(f"{path}: the TIFF holds no image")
+                raise SceneError(f"{path}: not a readable TIFF file, or a damaged one (no image found in it)")
             series = tif.series[0]
             dtype = np.dtype(series.dtype)
             if dtype.kind == "c":
