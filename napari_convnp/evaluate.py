@@ -19,9 +19,10 @@ import numpy as np
 
 from . import masks, metrics
 from .inpaint import METHODS, NEEDS_REFERENCE, fill
-from .model import band_stats
 from .reference import align_reference
 from .scene import read_scene
+
+# No torch at import (model.band_stats is imported where used): the command line lists SETS without loading it.
 
 STS_PATCHES = [f"patch{i}_target.tif" for i in range(201, 206)]
 STS_MASKS = ("mask_slc1.tif", "mask_slc2.tif")
@@ -172,6 +173,8 @@ def _hidden(bands: np.ndarray, gaps: np.ndarray) -> np.ndarray:
 def fitted_variance(cases, method: str) -> float:
     """The variance, in per-band z-score units, of `method`'s gap errors over `cases` (validation data only):
     turns a classical fill into a Gaussian for a fair NLL comparison."""
+    from .model import band_stats
+
     errors = []
     for _, bands, gaps, _, *reference in cases:
         result = fill(_hidden(bands, gaps), gaps, method=method, nodata=~np.isfinite(bands) & ~gaps,
@@ -194,6 +197,8 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
     methods never get the reference; labels that need one are skipped on cases without it. Means leave out
     cases where a score is undefined (SSIM where every scored pixel's window touches nodata).
     """
+    from .model import band_stats
+
     results, seconds = {}, {}
     megapixels = 0.0
     for name, bands, gaps, data_range, *reference in cases:

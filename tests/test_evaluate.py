@@ -139,3 +139,12 @@ def test_evaluate_all_two_date_set_and_its_tables(data_dir, monkeypatch):
     with pytest.raises(ValueError, match="unknown evaluation set"):
         evaluate.evaluate_all(data_dir, ["convnp"], sets=("pensylvania",))
     assert all(p.exists() for p in evaluate.needed_inputs(data_dir))
+
+
+def test_the_set_names_load_without_torch():
+    """The command line lists SETS in its help and checks inputs before minutes of work: no torch for that."""
+    import subprocess
+    import sys
+
+    code = "import sys, napari_convnp.evaluate as e; assert 'torch' not in sys.modules and e.SETS"
+    subprocess.run([sys.executable, "-c", code], check=True)
