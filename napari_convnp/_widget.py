@@ -593,7 +593,11 @@ class GapFillWidget(QWidget):
         self.adapt = QCheckBox("Adapt to this scene")
         self.adapt_steps = QSpinBox()
         self.adapt_steps.setRange(1, 10_000)
-        self.adapt_steps.setValue(50)
+        try:
+            from .adapt import DEFAULT_STEPS
+        except ImportError:
+            DEFAULT_STEPS = 60
+        self.adapt_steps.setValue(DEFAULT_STEPS)
         self.adapt_steps.setSuffix(" steps")
         if TAKES_ADAPTATION:
             tip = ("Test-time adaptation: fine-tune the ConvNP on this scene's own known pixels for this many "
@@ -767,7 +771,9 @@ class GapFillWidget(QWidget):
     def _on_progress(self, done, total, method):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
-        self.status.setText(f"{method}: tile {done} of {total}")
+        adapting = self.job is not None and self.job.adapt_steps and method == "convnp"
+        what = "adaptation steps, then tiles" if adapting else "tiles"
+        self.status.setText(f"{method}: {done} of {total} {what}")
 
     def _result_layer(self, job: Job, data, label: str, kind: str, **kwargs):
         """Replace the data of this run's earlier layer of the same label and kind, or add one."""

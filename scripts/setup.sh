@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: system libraries for Qt/OpenGL under Xvfb (Debian/Ubuntu,
 # when run as root), a virtual environment in .venv, torch, and the plugin with its test tools.
+# A second run is quick: the editable install is redone only when setup.cfg or pyproject.toml changed
+# (a stamp in .venv records their hash) or the package no longer imports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +22,15 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 PY=.venv/bin/python
-if ! "$PY" -c "import torch" 2>/dev/null; then
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" 2>/dev/null; then
   # First, and pinned: an unpinned torch would pull a multi-GB CUDA build where a CPU wheel is at hand.
   "$PY" -m pip install -q torch==2.13.0
 fi
-"$PY" -m pip install -q -e ".[qt,testing]"
+STAMP=.venv/.napari-convnp-install
+want="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] && "$PY" -c "import napari_convnp.scene" 2>/dev/null; then
+  echo "napari-convnp is installed and up to date in .venv (setup.cfg and pyproject.toml unchanged)"
+else
+  "$PY" -m pip install -q -e ".[qt,testing]"
+  echo "$want" > "$STAMP"
+fi

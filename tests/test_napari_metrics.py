@@ -1,0 +1,51 @@
+"""SSIM over nodata-free windows (issue 12, point 1): finite on scenes with nodata, unchanged without."""
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from napari_convnp import metrics
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    truth = rng.random((2, 64, 80))
+    pred = truth + 0.1 * rng.standard_normal(truth.shape)
+    gaps = np.zeros(truth.shape, bool)
+    gaps[:, 10:16] = True
+    gaps[:, 40:44, 5:70] = True
+    return pred, truth, gaps
+
+
+def test_unchanged_without_nodata():
+    pred, truth, gaps = _data()
+    plain = np.mean(np.concatenate([structural_similarity(t, p, data_range=1.0, full=True)[1][g]
+                                    for p, t, g in zip(pred, truth, gaps)]))
+    assert metrics.ssim(pred, truth, gaps, 1.0) == plain
+
+
+def test_windows_touching_nodata_are_left_out():
+    pred, truth, gaps = _data(1)
+    truth[:, 60:, :] = np.nan  # off-scene rows, far from some gaps, next to none
+    truth[0, 12, 30] = np.nan  # one nodata pixel inside a gap stripe
+    score = metrics.ssim(pred, truth, gaps, 1.0)
+    assert np.isfinite(score)
+    # the same windows with any values put in the nodata pixels give the same score: they never enter it
+    for fill_value in (0.0, 0.7):
+        t = np.where(np.isnan(truth), fill_value, truth)
+        kept = []
+        for p, tt, g, bad in zip(pred, t, gaps, np.isnan(truth)):
+            from scipy import ndimage
+
+            usable = g & ~ndimage.maximum_filter(bad, size=7, mode="reflect")
+            kept.append(structural_similarity(tt, p, data_range=1.0, full=True)[1][usable])
+        assert score == pytest.approx(np.mean(np.concatenate(kept)), rel=1e-12)  # running sums round a little
+    # the old scoring spread the NaN across the whole image
+    naive = structural_similarity(truth[0], pred[0], data_range=1.0, full=True)[1]
+    assert np.isnan(naive[gaps[0]]).mean() > 0.5
+
+
+def test_nan_in_the_prediction_counts_as_nodata_and_no_window_left_is_nan():
+    pred, truth, gaps = _data(2)
+    pred[1, :, :] = np.nan
+    assert np.isfinite(metrics.ssim(pred, truth, gaps, 1.0))
+    assert np.isnan(metrics.ssim(pred[1:], truth[1:], gaps[1:], 1.0))
