@@ -231,7 +231,7 @@ def variance_colormap():
     from napari.utils.colormaps import Colormap, ensure_colormap
 
     magma = ensure_colormap("magma")
-    return Colormap(colors=magma.colors, controls=magma.controls, name="magma, known = grey",
+    return Colormap(colors=magma.colors, controls=magma.controls, name="variance (magma)",
                     low_color=KNOWN_COLOUR, nan_color="transparent")
 
 
@@ -408,6 +408,7 @@ class GapFillWidget(QWidget):
         if shown in choices:
             self.composite.setCurrentText(shown)
         self.composite.setEnabled(bool(choices))
+        self.composite.setPlaceholderText("none: fewer than 3 bands" if layer is not None else "")
         self.composite.blockSignals(False)
 
     @_reports_input_errors

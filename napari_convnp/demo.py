@@ -1,7 +1,8 @@
 """Launch napari with the gap-filling widget docked and a real sample scene open.
 
-python -m napari_convnp.demo [--sample sf_bay|itaipu|slc_off | --file SCENE] [--steps detect,simulate,run,grid]
-                             [--methods convnp,biharmonic] [--screenshot out.png [--canvas-only]]
+python -m napari_convnp.demo [--sample sf_bay|itaipu|slc_off | --file SCENE] [--reference OTHER_DATE]
+                             [--steps detect,simulate,run,grid] [--methods convnp,biharmonic] [--density 100]
+                             [--screenshot out.png [--canvas-only] [--size 1500x950]]
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def main(argv=None):
     parser.add_argument("--sample", default="slc_off", choices=["sf_bay", "itaipu", "slc_off"],
                         help="sample scene to open (default: %(default)s)")
     parser.add_argument("--file", help="open this GeoTIFF or Landsat product folder instead of a sample")
+    parser.add_argument("--reference", metavar="SCENE", help="also open this other date of the same place and "
+                                                              "choose it as the reference")
     parser.add_argument("--steps", default="",
                         help="comma-separated widget steps to run in order: detect, simulate, run, grid")
     parser.add_argument("--methods", default="convnp", help="comma-separated methods for the run step "
@@ -36,6 +39,9 @@ def main(argv=None):
         viewer.open_sample("napari-convnp", args.sample)
         viewer.scale_bar.visible = True
     bands = [layer for layer in viewer.layers if not layer.rgb]
+    if args.reference:
+        widget.load(args.reference)
+        widget.reference_combo.value = widget.image_combo.value
     if bands:  # else the file could not be read: the notification says why
         widget.image_combo.value = bands[0]
     for step in filter(None, args.steps.split(",")):

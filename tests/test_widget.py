@@ -64,7 +64,7 @@ def test_load_detect_inpaint(widget, qtbot, tmp_path, messages):
     assert mean.data.shape == source.data.shape and np.isfinite(mean.data[gaps]).all()
     known = ~gaps & np.isfinite(source.data)
     assert np.array_equal(mean.data[known], source.data[known])
-    assert (var.data[gaps] > 0).all() and var.colormap.name.startswith("magma")
+    assert (var.data[gaps] > 0).all() and "magma" in var.colormap.name
     assert widget.table.rowCount() == 0  # real gaps: no truth, no scores
     # the writer keeps the georeferencing of the source scene
     out = tmp_path / "filled.tif"
