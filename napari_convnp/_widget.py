@@ -10,14 +10,41 @@ from typing import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, Qt, Signal
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                            QProgressBar, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from . import baselines, inpaint, masks, metrics
-from ._napari import (COMPOSITE_KEY, READER_PATTERNS, SCENE_KEY, composite_name, composites, contrast_limits,
-                      fit_placement, georeference, layer_placement, prefer_this_reader, preferred_reader_patterns,
-                      rgb_composite, scene_of, write_image)
+from ._napari import (
+    COMPOSITE_KEY,
+    READER_PATTERNS,
+    SCENE_KEY,
+    composite_name,
+    composites,
+    contrast_limits,
+    fit_placement,
+    georeference,
+    layer_placement,
+    prefer_this_reader,
+    preferred_reader_patterns,
+    rgb_composite,
+    scene_of,
+    write_image,
+)
 from .inpaint import Cancelled, FillError, fill
 from .scene import Scene, SceneError, read_scene
 
@@ -190,6 +217,15 @@ class Job:
     def label(self, method: str) -> str:
         return result_label(method, self.density, self.reference is not None and uses_reference(method),
                             self.adapt_steps > 0 and method == "convnp")
+
+
+@dataclass
+class Failure:
+    """A method that could not fill (bad input for it, or an error inside): reported, the others go on."""
+
+    job: Job
+    method: str
+    message: str
 
 
 class _Progress(QObject):
@@ -753,14 +789,15 @@ class GapFillWidget(QWidget):
                               device=job.device, progress=report, cancelled=job.cancel.is_set, **options)
             except Cancelled:
                 return
-            except RuntimeError as err:  # superqt drops a RuntimeError without `finished`: the GUI would hang
-                raise FillError(f"{method}: {err}") from err
+            except (FillError, RuntimeError) as err:  # this method cannot: say so, and go on with the others
+                yield Failure(job, method, str(err))  # (a RuntimeError raised out of here would hang superqt)
+                continue
             scores = None
             if truth_known:  # scored here, off the GUI thread (seconds on a large scene)
                 if data_range is None:
                     data_range = float(np.nanmax(job.scene.bands) - np.nanmin(job.scene.bands)) or 1.0
                 scores = metrics.scores(result.mean, job.scene.bands, job.mask, data_range)
-            yield job, method, result, scores
+            yield job, method, result, scores, _display(result, job)
 
     def cancel(self):
         if self.job is not None:
@@ -794,18 +831,20 @@ class GapFillWidget(QWidget):
         return layer
 
     def _on_result(self, item):
-        job, method, result, scores = item
+        if isinstance(item, Failure):
+            label = item.job.label(item.method)
+            _notify_error(f"fill failed: {label}: {item.message}")
+            self.status.setText(f"{label} failed: {item.message}")
+            return
+        job, method, result, scores, display = item
         label = job.label(method)
-        mean = self._result_layer(job, result.mean, label, "mean", contrast_limits=contrast_limits(result.mean))
+        mean = self._result_layer(job, result.mean, label, "mean", contrast_limits=display["mean"])
         if result.variance is not None:
-            in_gaps = result.variance[job.mask]
-            in_gaps = in_gaps[np.isfinite(in_gaps)]
-            top = float(np.percentile(in_gaps, 90)) if in_gaps.size else 1.0  # the tail would wash it out
             self._result_layer(job, result.variance, label, "variance", colormap=variance_colormap(),
-                               contrast_limits=(0.0, top or 1.0))
-            if job.show_std:
-                self._result_layer(job, np.sqrt(result.variance), label, "std", colormap="viridis",
-                                   contrast_limits=(0.0, float(np.sqrt(top)) or 1.0))
+                               contrast_limits=display["variance"])
+            if display.get("std") is not None:
+                self._result_layer(job, display["std"], label, "std", colormap="viridis",
+                                   contrast_limits=display["std_limits"])
         self.save_combo.value = mean  # Save offers the newest result
         if scores is not None:
             job.scores[label] = scores
@@ -857,8 +896,12 @@ class GapFillWidget(QWidget):
             overlay.visible = True
 
     def _on_grid(self, event=None):
-        """napari's grid, made for comparing: masks and composites out of the cells, every cell labelled
-        with its layer's name, the first layer (the scene) top left, and all cells fitted."""
+        """napari's grid, made for comparing: masks and composites out of the cells, the scene in one, every
+        cell labelled with its layer's name, and all cells fitted."""
+        try:
+            self.grid_button.isChecked()
+        except RuntimeError:  # the widget was closed; napari's grid goes on without it
+            return
         on = bool(self.grid.enabled)
         if self.grid_button.isChecked() != on:
             self.grid_button.blockSignals(True)
@@ -919,6 +962,21 @@ class GapFillWidget(QWidget):
             return False
         _notify_info(f"saved {layer.name} to {path}")
         return True
+
+
+def _display(result, job: Job) -> dict:
+    """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
+    whole scene these percentiles take seconds the GUI would freeze for."""
+    out = {"mean": contrast_limits(result.mean)}
+    if result.variance is not None:
+        in_gaps = result.variance[job.mask]
+        in_gaps = in_gaps[np.isfinite(in_gaps)]
+        top = float(np.percentile(in_gaps, 90)) if in_gaps.size else 1.0  # the tail would wash it out
+        out["variance"] = (0.0, top or 1.0)
+        if job.show_std:
+            out["std"] = np.sqrt(result.variance)
+            out["std_limits"] = (0.0, float(np.sqrt(top)) or 1.0)
+    return out
 
 
 def mask_pixels(mask: np.ndarray) -> int:

@@ -6,8 +6,16 @@ import pytest
 import tifffile
 
 from napari_convnp import inpaint, masks
-from napari_convnp._napari import (COMPOSITE_KEY, SCENE_KEY, band_numbers, composites, default_composite,
-                                   georeference, get_reader, sensor)
+from napari_convnp._napari import (
+    COMPOSITE_KEY,
+    SCENE_KEY,
+    band_numbers,
+    composites,
+    default_composite,
+    georeference,
+    get_reader,
+    sensor,
+)
 from napari_convnp._widget import KNOWN_COLOUR, NAME_BUDGET, RESULT_KEY, GapFillWidget, variance_colormap
 from napari_convnp.scene import Scene, read_scene
 
@@ -148,7 +156,8 @@ def test_names_tell_results_and_masks_apart(widget, qtbot):
     widget.density.setValue(50)
     run(widget, qtbot, "convnp", "harmonic")
     made = [layer.name for layer in widget.viewer.layers if RESULT_KEY in layer.metadata]
-    assert {"harmonic mean", "biharmonic mean", "convnp variance", "convnp 50% variance", "harmonic 50% mean"} <= set(made)
+    expected = {"harmonic mean", "biharmonic mean", "convnp variance", "convnp 50% variance", "harmonic 50% mean"}
+    assert expected <= set(made)
     assert len(made) == 3 + len(single_date) + 1 + 3  # 3 masks; means and the ConvNP's variance; then at 50 %
     shown = [elided(name) for name in made]
     assert len(set(shown)) == len(shown), sorted(shown)
@@ -212,21 +221,25 @@ def test_overlapping_scenes_line_up():
 # --- 5. progress, scoring off the GUI thread, Save's default, tooltips -------------------------------
 
 def test_progress_scores_and_save(widget, qtbot, monkeypatch):
-    from napari_convnp import metrics
+    from napari_convnp import _widget, metrics
 
     on_gui_thread = []
-    real_scores = metrics.scores
-    monkeypatch.setattr(metrics, "scores", lambda *a, **k: (
-        on_gui_thread.append(threading.current_thread() is threading.main_thread()), real_scores(*a, **k))[1])
+
+    def watched(function):
+        return lambda *a, **k: (on_gui_thread.append(threading.current_thread() is threading.main_thread()),
+                                function(*a, **k))[1]
+
+    monkeypatch.setattr(metrics, "scores", watched(metrics.scores))
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
+    monkeypatch.setattr("napari_convnp._widget.contrast_limits", watched(_widget.contrast_limits))
     run(widget, qtbot, "idw")
     assert widget.progress.value() == widget.progress.maximum() > 0  # the run ended: full
     choose(widget, "gauss", "harmonic")
     widget.run()
     assert widget.progress.maximum() == 0  # a new run starts busy, not at the last run's 100 %
     wait_for(qtbot, widget)
-    assert on_gui_thread == [False, False, False]  # PSNR/SSIM computed in the worker
+    assert on_gui_thread == [False] * 6  # PSNR/SSIM and display percentiles computed in the worker
     assert widget.save_combo.value is widget.viewer.layers["gauss mean"]  # the newest result, not the RGB
 
 

@@ -178,11 +178,13 @@ def test_an_error_in_the_worker_is_a_notification(widget, qtbot, monkeypatch, me
     monkeypatch.setitem(baselines.METHODS, "idw", broken)
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
-    choose(widget, "idw")
+    choose(widget, "idw", "gauss")
     widget.run()
-    wait_for(qtbot, widget, timeout=30_000)
+    wait_for(qtbot, widget, timeout=60_000)
     assert widget.run_button.isEnabled()
-    assert messages and "simulated failure" in messages[-1]
+    assert messages == ["fill failed: idw: simulated failure deep inside"]
+    assert "gauss mean" in widget.viewer.layers and "idw mean" not in widget.viewer.layers  # the others go on
+    assert [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())] == ["gauss"]
 
 
 # --- the refactor: pickers, the job, the method registry, the input error --------------------------------
