@@ -311,10 +311,14 @@ def fresh_settings(monkeypatch):
     return napari.settings.get_settings()
 
 
-def test_tifs_open_with_this_plugin_when_the_user_says_so(widget, fresh_settings, tmp_path):
+def test_tifs_open_with_this_plugin_when_the_user_says_so(widget, fresh_settings, tmp_path, qtbot):
+    from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog, prepare_remaining_readers
     from napari.errors import MultipleReaderError
 
     path = SAMPLES / "itaipu_landsat8_B234_768.tif"
+    dialog = QtReaderDialog(pth=str(path), readers=prepare_remaining_readers([str(path)]))
+    qtbot.addWidget(dialog)
+    assert dialog._get_plugin_choice() == "ConvNP Landsat gap filling"  # napari's dialog offers this plugin first
     # plugin=None is what drag and drop and File › Open pass (viewer.open's own default is napari's builtins)
     with pytest.raises(MultipleReaderError):  # napari's default: the 'choose a reader' dialog
         widget.viewer.open(path, plugin=None)
