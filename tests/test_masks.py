@@ -134,3 +134,19 @@ def test_absurd_pixel_sizes_mean_unknown(pixel_size):
     assert masks.pixel_metres(pixel_size) == masks.DEFAULT_PIXEL_M
     assert np.array_equal(masks.detect_gaps(None, stripes[None], pixel_size=pixel_size),
                           masks.detect_gaps(None, stripes[None], pixel_size=None))
+
+
+def test_a_per_band_mask_layer_saves_with_the_scene_georeferencing(tmp_path):
+    """A C×H×W Labels layer (detected gaps per band) saves as a uint8 GeoTIFF with the scene's tags and band
+    names, and reads back as the same mask."""
+    from napari_convnp._napari import SCENE_KEY, write_labels
+    from napari_convnp.fileio import load_mask
+
+    from .conftest import SAMPLES
+
+    scene = read_scene(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    gaps = np.stack([masks.simulate_slc_off(scene.shape[1:], seed=s) for s in range(scene.shape[0])])
+    write_labels(str(tmp_path / "gaps.tif"), gaps.astype(np.uint8) * 3, {"metadata": {SCENE_KEY: scene}})
+    back = read_scene(tmp_path / "gaps.tif")
+    assert back.source_dtype == "uint8" and back.geo_tags == scene.geo_tags and back.band_names == scene.band_names
+    assert np.array_equal(load_mask(tmp_path / "gaps.tif", scene), gaps)
