@@ -31,8 +31,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwound like Ctrl-C, so temporary files go and the exit code is 143."""
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: unwinds the run like Ctrl-C, so temporary files go, and the exit
+    code is 128 + the signal. Not a KeyboardInterrupt: Python may end a process that met one by SIGINT
+    itself, whatever exit code the program returned."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Terminated(Interrupted):
+    """SIGTERM arrived (exit code 143)."""
 
 
 class UsageError(Exception):
@@ -44,29 +54,45 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+_received: list[int] = []  # signals this run has met; a library that swallows the exception cannot hide them
+
+
+def _on_signal(signum, frame):
+    _received.append(signum)
+    raise (Terminated if signum == signal.SIGTERM else Interrupted)(signum)
+
+
+def _stop_requested() -> bool:
+    return bool(_received)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     about = {"what": _subject(argv)}  # what the run is about (the input file), named if it is interrupted
-    previous = None
+    _received.clear()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if sig == signal.SIGINT and signal.getsignal(sig) is not signal.default_int_handler:
+                continue  # ignored (a background job) or the caller's own handler: leave it
+            previous[sig] = signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
     try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        return _main(argv, about)
-    except KeyboardInterrupt:
-        _error(f"{about['what']}: interrupted (SIGINT); {about.get('kept', 'no output was written')}")
-        return EXIT_SIGINT
-    except Terminated:
-        _error(f"{about['what']}: terminated (SIGTERM); {about.get('kept', 'no output was written')}")
-        return EXIT_SIGTERM
+        code = _main(argv, about)
+        signum = _received[0] if _received else None  # a signal some library swallowed still ends the run
+    except Interrupted as err:
+        code, signum = None, err.signum
+    except KeyboardInterrupt:  # SIGINT through a handler other than ours
+        code, signum = None, signal.SIGINT
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signum is None:
+        return code
+    what = "interrupted (SIGINT)" if signum == signal.SIGINT else "terminated (SIGTERM)"
+    _error(f"{about['what']}: {what}; {about.get('kept', 'no output was written')}")
+    return 128 + int(signum)
 
 
 def _subject(argv: list[str]) -> str:
@@ -102,29 +128,34 @@ def _main(argv, about: dict) -> int:
         warnings.simplefilter("ignore")  # stderr carries one line per error; library warnings are noise there
     try:
         args = _parser().parse_args(argv)
+        about["what"] = str(getattr(args, "input", None) or getattr(args, "out_dir", None) or args.command)
+        if args.command == "fill-many":
+            about["kept"] = "finished scenes are kept; a re-run goes on from there"
+        return _run(args)
     except UsageError as err:
         _error(str(err))
         return EXIT_BAD_INPUT
+    except Exception as err:  # noqa: BLE001 - every error ends as one line
+        if _received:  # the signal surfaced as another error (an import cut short, a cancelled fill)
+            raise Interrupted(_received[0]) from None
+        return _report(err, about)
+
+
+def _report(err: Exception, about: dict) -> int:
     from .fileio import OptionError
     from .inpaint import FillError
     from .masks import MaskError
     from .scene import SceneError
 
-    about["what"] = str(getattr(args, "input", None) or getattr(args, "out_dir", None) or args.command)
-    if args.command == "fill-many":
-        about["kept"] = "finished scenes are kept; a re-run goes on from there"
-    try:
-        return _run(args)
-    except (SceneError, MaskError, FillError, OptionError, UsageError) as err:
+    if isinstance(err, (SceneError, MaskError, FillError, OptionError)):
         _error(str(err))
-    except MemoryError:
+    elif isinstance(err, MemoryError):
         _error(f"{about['what']}: out of memory; use a smaller scene, a smaller --tile or a machine with more memory")
-    except OSError as err:
-        where = err.filename or about["what"]
-        _error(f"{where}: {err.strerror or err}")
-    except Exception as err:  # noqa: BLE001 - a bug: still one line, the traceback on request
+    elif isinstance(err, OSError):
+        _error(f"{err.filename or about['what']}: {err.strerror or err}")
+    else:  # a bug: still one line, the traceback on request
         if os.environ.get("NAPARI_CONVNP_DEBUG"):
-            raise
+            raise err
         _error(f"{about['what']}: internal error ({type(err).__name__}: {err}); please report it "
                "(NAPARI_CONVNP_DEBUG=1 shows the traceback)")
         return EXIT_FAILED
@@ -220,7 +251,7 @@ def _run(args) -> int:
         summary = fill_file(args.input, args.out, mask=args.mask, method=args.method, density=args.density,
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
                             precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
-                            reference=args.reference, **_adapt(args))
+                            reference=args.reference, cancelled=_stop_requested, **_adapt(args))
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many
@@ -229,6 +260,8 @@ def _run(args) -> int:
                            variance=args.variance, method=args.method, density=args.density,
                            device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
                            dtype=args.dtype, filled_mask=not args.no_filled_mask, **_adapt(args))
+        if _received:
+            raise Interrupted(_received[0])
         print(json.dumps(report, indent=1), flush=True)
         for failed in report["failed"]:
             _error(failed["error"])

@@ -167,7 +167,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
               method: str = "convnp", density: float = 1.0, variance: str | os.PathLike | None = None,
               device: str = "auto", seed: int = 0, tile: int | None = None, precision: str = "float32",
               progress=None, dtype: str = "auto", filled_mask: bool | str | os.PathLike = True,
-              reference: list[str | os.PathLike] | None = None, **fill_options) -> dict:
+              reference: list[str | os.PathLike] | None = None, cancelled=None, **fill_options) -> dict:
     """Fill one scene file and write the result as GeoTIFF; returns a summary.
 
     out: the filled scene (known pixels exactly as in the input; see `output_dtype` for `dtype`).
@@ -175,9 +175,15 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     `<out stem>_filled_mask.tif` (uint8 per band, 1 = filled), a path writes it there, False not at all.
     reference: other dates of the place (paths), passed to `inpaint.fill` as `reference=`;
     `fill_options` (adapt_steps, …) go to `inpaint.fill` unchanged. Every output records its provenance
-    in GDAL_METADATA items (CONVNP_METHOD, CONVNP_WEIGHTS, CONVNP_DENSITY, …).
+    in GDAL_METADATA items (CONVNP_METHOD, CONVNP_WEIGHTS, CONVNP_DENSITY, …). cancelled: a callable; when
+    it says True (before the fill, between tiles, before writing), `inpaint.Cancelled` is raised and
+    nothing is written.
     """
-    from .inpaint import FillError, fill
+    from .inpaint import Cancelled, FillError, fill
+
+    def check_cancelled():
+        if cancelled is not None and cancelled():
+            raise Cancelled()
 
     input, out = Path(input), Path(out)
     mask = Path(mask) if mask is not None else None
@@ -234,10 +240,13 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     try:  # a tag that cannot be written: said now, not after the fill
         output_tags(scene, names["out"], plan["nodata_text"], meta["out"])
     except SceneError as err:
-        raise SceneError(f"{input}: {err}") from None
+        raise SceneError(str(err) if str(err).startswith(str(input)) else f"{input}: {err}") from None
 
+    check_cancelled()
     options = dict(method=method, density=float(density), nodata=scene.nodata & ~gaps, device=device,
                    seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
+    if cancelled is not None:
+        options["cancelled"] = cancelled
     if references:
         options["reference"] = [str(r) for r in references]
         if "scene" in inspect.signature(fill).parameters:
@@ -248,6 +257,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     except FillError as err:
         raise FillError(f"{input}: {err}") from None
     _check_finite(result, gaps, input, method, outputs.variance is not None)
+    check_cancelled()
 
     written = []
     try:

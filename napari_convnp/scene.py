@@ -505,7 +505,10 @@ def output_tags(like: Scene | None, names: list[str], nodata_text: str | None,
     cannot be written before the work, not after."""
     tags = []
     for code, value in sorted((like.geo_tags if like is not None else {}).items()):
-        tags.append(_geo_extratag(code, value))
+        try:
+            tags.append(_geo_extratag(code, value))
+        except SceneError as err:
+            raise SceneError(f"{like.path}: {err}" if like.path is not None else str(err)) from None
     source = like.gdal_metadata if like is not None else None
     tags.append((GDAL_METADATA, "s", 0, gdal_metadata_xml(names, source, metadata, keep_roles), True))
     if nodata_text is not None:

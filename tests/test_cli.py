@@ -594,3 +594,34 @@ def test_version_lives_in_one_place():
     assert napari_convnp.__version__.count(".") == 2
     assert "version" not in (root / "pyproject.toml").read_text().split("[tool.ruff]")[0]
     assert (root / "LICENSE").read_text().startswith("MIT License")
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_a_signal_a_library_swallows_still_stops_the_run(tmp_path, smooth_scene, monkeypatch, capsys, signum, code):
+    """Ctrl-C inside code that catches everything (a careless library) must still end the run, before any
+    output is written, with the documented code and one line."""
+    import signal as signals
+
+    import napari_convnp.inpaint as inpaint
+
+    real = inpaint.fill
+
+    def careless(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signum)
+            for _ in range(100):  # the handler runs at the next bytecode boundary
+                pass
+        except BaseException:  # noqa: BLE001 - what the test is about
+            pass
+        kwargs.pop("cancelled", None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inpaint, "fill", careless)
+    mask = gap_mask(tmp_path / "mask.tif", 160, 192)
+    before = signals.getsignal(signals.SIGTERM)
+    result = cli.main(["fill", str(smooth_scene), "--out", str(tmp_path / "o.tif"), "--mask", str(mask),
+                       "--method", "idw"])
+    err = capsys.readouterr().err
+    assert result == code and len(err.strip().splitlines()) == 1 and "smooth.tif: " in err
+    assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
+    assert signals.getsignal(signals.SIGTERM) == before  # the caller's handlers are back
