@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .masks import MaskError, detect_gaps, scene_zero_is_ambiguous
+from .masks import MaskError, detect_scene_gaps
 from .scene import (
     EXACT_IN_FLOAT32,
     Scene,
@@ -90,8 +90,7 @@ def mask_of(mask_scene: Scene, scene: Scene) -> np.ndarray:
 
 def scene_gaps(scene: Scene) -> np.ndarray:
     """The gaps to fill when no mask is given: detected scan-line gaps and small holes."""
-    gaps = detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
-                       zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
+    gaps = detect_scene_gaps(scene)  # as the widget detects them
     if not gaps.any():
         raise MaskError(f"{scene.path}: no gaps detected; pass --mask to say which pixels to fill")
     return gaps
