@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from napari_convnp import masks
 from napari_convnp.scene import read_scene
 

@@ -24,7 +24,8 @@ def geometry(gaps: np.ndarray) -> dict:
     summed across the image) and lost share of a stripe mask."""
     g = gaps.astype(float) - gaps.mean()
     auto = np.array([np.mean(g[:-lag] * g[lag:]) for lag in range(1, 100)])
-    peaks = [lag for lag in range(8, 98) if auto[lag - 1] >= max(auto[lag - 2], auto[lag]) and auto[lag - 1] > 0.5 * auto[7:].max()]
+    peaks = [lag for lag in range(8, 98)
+             if auto[lag - 1] >= max(auto[lag - 2], auto[lag]) and auto[lag - 1] > 0.5 * auto[7:].max()]
     step, total = 40, 0
     for c in range(0, gaps.shape[1] - step, step):
         shifts = range(-15, 16)

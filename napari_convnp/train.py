@@ -102,8 +102,7 @@ def load_gap_sources(folder: Path) -> list[tuple[np.ndarray, float]]:
         if "gapmask" in path.name:
             continue
         scene = read_scene(path)
-        gaps = masks.detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
-                                 zero_is_ambiguous=masks.scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
+        gaps = masks.detect_scene_gaps(scene)
         if gaps.any():
             sources.append((gaps[0], masks.pixel_metres(scene.pixel_size)))
     return sources

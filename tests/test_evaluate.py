@@ -8,7 +8,7 @@ from napari_convnp.evaluate import markdown, score_cases, sts_cnn_cases
 def test_sts_cnn_cases_are_the_published_patches(data_dir):
     cases = list(sts_cnn_cases(data_dir / "benchmark" / "sts-cnn", "mask_slc1.tif"))
     assert len(cases) == 5
-    for name, bands, gaps, data_range in cases:
+    for _name, bands, gaps, data_range in cases:
         assert bands.shape == (6, 400, 400) and gaps.shape == bands.shape and data_range == 1.0
         assert 0.15 < gaps.mean() < 0.3 and 0 <= np.nanmin(bands) and np.nanmax(bands) <= 1
 
@@ -99,7 +99,7 @@ def test_two_date_scoring_hides_the_truth_and_adds_the_reference_convnp(data_dir
     assert "nll" in scores[evaluate.WITH_REFERENCE] and "nll" in scores["regression"]
     assert "nll" not in scores["harmonic"]
     assert len(calls) == len(cases) * len(labels)
-    for i, (method, bands, mask, reference) in enumerate(calls):
+    for i, (_method, bands, mask, reference) in enumerate(calls):
         _, truth, gaps, _, case_reference = cases[i // len(labels)]
         assert mask[gaps].all() and np.isnan(bands[gaps]).all()  # hidden from the method: not even as values
         np.testing.assert_array_equal(bands[~gaps], truth[~gaps])

@@ -2,8 +2,7 @@
 import numpy as np
 
 from napari_convnp import cli
-from napari_convnp.model import ConvCNP, load_model
-from napari_convnp.model import ModelConfig
+from napari_convnp.model import ConvCNP, ModelConfig, load_model
 from napari_convnp.train import TaskSampler, gaussian_nll, with_reference
 
 
@@ -13,7 +12,7 @@ def test_train_command_writes_a_loadable_checkpoint(data_dir, tmp_path, capsys):
     assert cli.main(["train", "--data", str(data_dir), "--out", str(out), "--steps", "4", "--batch", "2",
                      "--log-every", "2", "--device", "cpu", "--cache", str(cache)]) == 0
     model = load_model(out)
-    assert model.info["steps"] in (2, 4) and np.isfinite(model.info["best"]["nll"])
+    assert model.info["steps"] in (2, 4) and np.isfinite(model.info["best"]["single"]["nll"])
     assert cache.exists()  # a second run reads the prepared images from the cache
     assert cli.main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "w2.pt"), "--steps", "2",
                      "--batch", "2", "--log-every", "2", "--device", "cpu", "--cache", str(cache)]) == 0
