@@ -45,16 +45,14 @@ from ._napari import (
     scene_of,
     write_image,
 )
+from .adapt import DEFAULT_STEPS
 from .inpaint import Cancelled, FillError, fill
 from .scene import Scene, SceneError, read_scene
 
 RESULT_KEY = "napari_convnp_result"  # layer.metadata: {"source", "label", "kind"} of a result or a mask
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
-_FILL_PARAMETERS = inspect.signature(fill).parameters
-TAKES_REFERENCE = "reference" in _FILL_PARAMETERS
-TAKES_ADAPTATION = "adapt_steps" in _FILL_PARAMETERS
-NEEDS_REFERENCE = frozenset(getattr(inpaint, "NEEDS_REFERENCE", ()))
+NEEDS_REFERENCE = inpaint.NEEDS_REFERENCE
 
 
 class InputError(ValueError):
@@ -101,7 +99,7 @@ def method_description(method: str) -> str:
     if method == "convnp":
         return ("The Convolutional Neural Process: a network trained on real Landsat scenes; gives the mean and "
                 "its variance (how far the fill can be trusted).")
-    registry = {**baselines.METHODS, **getattr(baselines, "TWO_DATE_METHODS", {})}
+    registry = {**baselines.METHODS, **baselines.TWO_DATE_METHODS}
     doc = inspect.getdoc(registry.get(method)) or ""
     text = " ".join(doc.split("\n\n")[0].split())
     return text or method
@@ -592,14 +590,9 @@ class GapFillWidget(QWidget):
         form = QFormLayout(box)
         self.reference_combo = self._picker(_is_bands, none="none (one date)", on_change=self._on_reference_changed)
         form.addRow("Reference (other date)", self.reference_combo)
-        if not TAKES_REFERENCE:
-            self.reference_combo.setEnabled(False)
-            self.reference_combo.setToolTip("Another date of the same place as extra context: this version's "
-                                             "fill() takes no reference yet")
-        else:
-            self.reference_combo.setToolTip(
-                "Another date of the same place (a loaded bands layer) as extra context: the ConvNP uses it "
-                "where it agrees with the scene; the two-date methods need one. Aligned by georeferencing.")
+        self.reference_combo.setToolTip(
+            "Another date of the same place (a loaded bands layer) as extra context: the ConvNP uses it "
+            "where it agrees with the scene; the two-date methods need one. Aligned by georeferencing.")
         self.method_boxes = {}
         grid = QHBoxLayout()
         column = None
@@ -630,19 +623,10 @@ class GapFillWidget(QWidget):
         self.adapt = QCheckBox("Adapt to this scene")
         self.adapt_steps = QSpinBox()
         self.adapt_steps.setRange(1, 10_000)
-        try:
-            from .adapt import DEFAULT_STEPS
-        except ImportError:
-            DEFAULT_STEPS = 60
         self.adapt_steps.setValue(DEFAULT_STEPS)
         self.adapt_steps.setSuffix(" steps")
-        if TAKES_ADAPTATION:
-            tip = ("Test-time adaptation: fine-tune the ConvNP on this scene's own known pixels for this many "
-                   "steps before filling (ConvNP only; slower, often better on unusual scenes)")
-        else:
-            tip = "Test-time adaptation (fine-tuning on this scene): this version's fill() does not offer it yet"
-            self.adapt.setEnabled(False)
-            self.adapt_steps.setEnabled(False)
+        tip = ("Test-time adaptation: fine-tune the ConvNP on this scene's own known pixels for this many "
+               "steps before filling (ConvNP only; slower; a small gain, see the README)")
         self.adapt.setToolTip(tip)
         self.adapt_steps.setToolTip(tip)
         row.addWidget(self.adapt)
@@ -705,26 +689,14 @@ class GapFillWidget(QWidget):
         return [m for m, box in self.method_boxes.items() if box.isChecked() and box.isEnabled()]
 
     def _reference_for(self, layer, scene: Scene, source: Scene | None):
-        """What fill(reference=…) gets for the chosen reference layer: its Scene, aligned by fill through
-        napari_convnp.reference; without that module, only a reference on the very same grid (as an array)."""
+        """What fill(reference=…) gets for the chosen reference layer: its Scene, which fill aligns to the scene
+        (napari_convnp.reference)."""
         ref_layer = self.reference_combo.value
         if ref_layer is None:
             return None, ""
         if ref_layer is layer:
             raise InputError("the reference is the scene itself: choose another date")
         ref_scene, ref_source = self._layer_scene(ref_layer)
-        try:
-            import napari_convnp.reference  # noqa: F401 - aligns references by their georeferencing
-        except ImportError:
-            same_grid = (ref_scene.shape[1:] == scene.shape[1:] and georeference(ref_source or ref_scene)
-                         == georeference(source or scene))
-            if not same_grid:
-                raise InputError(f"'{ref_layer.name}' is not on the grid of '{layer.name}', and aligning a reference "
-                                 "needs napari_convnp.reference, which this version lacks") from None
-            if ref_scene.shape != scene.shape:
-                raise InputError(f"'{ref_layer.name}' has {ref_scene.shape[0]} bands, '{layer.name}' "
-                                 f"{scene.shape[0]}") from None
-            return ref_scene.bands, ref_layer.name
         return (ref_source or ref_scene), ref_layer.name
 
     def _inputs(self) -> Job:
@@ -740,8 +712,8 @@ class GapFillWidget(QWidget):
         methods = self.selected_methods()
         if not methods:
             raise InputError("choose at least one method")
-        reference, reference_name = self._reference_for(layer, scene, source) if TAKES_REFERENCE else (None, "")
-        adapt = self.adapt_steps.value() if TAKES_ADAPTATION and self.adapt.isChecked() else 0
+        reference, reference_name = self._reference_for(layer, scene, source)
+        adapt = self.adapt_steps.value() if self.adapt.isChecked() else 0
         return Job(layer.name, scene, mask, methods, self.density.value() / 100, self.device.currentText(),
                    layer_placement(layer), reference, reference_name, adapt, self.show_std.isChecked())
 
@@ -780,7 +752,7 @@ class GapFillWidget(QWidget):
             options = {}
             if job.reference is not None and uses_reference(method):
                 options["reference"] = job.reference
-                if not isinstance(job.reference, np.ndarray) and "scene" in _FILL_PARAMETERS:
+                if not isinstance(job.reference, np.ndarray):
                     options["scene"] = job.scene  # fill aligns the reference Scene to this one
             if job.adapt_steps and method == "convnp":
                 options["adapt_steps"] = job.adapt_steps

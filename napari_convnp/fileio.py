@@ -138,7 +138,7 @@ def check_options(*, method: str, density, seed, tile, precision: str, dtype: st
         raise OptionError(f"method '{method}' gives no variance; use --method convnp for --variance")
     from . import inpaint
 
-    if method in getattr(inpaint, "NEEDS_REFERENCE", ()) and not reference:
+    if method in inpaint.NEEDS_REFERENCE and not reference:
         raise OptionError(f"method '{method}' fills from another date: give a reference scene")
     if method == "convnp":
         resolve_device(device)

@@ -412,11 +412,6 @@ def _two_dates(tmp_path):
 
 
 def test_reference_picker_aligns_another_date(widget, qtbot, tmp_path, messages):
-    from napari_convnp._widget import TAKES_REFERENCE
-
-    if not TAKES_REFERENCE:
-        assert not widget.reference_combo.isEnabled() and "no reference" in widget.reference_combo.toolTip()
-        pytest.skip("this version's fill() takes no reference")
     a, b = _two_dates(tmp_path)
     widget.load(b)
     widget.load(a)
@@ -441,11 +436,6 @@ def test_reference_picker_aligns_another_date(widget, qtbot, tmp_path, messages)
 
 
 def test_convnp_with_a_reference_is_named_apart(widget, qtbot, tmp_path, messages):
-    from napari_convnp._widget import TAKES_REFERENCE
-    from napari_convnp.model import load_model
-
-    if not TAKES_REFERENCE:
-        pytest.skip("this version's fill() takes no reference")
     a, b = _two_dates(tmp_path)
     widget.load(b)
     widget.load(a)
@@ -453,20 +443,12 @@ def test_convnp_with_a_reference_is_named_apart(widget, qtbot, tmp_path, message
     run(widget, qtbot, "convnp")
     widget.reference_combo.value = widget.viewer.layers["LE07_date_b"]
     run(widget, qtbot, "convnp")
-    if not getattr(load_model().config, "reference", False):
-        assert "take no reference" in messages[-1]  # the shipped weights of this version are one-date only
-        return
     assert {"convnp mean", "convnp+ref mean", "convnp variance", "convnp+ref variance"} <= {
         layer.name for layer in widget.viewer.layers}
     assert [row[0] for row in table(widget)] == ["convnp+ref"]
 
 
 def test_adapt_to_this_scene(widget, qtbot):
-    from napari_convnp._widget import TAKES_ADAPTATION
-
-    if not TAKES_ADAPTATION:
-        assert not widget.adapt.isEnabled() and "does not offer it yet" in widget.adapt.toolTip()
-        pytest.skip("this version's fill() has no adapt_steps")
     widget.load(SAMPLES / "LE07_L2SP_225078_20110306_slc_off_B1.tif")
     widget.detect()
     widget.adapt.setChecked(True)
