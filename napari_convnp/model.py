@@ -48,6 +48,7 @@ class ModelConfig:
     harmonic_iters: int = 5  # red-black SOR sweeps per multigrid level of the harmonic base
     reference: bool = False  # takes another date of the same place as extra context (checkpoints before it: no)
     regression_window: int = 31  # side of the local linear fit of the scene on the reference (probes: 31 px best)
+    reference_variance_scale: float = 1.0  # calibration of the variance where a reference is known (fitted on val)
 
 
 class SetConv(nn.Module):
@@ -245,7 +246,10 @@ class ConvCNP(nn.Module):
         if self.config.reference:  # leaning on the reference's fill as far as the network trusts it
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
         std = self.config.min_std + F.softplus(raw_std + 0.5)
-        return mean[:, None], (std ** 2)[:, None]
+        var = (std ** 2)[:, None]
+        if self.config.reference and self.config.reference_variance_scale != 1:
+            var = torch.where(feats[:, -2:-1] > 0, var * self.config.reference_variance_scale, var)
+        return mean[:, None], var
 
 
 def gaussian_nll(mean, var, truth, weight, beta: float = 0.0):

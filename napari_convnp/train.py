@@ -368,7 +368,36 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
                                         "seconds": time.time() - start, "device": str(device),
                                         "precision": precision, "reference_share": list(share),
                                         "init": str(init) if init else None, "lineage": lineage})
+    if reference and best is not None:
+        print(json.dumps({"reference_variance_scale": calibrate_reference_variance(out, Path(data_dir))}), flush=True)
     return {"best": best, "history": history}
+
+
+def calibrate_reference_variance(checkpoint: Path, data_dir: Path, seeds=(0, 1, 2)) -> float | None:
+    """Scale the variance of a reference-taking checkpoint where the reference is known so that its gap errors
+    are calibrated on the validation pairs (pairs/estarfm_canada, simulated stripes): the NLL-optimal scale of a
+    Gaussian is the mean squared standardised error. Training pairs are easier than real ones (synthetic pairs
+    change less than seasons do), so the raw variance is too small there. Returns the scale (None: no pairs)."""
+    from .evaluate import validation_pair_cases
+    from .inpaint import fill
+
+    folder = Path(data_dir) / "pairs" / "estarfm_canada"
+    if not folder.is_dir():
+        return None
+    model = load_model(checkpoint)
+    model.config.reference_variance_scale = 1.0
+    squared = []
+    for _, bands, gaps, _, reference in validation_pair_cases(folder, seeds):
+        given = np.where(gaps, np.nan, bands)
+        result = fill(given, gaps, model=model, device="cpu", reference=reference, nodata=~np.isfinite(bands) & ~gaps)
+        scored = gaps & np.isfinite(reference) & np.isfinite(bands)
+        squared.append((result.mean - bands)[scored] ** 2 / result.variance[scored])
+    scale = float(np.mean(np.concatenate(squared)))
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    ckpt["config"]["reference_variance_scale"] = scale
+    ckpt["info"]["reference_variance_scale"] = f"{scale:.4f}, fitted on pairs/estarfm_canada (seeds {list(seeds)})"
+    torch.save(ckpt, checkpoint)
+    return scale
 
 
 def _autocast(device, precision: str):
