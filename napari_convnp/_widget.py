@@ -395,7 +395,7 @@ class GapFillWidget(QWidget):
         give an int16 RGB layer with -999 values) is read again from its file, when it has one, so its
         nodata, band names and georeferencing are known; else its pixels are the bands and NaN is nodata."""
         source = layer.metadata.get(SCENE_KEY)
-        if source is None:
+        if source is None and layer.metadata.get(FROM_FILE_KEY) is not False:  # False: its file did not fit
             path = getattr(getattr(layer, "source", None), "path", None)
             if path:
                 try:
@@ -407,6 +407,7 @@ class GapFillWidget(QWidget):
                     layer.metadata[FROM_FILE_KEY] = True
                 else:
                     source = None
+                    layer.metadata[FROM_FILE_KEY] = False  # read once, not on every picker change
         if source is not None and (layer.metadata.get(FROM_FILE_KEY) or layer.data is source.bands):
             return source, source
         bands = _bands_first(layer)

@@ -131,10 +131,13 @@ def regression(bands: np.ndarray, context: np.ndarray, reference: np.ndarray, wi
 
     from .model import local_linear_fit
 
-    out = biharmonic(bands, context)
+    out = bands.copy()
     for b, (band, known, ref) in enumerate(zip(bands, context, reference)):
         ref_known = np.isfinite(ref)
         both = known & ref_known
+        alone = ~known & ~ref_known
+        if alone.any() or not both.any():  # the single-image fill, only where the reference cannot help
+            out[b] = np.where(alone | ~both.any(), biharmonic(band[None], known[None])[0], band)
         if not both.any():
             continue
         lo, hi = _range(band, known)

@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fill-many", help="fill many scenes on a Dask cluster")
     p.add_argument("inputs", nargs="+", help="files, folders of .tif files, or glob patterns")
     p.add_argument("--out-dir", type=Path, required=True)
-    _fill_options(p, METHODS, DTYPES)
+    _fill_options(p, [m for m in METHODS if m not in NEEDS_REFERENCE], DTYPES)  # fill-many takes no reference
     p.add_argument("--variance", action="store_true", help="also write NAME_variance.tif")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (1 or more)")
@@ -201,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
     p.add_argument("--log-every", type=int, default=100, help="steps between validations (and checkpoints)")
-    p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
+    p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up (1 or more)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="training arithmetic (bfloat16: autocast, faster on CPUs with AVX-512 BF16)")
     p.add_argument("--single-image", action="store_true",
@@ -264,6 +264,10 @@ def _run(args) -> int:
         return EXIT_FAILED if report["failed"] else 0
     elif args.command == "train":
         _check_writable(args.out, "--out")
+        if args.warmup < 1:
+            from .fileio import OptionError
+
+            raise OptionError(f"--warmup must be 1 step or more, not {args.warmup}")
         from .inpaint import resolve_device
         from .train import train
 

@@ -6,7 +6,6 @@ the model is trained to predict the hidden pixels with a Gaussian (negative log-
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -18,6 +17,7 @@ import torch
 from scipy import ndimage
 
 from . import masks
+from .inpaint import _autocast
 from .model import ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
 from .scene import SceneError, read_scene
 
@@ -317,6 +317,8 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     a finished schedule (after `warmup` steps of linear warm-up). precision "bfloat16" trains under
     autocast (faster on CPUs with AVX-512 BF16).
     """
+    if warmup < 1:
+        raise ValueError(f"warmup must be 1 step or more, not {warmup}")
     torch.manual_seed(seed)
     data = _load_data(Path(data_dir), cache)
     print(f"{len(data.images)} training images, {len(data.val_images)} validation images, "
@@ -345,7 +347,7 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
             group["lr"] = lr * min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         values, _, context, target, ref, ref_known, n_bands = next(batches)
         values, context, target = values.to(device), context.to(device), target.to(device)
-        with _autocast(device, precision):
+        with _autocast(str(device), precision):
             mean, var = model(values, context, n_bands, ref.to(device), ref_known.to(device))
         loss = gaussian_nll(mean.float(), var.float(), values, target, beta=BETA)
         if not torch.isfinite(loss):
@@ -398,12 +400,6 @@ def calibrate_reference_variance(checkpoint: Path, data_dir: Path, seeds=(0, 1, 
     ckpt["info"]["reference_variance_scale"] = f"{scale:.4f}, fitted on pairs/estarfm_canada (seeds {list(seeds)})"
     torch.save(ckpt, checkpoint)
     return scale
-
-
-def _autocast(device, precision: str):
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=str(device).split(":")[0], dtype=torch.bfloat16)
 
 
 def _load_data(data_dir: Path, cache: Path | None) -> TrainingData:

@@ -40,3 +40,30 @@ def smooth_scene(tmp_path) -> Path:
     bands = np.stack([np.sin(x) + np.cos(y), np.sin(x + y), np.cos(x * 0.7) * np.sin(y * 1.3)])
     bands = (1000 + 400 * bands).astype(np.uint16)
     return write_geotiff(tmp_path / "smooth.tif", bands)
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    """The dock widget on a fresh viewer (napari and Qt imported only by the tests that ask for it)."""
+    from napari_convnp._widget import GapFillWidget
+
+    return GapFillWidget(make_napari_viewer())
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """The error notifications the widget shows, in order."""
+    said = []
+    monkeypatch.setattr("napari_convnp._widget._notify_error", said.append)
+    return said
+
+
+def wait_for(qtbot, widget, timeout=180_000):
+    """Until the widget's fill worker has finished."""
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def choose(widget, *methods):
+    """Tick exactly these methods."""
+    for method, box in widget.method_boxes.items():
+        box.setChecked(method in methods)

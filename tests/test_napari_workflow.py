@@ -16,10 +16,10 @@ from napari_convnp._napari import (
     get_reader,
     sensor,
 )
-from napari_convnp._widget import KNOWN_COLOUR, NAME_BUDGET, RESULT_KEY, GapFillWidget, variance_colormap
+from napari_convnp._widget import KNOWN_COLOUR, NAME_BUDGET, RESULT_KEY, variance_colormap
 from napari_convnp.scene import Scene, read_scene
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, choose, wait_for
 
 UTM33N = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)
 
@@ -45,27 +45,6 @@ def smooth(shape=(3, 160, 192), seed=0):
     y, x = np.mgrid[0:shape[1], 0:shape[2]] / 25.0
     phase = rng.uniform(0, 3, shape[0])
     return np.stack([np.sin(x + p) + np.cos(0.8 * y - p) for p in phase]).astype(np.float32)
-
-
-@pytest.fixture
-def widget(make_napari_viewer):
-    return GapFillWidget(make_napari_viewer())
-
-
-@pytest.fixture
-def messages(monkeypatch):
-    said = []
-    monkeypatch.setattr("napari_convnp._widget._notify_error", said.append)
-    return said
-
-
-def wait_for(qtbot, widget, timeout=180_000):
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
-
-
-def choose(widget, *methods):
-    for method, box in widget.method_boxes.items():
-        box.setChecked(method in methods)
 
 
 def run(widget, qtbot, *methods):

@@ -7,31 +7,9 @@ from napari_convnp._napari import SAMPLE_DIR, get_reader, write_image
 from napari_convnp._widget import GapFillWidget, InputError, Job, LayerPicker, method_description, result_label
 from napari_convnp.scene import read_scene
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, choose, wait_for
 
 SLC_OFF = "LE07_L2SP_225078_20110306_slc_off_B1"
-
-
-@pytest.fixture
-def widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    return GapFillWidget(viewer)
-
-
-@pytest.fixture
-def messages(monkeypatch):
-    said = []
-    monkeypatch.setattr("napari_convnp._widget._notify_error", said.append)
-    return said
-
-
-def wait_for(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
-
-
-def choose(widget, *methods):
-    for method, box in widget.method_boxes.items():
-        box.setChecked(method in methods)
 
 
 def test_sample_data_and_reader(make_napari_viewer):
