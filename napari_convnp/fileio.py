@@ -9,8 +9,10 @@ The order of the work is the promise: nothing is lost, and bad input costs no co
 3. The output pixel type and tags are settled: a known pixel that the type would change, a tag that
    cannot be written, a nodata value the type cannot hold: refused now, not after the fill.
 4. The fill.
-5. The outputs are written, each under a temporary name and renamed; the filled mean last, so that
-   when it exists the run is complete. A failed or interrupted run removes what it wrote.
+5. The outputs are written as tiled GeoTIFFs, each under a temporary name and renamed; the filled mean
+   last, so that when it exists the run is complete. The mean and variance are streamed: the fill hands
+   over bands of finished rows, which are written while the next are computed, so neither is ever in
+   memory whole. A failed or interrupted run removes what it wrote.
 
 Knows files, not napari; imports torch only through `inpaint` when the ConvNP runs.
 """
@@ -33,12 +35,13 @@ from .scene import (
     EXACT_IN_FLOAT32,
     Scene,
     SceneError,
+    TiffStream,
     check_output_path,
     output_tags,
     read_raw,
     read_scene,
     same_file,
-    write_bands,
+    write_stream,
 )
 
 DTYPES = ("auto", "float32", "float64", "source")
@@ -242,7 +245,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         raise SceneError(str(err) if str(err).startswith(str(input)) else f"{input}: {err}") from None
 
     check_cancelled()
-    options = dict(method=method, density=float(density), nodata=scene.nodata & ~gaps, device=device,
+    leftover = scene.nodata & ~gaps if scene.nodata.any() else None  # None: no C×H×W of False
+    options = dict(method=method, density=float(density), nodata=leftover, device=device,
                    seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
     if cancelled is not None:
         options["cancelled"] = cancelled
@@ -250,30 +254,46 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         options["reference"] = [str(r) for r in references]
         if "scene" in inspect.signature(fill).parameters:
             options["scene"] = scene  # the references are aligned to it by georeferencing
+    # The mean and variance are written as the fill hands over finished rows (tiled GeoTIFFs under
+    # temporary names), so neither is ever in memory whole; the renames come at the end, the mean last.
+    shape = scene.shape
+    streams, written = {}, []
     try:
-        with np.errstate(all="ignore"):  # overflow in a method is caught below, as non-finite values
-            result = fill(scene.bands, gaps, **options)
-    except FillError as err:
-        raise FillError(f"{input}: {err}") from None
-    _check_finite(result, gaps, input, method, outputs.variance is not None)
-    check_cancelled()
-
-    written = []
-    try:
-        if outputs.filled_mask is not None:
-            written.append(write_bands(outputs.filled_mask, gaps.astype(np.uint8), like=scene,
-                                       names=names["filled_mask"], metadata=meta["filled_mask"], protect=protect,
-                                       keep_roles=()))
         if outputs.variance is not None:
-            written.append(write_bands(outputs.variance, result.variance.astype(np.float32, copy=False), like=scene,
-                                       names=names["variance"], metadata=meta["variance"], protect=protect,
-                                       keep_roles=()))
-        data = _compose(scene, gaps, result.mean, plan)
-        result.mean = None  # one C×H×W array less while writing
-        written.append(write_bands(outputs.out, data, like=scene, names=names["out"], metadata=meta["out"],
-                                   nodata_value=plan["nodata_value"], protect=protect))
+            streams["variance"] = TiffStream(outputs.variance, shape, np.float32, like=scene,
+                                             names=names["variance"], metadata=meta["variance"], protect=protect,
+                                             keep_roles=())
+        streams["out"] = TiffStream(outputs.out, shape, plan["dtype"], like=scene, names=names["out"],
+                                    metadata=meta["out"], nodata_value=plan["nodata_value"], protect=protect)
+
+        def on_rows(r0, mean, var):
+            rows = slice(r0, r0 + mean.shape[1])
+            _check_finite(mean, var, gaps[:, rows], input, method, outputs.variance is not None)
+            if "variance" in streams:
+                streams["variance"].write(var)
+            streams["out"].write(_compose(scene, gaps, mean, plan, rows))
+
+        try:
+            with np.errstate(all="ignore"):  # overflow in a method is caught, as non-finite values
+                result = fill(scene.bands, gaps, on_rows=on_rows, **options)
+        except FillError as err:
+            raise FillError(f"{input}: {err}") from None
+        if result.mean is not None:  # a fill that returned its result instead of streaming it
+            on_rows(0, result.mean, result.variance)
+            result.mean = result.variance = None
+        for stream in streams.values():
+            stream.close()
+        check_cancelled()
+        if outputs.filled_mask is not None:
+            streams["filled_mask"] = write_stream(outputs.filled_mask, gaps, like=scene, names=names["filled_mask"],
+                                                  metadata=meta["filled_mask"], protect=protect, keep_roles=())
+        for role in ("filled_mask", "variance", "out"):  # the filled mean last: when it exists, the others do
+            if role in streams:
+                written.append(streams.pop(role).commit())
     except BaseException:
-        for path in written:  # all or nothing: a run that did not finish leaves none of its outputs
+        for stream in streams.values():
+            stream.abort()
+        for path in written:  # all or nothing: a run that did not finish leaves none
             path.unlink(missing_ok=True)
         raise
     return {"input": str(input), "out": str(out), "method": method, "device": result.device,
@@ -347,41 +367,46 @@ def _check_variance_range(scene: Scene, input: Path) -> None:
                          "float32; rescale the scene or leave out --variance")
 
 
-def _check_finite(result, gaps: np.ndarray, input: Path, method: str, with_variance: bool) -> None:
-    """Never write a non-finite value into a filled pixel (float32 overflow on values near ±3e38)."""
-    bad = sum(int((~np.isfinite(m[g])).sum()) for m, g in zip(result.mean, gaps))
-    if with_variance and result.variance is not None:
-        bad += sum(int((~np.isfinite(v[g])).sum()) for v, g in zip(result.variance, gaps))
+def _check_finite(mean: np.ndarray, variance: np.ndarray | None, gaps: np.ndarray, input: Path, method: str,
+                  with_variance: bool) -> None:
+    """Never write a non-finite value into a filled pixel (float32 overflow on values near ±3e38); takes the
+    whole result or a band of its rows (with the gaps of those rows)."""
+    bad = sum(int((~np.isfinite(m[g])).sum()) for m, g in zip(mean, gaps))
+    if with_variance and variance is not None:
+        bad += sum(int((~np.isfinite(v[g])).sum()) for v, g in zip(variance, gaps))
     if bad:
         raise SceneError(f"{input}: the {method} fill gave {bad} non-finite values (the scene's values are too large "
                          "for float32 arithmetic); rescale the scene")
 
 
-def _compose(scene: Scene, gaps: np.ndarray, mean: np.ndarray, plan: dict) -> np.ndarray:
+def _compose(scene: Scene, gaps: np.ndarray, mean: np.ndarray, plan: dict,
+             rows: slice = slice(None)) -> np.ndarray:
     """The filled scene in the output type: known pixels as stored, filled pixels from the fill (rounded and
-    clipped for an integer type, never onto the nodata value), pixels left nodata as nodata."""
+    clipped for an integer type, never onto the nodata value), pixels left nodata as nodata. `mean` holds
+    the scene's `rows` (all by default)."""
     dtype, raw, nodata_value = plan["dtype"], plan["raw"], plan["nodata_value"]
     if dtype == np.float32 and raw is None and nodata_value is None:
         return mean  # `fill` already keeps the (float32-exact) known values and NaN where nodata stays
-    out = np.empty(scene.shape, dtype)
+    out = np.empty(mean.shape, dtype)
     for b in range(scene.shape[0]):
-        known = ~gaps[b] & ~scene.nodata[b]
-        leftover = scene.nodata[b] & ~gaps[b]
-        stored = raw[b] if raw is not None else scene.bands[b]
+        gap, missing = gaps[b, rows], scene.nodata[b, rows]
+        known = ~gap & ~missing
+        leftover = missing & ~gap
+        stored = raw[b, rows] if raw is not None else scene.bands[b, rows]
         if dtype.kind == "f":
             with np.errstate(over="ignore", invalid="ignore"):
                 out[b] = stored
-            out[b][gaps[b]] = mean[b][gaps[b]]
+            out[b][gap] = mean[b][gap]
             out[b][leftover] = np.nan if nodata_value is None else nodata_value
         else:
             info = np.iinfo(dtype)
             out[b] = 0
             out[b][known] = stored[known]
-            values = np.clip(np.rint(mean[b][gaps[b]].astype(np.float64)), info.min, info.max)
+            values = np.clip(np.rint(mean[b][gap].astype(np.float64)), info.min, info.max)
             if nodata_value is not None:  # a fill rounded onto the nodata value would read back as nodata
                 on = values == nodata_value
                 values[on] = nodata_value + 1 if nodata_value < info.max else nodata_value - 1
-            out[b][gaps[b]] = values.astype(dtype)
+            out[b][gap] = values.astype(dtype)
             if nodata_value is not None:
                 out[b][leftover] = nodata_value
     return out

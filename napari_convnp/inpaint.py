@@ -35,7 +35,8 @@ class Cancelled(Exception):
 class Fill:
     """The result: `mean` has the input's values where known and the fill in the mask; `variance`
     is the predictive variance in the mask, 0 where known (None for the classical fills). Pixels
-    that were nodata and not in the mask stay NaN in both."""
+    that were nodata and not in the mask stay NaN in both. Both are None when `fill` streamed them
+    (on_rows)."""
 
     mean: np.ndarray
     variance: np.ndarray | None
@@ -61,7 +62,8 @@ def resolve_device(device: str = "auto") -> str:
 def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
          nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
-         model=None, precision: str = "float32", reference=None, scene=None, adapt_steps: int = 0) -> Fill:
+         model=None, precision: str = "float32", reference=None, scene=None, adapt_steps: int = 0,
+         on_rows: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None) -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
@@ -72,6 +74,10 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     `bands` (NaN = unknown), or of GeoTIFF / Landsat folder paths or Scenes, aligned to `scene` (the Scene
     `bands` came from) by their georeferencing, several merged into one. adapt_steps: fine-tune a copy
     of the ConvNP on the scene itself for this many steps first (test-time adaptation; 0 = off).
+    on_rows: stream the result instead of returning it: called as on_rows(first row, mean, variance) with
+    bands of rows (C×n×W, as `Fill` describes them; variance None for the classical fills), top to bottom,
+    each as soon as it is final; the returned Fill then has mean and variance None. The ConvNP's memory is
+    then bounded by the input and a row of tiles.
     """
     start = time.time()
     bands = np.asarray(bands, dtype=np.float32)
@@ -79,8 +85,9 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         bands = bands[None]
     if bands.ndim != 3:
         raise FillError(f"bands must be C×H×W or H×W, not shape {bands.shape}")
-    try:  # the mask, context, mean and variance, besides the bands themselves
-        check_memory(bands.size * 10, f"filling a {'×'.join(map(str, bands.shape))} scene")
+    try:  # the mask, context, mean and variance (unless streamed), besides the bands themselves
+        per_value = 10 if on_rows is None or method != "convnp" else 3
+        check_memory(bands.size * per_value, f"filling a {'×'.join(map(str, bands.shape))} scene")
     except SceneError as err:
         raise FillError(str(err)) from None
     if method not in METHODS:
@@ -114,28 +121,43 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
     if method == "convnp":
         device = resolve_device(device)
-        mean, variance = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference,
-                                 mask, int(adapt_steps), seed)
+        parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
+                        int(adapt_steps), seed)
     else:
         device = "cpu"
         if progress:
             progress(0, 1)
         given = np.where(context, bands, 0).astype(np.float32)
         if method in NEEDS_REFERENCE:
-            mean = baselines.TWO_DATE_METHODS[method](given, context, reference)
+            whole = baselines.TWO_DATE_METHODS[method](given, context, reference)
         else:
-            mean = baselines.METHODS[method](given, context)
-        variance = None
+            whole = baselines.METHODS[method](given, context)
+        del given
         if progress:
             progress(1, 1)
-    # In place, band by band: the results may be as large as the scene.
-    for b in range(len(bands)):
-        np.copyto(mean[b], bands[b], where=~mask[b])
-        mean[b][nodata[b] & ~mask[b]] = np.nan
-        if variance is not None:
-            variance[b][~mask[b]] = 0
-            variance[b][nodata[b] & ~mask[b]] = np.nan
-    return Fill(mean.astype(np.float32, copy=False), variance, method, density, device, time.time() - start)
+        parts = [(0, whole, None)]
+    mean = variance = None
+    if on_rows is None:  # the whole result in memory: the rows go into two arrays (one for a classical fill)
+        mean = parts[0][1] if method != "convnp" else np.empty(bands.shape, np.float32)
+        variance = None if method != "convnp" else np.empty(bands.shape, np.float32)
+    for r0, rows_mean, rows_var in parts:
+        rows = slice(r0, r0 + rows_mean.shape[1])
+        # In place, band by band: the results may be as large as the scene.
+        for b in range(len(bands)):
+            gap, missing = mask[b, rows], nodata[b, rows]
+            np.copyto(rows_mean[b], bands[b, rows], where=~gap)
+            rows_mean[b][missing & ~gap] = np.nan
+            if rows_var is not None:
+                rows_var[b][~gap] = 0
+                rows_var[b][missing & ~gap] = np.nan
+        rows_mean = rows_mean.astype(np.float32, copy=False)
+        if on_rows is not None:
+            on_rows(r0, rows_mean, rows_var)
+        elif method == "convnp":
+            mean[:, rows], variance[:, rows] = rows_mean, rows_var
+        else:
+            mean = rows_mean
+    return Fill(mean, variance, method, density, device, time.time() - start)
 
 
 def _reference(reference, shape, scene) -> np.ndarray | None:
@@ -179,8 +201,8 @@ def _cached_model(device: str):
 
 def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
             adapt_steps=0, seed=0):
-    """Tiled ConvCNP inference (after test-time adaptation, if asked); returns (mean, variance) in the
-    input's units."""
+    """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
+    for bands of rows, top to bottom, in the input's units (see `predict_rows`)."""
     import torch
 
     from .adapt import adapt_model
@@ -206,10 +228,16 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         if progress:
             tile_progress = progress
             progress = lambda done, n: tile_progress(adapt_steps + done, adapt_steps + n)  # noqa: E731
+    emitted = 0  # rows already handed on: a retry on smaller tiles goes on below them
     while True:
         try:
-            return predict_tiled(model, bands, context, offsets, scales, tile, device, progress, cancelled, precision,
-                                 reference)
+            for r0, mean, variance in predict_rows(model, bands, context, offsets, scales, tile, device, progress,
+                                                   cancelled, precision, reference, gaps):
+                skip = max(0, emitted - r0)
+                if skip < mean.shape[1]:
+                    yield r0 + skip, mean[:, skip:], variance[:, skip:]
+                    emitted = r0 + mean.shape[1]
+            return
         except torch.OutOfMemoryError:
             if tile <= 128:
                 raise FillError("out of memory even on 128-pixel tiles; free GPU memory or use device 'cpu'") from None
@@ -242,13 +270,31 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def predict_tiled(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
-                  precision="float32", reference=None):
-    """Run the model over overlapping tiles and blend them (mixture of the tiles' Gaussians).
+                  precision="float32", reference=None, gaps=None):
+    """Run the model over overlapping tiles and blend them (mixture of the tiles' Gaussians); returns
+    (mean, variance) as C×H×W arrays in the input's units. See `predict_rows`."""
+    c, h, w = bands.shape
+    mean, variance = np.empty((c, h, w), np.float32), np.empty((c, h, w), np.float32)
+    for r0, rows_mean, rows_var in predict_rows(model, bands, context, offsets, scales, tile, device, progress,
+                                                cancelled, precision, reference, gaps):
+        mean[:, r0:r0 + rows_mean.shape[1]] = rows_mean
+        variance[:, r0:r0 + rows_var.shape[1]] = rows_var
+    return mean, variance
 
-    reference: None, or (normalised reference values, where known), both C×H×W.
+
+def predict_rows(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
+                 precision="float32", reference=None, gaps=None):
+    """Run the model over overlapping tiles, row of tiles by row of tiles, and blend them (mixture of the
+    tiles' Gaussians); yields (first row, mean, variance) for bands of rows, C×n×W in the input's units,
+    top to bottom, each as soon as no later tile touches it.
+
+    reference: None, or (normalised reference values, where known), both C×H×W. gaps: the pixels to fill
+    (C×H×W bool) or None; a tile with none of them anywhere in it (overlap included) runs no network: every
+    pixel it touches keeps its known value (or stays nodata) after `fill`, so it enters the blend as its
+    normalised context values with variance 0, with its usual weight.
 
     Tiles are normalised with the scene's per-band statistics (offsets, scales) as they are cut, so
-    memory for the network is bounded by the tile size; only the C×H×W results scale with the scene.
+    memory for the network is bounded by the tile size, and the blending buffers by a row of tiles.
     """
     import torch
 
@@ -257,51 +303,64 @@ def predict_tiled(model, bands, context, offsets, scales, tile, device, progress
     tile = max(4 * multiple, tile // multiple * multiple)
     overlap = max(multiple, min(TILE_OVERLAP, tile // 4) // multiple * multiple)
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    acc_mean = np.zeros((c, h, w), np.float32)
-    acc_sq = np.zeros((c, h, w), np.float32)  # weighted second moments, for the mixture variance
-    acc_w = np.zeros((h, w), np.float32)
     total, done = len(rows) * len(cols), 0
     offsets, scales = offsets[:, None, None], scales[:, None, None]
-    for r in rows:
+    carry = None  # the blend so far of the rows the next row of tiles shares with this one
+    for i, r in enumerate(rows):
+        th = min(tile, h - r)
+        # Accumulators for this row of tiles only: weighted means and second moments (mixture variance).
+        acc_mean = np.zeros((c, th, w), np.float32)
+        acc_sq = np.zeros((c, th, w), np.float32)
+        acc_w = np.zeros((th, w), np.float32)
+        if carry is not None:
+            n = carry[2].shape[0]
+            acc_mean[:, :n], acc_sq[:, :n], acc_w[:n] = carry
         for col in cols:
             if cancelled and cancelled():
                 raise Cancelled()
-            th, tw = min(tile, h - r), min(tile, w - col)
+            tw = min(tile, w - col)
             ph, pw = math.ceil(th / multiple) * multiple, math.ceil(tw / multiple) * multiple
             window = (slice(None), slice(r, r + th), slice(col, col + tw))
             known = context[window]
             values = np.where(known, (bands[window] - offsets) / scales, 0).astype(np.float32)
-            # Pad to the UNet's multiple with "no context": the padded edge then falls where the whole
-            # scene's would, so a scene gives the same answer however it is tiled.
-            pad = ((0, 0), (0, ph - th), (0, pw - tw))
-            values = np.pad(values, pad, mode="constant")[:, None]
-            known = np.pad(known, pad, mode="constant")[:, None].astype(np.float32)
-            tensors = [torch.from_numpy(values), torch.from_numpy(known)]
-            if reference is not None:
-                tensors += [torch.from_numpy(np.pad(part[window], pad, mode="constant")[:, None].astype(np.float32))
-                            for part in reference]
-            with torch.inference_mode(), _autocast(device, precision):
-                mean, var = model(*[x.to(device) for x in tensors[:2]], c, *[x.to(device) for x in tensors[2:]])
-            mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
-            var = var.float().cpu().numpy()[:, 0, :th, :tw]
+            if gaps is not None and not gaps[window].any():
+                mean, var = values, np.zeros_like(values)  # nothing to fill here: no network call
+            else:
+                # Pad to the UNet's multiple with "no context": the padded edge then falls where the whole
+                # scene's would, so a scene gives the same answer however it is tiled.
+                pad = ((0, 0), (0, ph - th), (0, pw - tw))
+                values = np.pad(values, pad, mode="constant")[:, None]
+                known = np.pad(known, pad, mode="constant")[:, None].astype(np.float32)
+                tensors = [torch.from_numpy(values), torch.from_numpy(known)]
+                if reference is not None:
+                    tensors += [torch.from_numpy(np.pad(part[window], pad, mode="constant")[:, None]
+                                                 .astype(np.float32)) for part in reference]
+                with torch.inference_mode(), _autocast(device, precision):
+                    mean, var = model(*[x.to(device) for x in tensors[:2]], c, *[x.to(device) for x in tensors[2:]])
+                mean = mean.float().cpu().numpy()[:, 0, :th, :tw]
+                var = var.float().cpu().numpy()[:, 0, :th, :tw]
             weight = np.outer(_window(th, overlap, r == 0, r + th >= h),
                               _window(tw, overlap, col == 0, col + tw >= w))
-            acc_mean[window] += weight * mean
-            acc_sq[window] += weight * (var + mean ** 2)
-            acc_w[window[1:]] += weight
+            part = (slice(None), slice(None), slice(col, col + tw))
+            acc_mean[part] += weight * mean
+            acc_sq[part] += weight * (var + mean ** 2)
+            acc_w[part[1:]] += weight
             done += 1
             if progress:
                 progress(done, total)
-    # Finish in place, band by band, to keep the peak memory near the size of the results.
-    for b in range(c):
-        acc_mean[b] /= acc_w
-        acc_sq[b] /= acc_w
-        acc_sq[b] -= np.square(acc_mean[b])
-        np.maximum(acc_sq[b], 1e-12, out=acc_sq[b])
-        acc_mean[b] *= scales[b]
-        acc_mean[b] += offsets[b]
-        acc_sq[b] *= np.square(scales[b])
-    return acc_mean, acc_sq
+        # Rows above the next row of tiles are final; the rest waits for it.
+        final = (rows[i + 1] if i + 1 < len(rows) else h) - r
+        carry = (acc_mean[:, final:].copy(), acc_sq[:, final:].copy(), acc_w[final:].copy())
+        acc_mean, acc_sq, acc_w = acc_mean[:, :final], acc_sq[:, :final], acc_w[:final]
+        for b in range(c):
+            acc_mean[b] /= acc_w
+            acc_sq[b] /= acc_w
+            acc_sq[b] -= np.square(acc_mean[b])
+            np.maximum(acc_sq[b], 1e-12, out=acc_sq[b])
+            acc_mean[b] *= scales[b]
+            acc_mean[b] += offsets[b]
+            acc_sq[b] *= np.square(scales[b])
+        yield r, acc_mean, acc_sq
 
 
 def _autocast(device: str, precision: str):

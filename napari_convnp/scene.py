@@ -685,3 +685,186 @@ def _write_atomic(path: Path, data: np.ndarray, extratags: list) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+# --- streamed writing ------------------------------------------------------------------------------
+
+STREAM_TILE = 256  # pixels per side of the tiles of a streamed GeoTIFF
+
+
+def _deflate():
+    try:
+        import imagecodecs
+
+        return imagecodecs.deflate_encode  # libdeflate: the same format, about twice as fast
+    except (ImportError, AttributeError):
+        import zlib
+
+        return lambda data: zlib.compress(data, 6)
+
+
+class TiffStream:
+    """A tiled GeoTIFF written as bands of rows arrive, top to bottom, so that a scene's result never has to
+    be in memory whole.
+
+    Takes what `write_bands` takes, with the C×H×W `shape` and pixel `dtype` in place of the data, and
+    writes the same file as it would (one plane per band, deflate, tags), in 256×256-pixel tiles. Each
+    full row of tiles is compressed as it arrives into an unnamed scratch file beside the output; `close()`
+    writes the TIFF under a temporary name (locked, mode as open() would give) from those compressed tiles,
+    in the file's plane-by-plane order; `commit()` renames it to its name, `abort()` removes it.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], dtype, *, like: Scene | None = None,
+                 names: list[str] | None = None, nodata_value: float | None = None,
+                 metadata: dict[str, object] | None = None, protect=(),
+                 keep_roles=("scale", "offset", "unittype")):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        sources = [Path(p) for p in protect if p is not None]
+        if like is not None:
+            sources += list(like.sources) + ([Path(like.path)] if like.path is not None else [])
+        check_output_path(self.path, sources)
+        if nodata_value is None and self.dtype.kind == "f":
+            nodata_text = "nan"
+        elif nodata_value is not None:
+            nodata_text = _nodata_text(nodata_value, self.dtype)
+        else:
+            nodata_text = None
+        self._extratags = output_tags(like, names or [f"band {i + 1}" for i in range(self.shape[0])], nodata_text,
+                                      metadata, keep_roles=keep_roles)
+        self._fd = self._tmp = None
+        try:
+            self._spool = tempfile.TemporaryFile(prefix=f".{self.path.name}.", suffix=".tiles", dir=self.path.parent)
+        except OSError as err:
+            raise SceneError(f"{self.path}: cannot write in its folder {self.path.parent} "
+                             f"({_os_problem(err)})") from None
+        self._chunks: list[tuple[int, int]] = []  # (offset, length) in the spool, in the order of arrival
+        self._pending: list[np.ndarray] = []  # rows not yet a full row of tiles
+        self._rows = 0  # rows received
+        self._encode = _deflate()
+
+    def write(self, rows: np.ndarray) -> None:
+        """The next C×n×W rows (converted to the stream's pixel type)."""
+        rows = np.asarray(rows)
+        if rows.ndim == 2:
+            rows = rows[None]
+        c, h, w = self.shape
+        if rows.shape[0] != c or rows.shape[2] != w or self._rows + rows.shape[1] > h:
+            raise SceneError(f"{self.path}: rows of shape {rows.shape} do not fit rows {self._rows}.. of {self.shape}")
+        if rows.dtype != self.dtype:
+            with np.errstate(over="ignore", invalid="ignore"):
+                rows = rows.astype(self.dtype)
+        self._rows += rows.shape[1]
+        self._pending.append(rows)
+        pending = sum(p.shape[1] for p in self._pending)
+        while pending >= STREAM_TILE or (pending and self._rows == h):
+            block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+            n = min(STREAM_TILE, pending)
+            self._encode_rows(block[:, :n])
+            rest = block[:, n:]
+            self._pending = [rest] if rest.shape[1] else []
+            pending -= n
+
+    def _encode_rows(self, block: np.ndarray) -> None:
+        """One row of tiles, every band: compressed into the spool (band, then column order)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        size = STREAM_TILE
+        c, n, w = block.shape
+        tiles = []
+        for b in range(c):
+            for x in range(0, w, size):
+                tile = np.zeros((size, size), self.dtype)  # edge tiles padded, as TIFF wants
+                part = block[b, :, x:x + size]
+                tile[:n, :part.shape[1]] = part
+                tiles.append(tile)
+        try:
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                encoded = list(pool.map(lambda t: self._encode(t.tobytes()), tiles))
+            for data in encoded:
+                self._chunks.append((self._spool.tell(), len(data)))
+                self._spool.write(data)
+        except MemoryError:
+            raise SceneError(f"{self.path}: out of memory while writing it") from None
+        except OSError as err:
+            raise SceneError(f"{self.path}: cannot write it ({_os_problem(err)}); nothing was written") from None
+
+    def _tiles_in_file_order(self):
+        c, h, w = self.shape
+        across, down = -(-w // STREAM_TILE), -(-h // STREAM_TILE)
+        for b in range(c):
+            for y in range(down):
+                for x in range(across):
+                    offset, length = self._chunks[(y * c + b) * across + x]
+                    self._spool.seek(offset)
+                    yield self._spool.read(length)
+
+    def close(self) -> None:
+        """Write the file under its temporary name once every row has come; raises what went wrong."""
+        import fcntl
+
+        c, h, w = self.shape
+        if self._rows != h:
+            raise SceneError(f"{self.path}: {self._rows} of {h} rows were written")
+        remove_stale_partials(self.path)
+        try:
+            self._fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial",
+                                                   dir=self.path.parent)
+        except OSError as err:
+            raise SceneError(f"{self.path}: cannot write in its folder {self.path.parent} "
+                             f"({_os_problem(err)})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # tells a later writer this temporary file is alive
+            os.fchmod(self._fd, 0o666 & ~_umask())  # as a plain open() would create it (mkstemp makes 0600)
+            layout = {"planarconfig": "separate"} if c > 1 else {}
+            tifffile.imwrite(self._tmp, data=self._tiles_in_file_order(), shape=(c, h, w) if c > 1 else (h, w),
+                             dtype=self.dtype, tile=(STREAM_TILE, STREAM_TILE), photometric="minisblack",
+                             compression="zlib", extratags=self._extratags, metadata=None, **layout)
+            os.fsync(self._fd)
+        except BaseException as err:
+            self.abort()
+            if isinstance(err, MemoryError):
+                raise SceneError(f"{self.path}: out of memory while writing it") from None
+            if isinstance(err, OSError):
+                raise SceneError(f"{self.path}: cannot write it ({_os_problem(err)}); nothing was written") from None
+            raise
+        self._spool.close()
+
+    def commit(self) -> Path:
+        """Rename the complete file to its name (after `close`)."""
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as err:
+            self.abort()
+            raise SceneError(f"{self.path}: cannot write it ({_os_problem(err)}); nothing was written") from None
+        self._release()
+        return self.path
+
+    def abort(self) -> None:
+        """Remove what was written (safe to call more than once)."""
+        self._spool.close()
+        if self._tmp is not None:
+            Path(self._tmp).unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_stream(path: str | os.PathLike, data: np.ndarray, rows: int = STREAM_TILE, **options) -> TiffStream:
+    """A C×H×W array written through a TiffStream `rows` rows at a time (a bool mask goes as uint8); returns
+    the closed stream, to be committed."""
+    data = data[None] if data.ndim == 2 else data
+    dtype = np.uint8 if data.dtype == bool else data.dtype
+    stream = TiffStream(path, data.shape, dtype, **options)
+    try:
+        for r in range(0, data.shape[1], rows):
+            stream.write(data[:, r:r + rows].astype(dtype))
+        stream.close()
+    except BaseException:
+        stream.abort()
+        raise
+    return stream

@@ -1,0 +1,146 @@
+"""Streamed results (issue 13): the file-to-file fill writes mean and variance row band by row band into
+tiled GeoTIFFs, equal to the in-memory `fill`; tiles with nothing to fill run no network and change nothing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_convnp import cli, inpaint, masks
+from napari_convnp.inpaint import Cancelled, fill
+from napari_convnp.scene import read_scene
+
+from .conftest import SAMPLES, write_geotiff
+
+
+def itaipu(h: int, w: int) -> np.ndarray:
+    """The Itaipu sample (3 bands), mirrored to cover h×w: real texture on a multi-tile scene."""
+    sample = read_scene(SAMPLES / "itaipu_landsat8_B234_768.tif").bands
+    wide = np.concatenate([sample, sample[:, :, ::-1]], axis=2)
+    tall = np.concatenate([wide, wide[:, ::-1]], axis=1)
+    return np.ascontiguousarray(tall[:, :h, :w])
+
+
+def close_enough(a: np.ndarray, b: np.ndarray, gaps: np.ndarray, scale: float) -> bool:
+    """The tolerance of tests/test_inpaint.py::test_tiled_matches_whole."""
+    diff = np.abs(a - b)[:, gaps]
+    return diff.mean() < 0.002 * scale and np.percentile(diff, 99.9) < 0.05 * scale
+
+
+@pytest.fixture(scope="module")
+def scene_700x900(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    bands = itaipu(700, 900)
+    gaps = masks.simulate_slc_off(bands.shape[1:], seed=0, pixel_size=30, crop_offset=(0, 0))
+    given = np.where(gaps, 0, bands).astype(np.float32)
+    path = write_geotiff(folder / "scene.tif", given)
+    mask = write_geotiff(folder / "mask.tif", gaps[None].astype(np.uint8))
+    return folder, path, mask, given, gaps
+
+
+@pytest.fixture(scope="module")
+def streamed(scene_700x900):
+    """`napari-convnp fill` of the scene in 256-px tiles (several rows of tiles), with --variance."""
+    folder, path, mask, given, gaps = scene_700x900
+    out, var = folder / "o.tif", folder / "v.tif"
+    assert cli.main(["fill", str(path), "--out", str(out), "--variance", str(var), "--mask", str(mask),
+                     "--tile", "256", "--device", "cpu"]) == 0
+    return out, var
+
+
+def test_streamed_cli_output_equals_the_in_memory_fill(scene_700x900, streamed):
+    folder, path, mask, given, gaps = scene_700x900
+    memory = fill(given, gaps, device="cpu", tile=256)
+    mean, variance = read_scene(streamed[0]).bands, read_scene(streamed[1]).bands
+    scale = given.std(axis=(1, 2)).mean()
+    assert close_enough(mean, memory.mean, gaps, scale)
+    assert np.abs(np.sqrt(variance) - np.sqrt(memory.variance))[:, gaps].mean() < 0.002 * scale
+    assert np.array_equal(mean[:, ~gaps], given[:, ~gaps]) and (variance[:, ~gaps] == 0).all()
+    # the same arithmetic in the same order: in fact identical
+    assert np.array_equal(mean, memory.mean) and np.array_equal(variance, memory.variance)
+
+
+def test_streamed_outputs_are_tiled_geotiffs_band_by_band(scene_700x900, streamed):
+    folder, path, mask, given, gaps = scene_700x900
+    for name in ("o.tif", "v.tif", "o_filled_mask.tif"):
+        with tifffile.TiffFile(folder / name) as tif:
+            page = tif.pages[0]
+            assert page.is_tiled and page.tilewidth == 256 and page.compression == 8, name
+            assert tif.series[0].shape == (3, 700, 900) and page.planarconfig == 2, name
+            assert {33550, 33922, 34735, 42112, 42113} - ({42113} if "mask" in name else set()) <= set(page.tags.keys())
+    sidecar = tifffile.imread(folder / "o_filled_mask.tif").astype(bool)
+    assert np.array_equal(sidecar, np.broadcast_to(gaps, (3, 700, 900)))
+    assert not list(folder.glob(".*"))  # no temporary or scratch file left
+
+
+def test_fill_hands_over_final_rows_top_to_bottom(scene_700x900):
+    _, _, _, given, gaps = scene_700x900
+    bands, gaps = given[:, :256, :300], gaps[:256, :300]
+    seen = []
+    result = fill(bands, gaps, device="cpu", tile=128,
+                  on_rows=lambda r0, mean, var: seen.append((r0, mean.copy(), var.copy())))
+    assert result.mean is None and result.variance is None
+    starts = [r0 for r0, _, _ in seen]
+    assert starts[0] == 0 and len(starts) > 2
+    assert all(r0 + m.shape[1] == nxt for (r0, m, _), nxt in zip(seen, starts[1:] + [256]))
+    whole = fill(bands, gaps, device="cpu", tile=128)
+    assert np.array_equal(np.concatenate([m for _, m, _ in seen], axis=1), whole.mean)
+    assert np.array_equal(np.concatenate([v for _, _, v in seen], axis=1), whole.variance)
+
+
+def test_cancelled_mid_stream_leaves_nothing(scene_700x900, tmp_path):
+    _, path, mask, _, _ = scene_700x900
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 8  # after the first row of tiles has gone to the files
+
+    with pytest.raises(Cancelled):
+        cli.fill_file(path, tmp_path / "o.tif", mask=mask, variance=tmp_path / "v.tif", tile=256, device="cpu",
+                      cancelled=cancelled)
+    assert not list(tmp_path.iterdir())
+
+
+def test_integer_output_streams_rounded_fills_and_exact_known_pixels(tmp_path):
+    bands = np.round(itaipu(600, 300)[:1] * 10000).astype(np.uint16)
+    gaps = masks.simulate_slc_off(bands.shape[1:], seed=1, pixel_size=30, crop_offset=(0, 0))
+    given = np.where(gaps, 0, bands).astype(np.uint16)
+    given[:, :, :20] = 0  # off-scene: nodata that stays nodata
+    path = write_geotiff(tmp_path / "u16.tif", given, nodata=0)
+    mask = write_geotiff(tmp_path / "m.tif", (gaps & (np.arange(300) >= 20))[None].astype(np.uint8))
+    assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--tile", "128",
+                     "--dtype", "source", "--device", "cpu"]) == 0
+    out = tifffile.imread(tmp_path / "o.tif")
+    filled = gaps & (np.arange(300) >= 20)
+    assert out.dtype == np.uint16 and np.array_equal(out[~filled], given[0][~filled])
+    memory = fill(given.astype(np.float32), filled, nodata=given == 0, device="cpu", tile=128).mean[0]
+    expected = np.clip(np.rint(memory[filled]), 1, 65535)  # never onto the nodata value 0
+    assert np.array_equal(out[filled], expected.astype(np.uint16))
+
+
+def test_tiles_with_nothing_to_fill_are_skipped_and_change_nothing(monkeypatch):
+    bands = itaipu(520, 520)
+    cloud = np.zeros(bands.shape[1:], bool)  # a painted cloud in one corner
+    yy, xx = np.mgrid[:520, :520]
+    cloud[(yy - 90) ** 2 + (xx - 110) ** 2 < 60 ** 2] = True
+    model = inpaint._cached_model("cpu")
+    calls = []
+
+    class Counting:
+        multiple = model.multiple
+        config = model.config
+
+        def __call__(self, *args):
+            calls.append(1)
+            return model(*args)
+
+    skipped = fill(bands, cloud, device="cpu", tile=128, model=Counting())
+    n_skipping = len(calls)
+    real = inpaint.predict_rows
+    monkeypatch.setattr(inpaint, "predict_rows", lambda *a: real(*a[:-1], None))  # gaps=None: no skipping
+    calls.clear()
+    every = fill(bands, cloud, device="cpu", tile=128, model=Counting())
+    n_tiles = len(inpaint.tile_starts(520, 128, 32)) ** 2
+    assert len(calls) == n_tiles and n_skipping < n_tiles // 2
+    assert np.array_equal(skipped.mean, every.mean) and np.array_equal(skipped.variance, every.variance)
