@@ -49,9 +49,39 @@ class UsageError(Exception):
     """A command line that argparse cannot take (one line, exit code 2)."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has a real one (not for flags, required or unset options)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False, argparse.SUPPRESS) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    """One-line usage errors; options' defaults shown in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line instead of the usage block
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _progress_bar(what: str):
+    """A progress line on stderr while it is a terminal (quiet in scripts, pipes and logs): (done, total)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return show
 
 
 _received: list[int] = []  # signals this run has met; a library that swallows the exception cannot hide them
@@ -163,11 +193,13 @@ def _report(err: Exception, about: dict) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .evaluate import SETS
     from .fileio import DTYPES
     from .inpaint import METHODS, NEEDS_REFERENCE
 
     parser = _Parser(prog=PROG, description="Fill Landsat 7 gaps with a ConvNP.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("fill", help="fill the gaps of one scene")
@@ -182,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fill-many", help="fill many scenes on a Dask cluster")
     p.add_argument("inputs", nargs="+", help="files, folders of .tif files, or glob patterns")
-    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs (made if missing)")
     _fill_options(p, [m for m in METHODS if m not in NEEDS_REFERENCE], DTYPES)  # fill-many takes no reference
     p.add_argument("--variance", action="store_true", help="also write NAME_variance.tif")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
@@ -191,14 +223,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="meta-train the ConvCNP on real Landsat tiles")
     p.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with train/, val/, slc_off/")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (best on val/)")
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=5000, help="optimiser steps (or fewer, with --minutes)")
     p.add_argument("--minutes", type=float, help="stop (with a finished schedule) after this long")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=8, help="tasks (tiles) per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--cache", type=Path, help="npz cache of the prepared images (made if missing)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the task sampler and the initial weights")
     p.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
     p.add_argument("--log-every", type=int, default=100, help="steps between validations (and checkpoints)")
     p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up (1 or more)")
@@ -208,21 +240,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="train a model without the second-date input (checkpoints before it)")
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--data", type=Path, default=Path("../shared/data"),
+                   help="folder with benchmark/sts-cnn/, test/, val/, slc_off/ and pairs/")
     p.add_argument("--methods", default=",".join(m for m in METHODS if m not in NEEDS_REFERENCE),
                    help="comma-separated methods to score (two-date baselines run on the two-date sets anyway)")
     p.add_argument("--json", type=Path, help="write the scores here")
     p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="ConvNP arithmetic")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the ConvNP runs")
     p.add_argument("--sets", default=",".join(SETS), help=f"evaluation sets, of {', '.join(SETS)}")
     return parser
 
 
 def _fill_options(p, methods, dtypes):
-    p.add_argument("--method", default="convnp", choices=methods)
+    p.add_argument("--method", default="convnp", choices=methods,
+                   help="the ConvNP or a classical fill (regression and llhm need --reference)")
     p.add_argument("--density", type=float, default=1.0, help="fraction of known pixels used as context, (0, 1]")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the ConvNP runs (auto: a CUDA GPU when torch sees one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the context subsample (0 or more)")
     p.add_argument("--tile", type=int, help="tile side in pixels (default: 512 on CPU, 2048 on GPU)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
@@ -247,7 +282,8 @@ def _run(args) -> int:
         summary = fill_file(args.input, args.out, mask=args.mask, method=args.method, density=args.density,
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
                             precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
-                            reference=args.reference, cancelled=_stop_requested, **_adapt(args))
+                            reference=args.reference, cancelled=_stop_requested,
+                            progress=_progress_bar(f"filling {args.input.name}"), **_adapt(args))
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many

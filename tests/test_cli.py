@@ -618,3 +618,26 @@ def test_a_signal_a_library_swallows_still_stops_the_run(tmp_path, smooth_scene,
     assert result == code and len(err.strip().splitlines()) == 1 and "smooth.tif: " in err
     assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
     assert signals.getsignal(signals.SIGTERM) == before  # the caller's handlers are back
+
+
+def test_version_and_help_show_defaults(capsys):
+    from napari_convnp import __version__
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["fill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: convnp)" in text and "(default: 1.0)" in text and "(default: float32)" in text
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: False, raising=False)
+    assert cli._progress_bar("filling x") is None
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
+    show = cli._progress_bar("filling x")
+    show(1, 4)
+    show(4, 4)
+    err = capsys.readouterr().err
+    assert "filling x" in err and "1/4" in err and err.endswith("4/4\n")
