@@ -164,27 +164,18 @@ def _reference(reference, shape, scene) -> np.ndarray | None:
     """The reference as one C×H×W float32 array on the grid of the bands (NaN = unknown), or None."""
     if reference is None or (isinstance(reference, (list, tuple)) and not reference):
         return None
+    from .reference import load_reference, merge_references
+    from .scene import Scene
+
     items = reference if isinstance(reference, (list, tuple)) else [reference]
-    arrays = []
-    for item in items:
-        if isinstance(item, np.ndarray):
-            ref = np.asarray(item, dtype=np.float32)
-            ref = ref[None] if ref.ndim == 2 else ref
-            if ref.shape != tuple(shape):
-                raise FillError(f"the reference has shape {ref.shape} but the scene is {tuple(shape)}")
-        else:
-            from .reference import load_reference
-            from .scene import Scene
-
-            target = scene if scene is not None else Scene(np.zeros(shape, np.float32), [], np.zeros(shape, bool))
-            try:
-                ref = load_reference(item, target)
-            except SceneError as err:
-                raise FillError(str(err)) from None
-        arrays.append(ref)
+    if scene is None:  # plain arrays: a reference file can only be aligned pixel for pixel
+        scene = Scene(np.broadcast_to(np.float32(0), shape), [f"band {i + 1}" for i in range(shape[0])],
+                      np.broadcast_to(False, shape))
+    try:
+        arrays = [load_reference(item, scene) for item in items]
+    except SceneError as err:
+        raise FillError(str(err)) from None
     if len(arrays) > 1:
-        from .reference import merge_references
-
         arrays = [merge_references(arrays)]
     ref = arrays[0]
     if not np.isfinite(ref).any():

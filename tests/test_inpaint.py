@@ -202,7 +202,7 @@ def test_reference_with_its_own_gaps_and_in_a_list():
 @pytest.mark.parametrize("reference, message", [
     (None, "give a reference"),
     (np.ones((2, 10, 10), np.float32), "shape"),
-    (np.full((2, 96, 128), np.nan, np.float32), "no known pixel"),
+    (np.full((2, 96, 128), np.nan, np.float32), "unknown"),
 ])
 def test_bad_references_are_named(reference, message):
     with pytest.raises(FillError, match=message):
