@@ -272,6 +272,8 @@ def evaluate(model, batches, device):
 def with_reference(model: ConvCNP) -> ConvCNP:
     """A reference-taking copy of a single-image model that answers exactly as it did while no reference is
     given: the new input channels start at zero weight, the reference gate half open."""
+    if model.config.reference:
+        raise ValueError("this model already takes a reference")
     config = ModelConfig(**{**asdict(model.config), "reference": True})
     wider = ConvCNP(config)
     state = wider.state_dict()

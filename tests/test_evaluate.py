@@ -29,11 +29,12 @@ def test_score_cases_and_markdown():
 # --- two-date sets -----------------------------------------------------------------------------------------
 
 def _widened_model():
-    """The shipped weights with the reference channels added (untrained: answers as before without one)."""
+    """The shipped weights, which take a reference."""
     from napari_convnp.model import load_model
-    from napari_convnp.train import with_reference
 
-    return with_reference(load_model()).eval()
+    model = load_model()
+    assert model.config.reference
+    return model
 
 
 def _edges(band):
@@ -114,7 +115,7 @@ def test_evaluate_all_two_date_set_and_its_tables(data_dir, monkeypatch):
     import pytest
 
     from napari_convnp import evaluate
-    from napari_convnp.model import load_model
+    from napari_convnp.model import ConvCNP
 
     real_pairs, real_colorado = evaluate.validation_pair_cases, evaluate.colorado_cases
 
@@ -133,7 +134,7 @@ def test_evaluate_all_two_date_set_and_its_tables(data_dir, monkeypatch):
     table = evaluate.markdown(out)
     assert f"| {evaluate.WITH_REFERENCE} |" in table and f"**{key}**" in table and "wall" not in table
 
-    single = evaluate.evaluate_all(data_dir, ["convnp"], model=load_model(), sets=("colorado",))
+    single = evaluate.evaluate_all(data_dir, ["convnp"], model=ConvCNP().eval(), sets=("colorado",))  # one date
     assert evaluate.WITH_REFERENCE not in single[key] and "take no reference" in single["notes"][0]
     assert "Note:" in evaluate.markdown(single)
     with pytest.raises(ValueError, match="unknown evaluation set"):

@@ -160,12 +160,12 @@ def test_fill_larger_than_memory_is_refused(monkeypatch):
 
 
 def _reference_model():
-    """The shipped ConvNP, able to take a reference (weights from before it learnt to are widened)."""
+    """The shipped ConvNP, which takes a reference."""
     from napari_convnp.model import load_model
-    from napari_convnp.train import with_reference
 
     model = load_model()
-    return model if model.config.reference else with_reference(model).eval()
+    assert model.config.reference
+    return model
 
 
 def test_a_reference_date_improves_the_fill():
