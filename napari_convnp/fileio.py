@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import math
 import numbers
 import os
@@ -252,8 +251,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         options["cancelled"] = cancelled
     if references:
         options["reference"] = [str(r) for r in references]
-        if "scene" in inspect.signature(fill).parameters:
-            options["scene"] = scene  # the references are aligned to it by georeferencing
+        options["scene"] = scene  # the references are aligned to it by georeferencing
     # The mean and variance are written as the fill hands over finished rows (tiled GeoTIFFs under
     # temporary names), so neither is ever in memory whole; the renames come at the end, the mean last.
     shape = scene.shape
