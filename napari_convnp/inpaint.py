@@ -210,8 +210,8 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
                      .astype(np.float32), ref_known)
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
     if adapt_steps:
-        n_tiles = len(tile_starts(bands.shape[1], tile, TILE_OVERLAP)) * len(tile_starts(bands.shape[2], tile,
-                                                                                        TILE_OVERLAP))
+        n_tiles = len(tile_grid(bands.shape[1], tile, model.multiple)) * len(tile_grid(bands.shape[2], tile,
+                                                                                      model.multiple))
         total = adapt_steps + n_tiles  # one progress bar over adaptation steps and tiles
         model = adapt_model(model, bands, offsets, scales, context, gaps, adapt_steps, reference=reference,
                             seed=seed, device=device, precision=precision, cancelled=cancelled,
@@ -249,6 +249,17 @@ def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray
     if not at_end:
         w[-overlap:] = ramp[::-1]
     return w
+
+
+def tile_size(tile: int, multiple: int) -> tuple[int, int]:
+    """The tile side and overlap actually used: multiples of the UNet's, so tiles pool on one grid."""
+    tile = max(4 * multiple, tile // multiple * multiple)
+    return tile, max(multiple, min(TILE_OVERLAP, tile // 4) // multiple * multiple)
+
+
+def tile_grid(length: int, tile: int, multiple: int) -> list[int]:
+    """Where the tiles along one axis start, as the fill cuts them."""
+    return tile_starts(length, *tile_size(tile, multiple))
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -291,8 +302,7 @@ def predict_rows(model, bands, context, offsets, scales, tile, device, progress=
 
     c, h, w = bands.shape
     multiple = model.multiple
-    tile = max(4 * multiple, tile // multiple * multiple)
-    overlap = max(multiple, min(TILE_OVERLAP, tile // 4) // multiple * multiple)
+    tile, overlap = tile_size(tile, multiple)
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     total, done = len(rows) * len(cols), 0
     offsets, scales = offsets[:, None, None], scales[:, None, None]

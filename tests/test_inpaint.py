@@ -220,17 +220,19 @@ def test_weights_without_reference_refuse_one():
 def test_adaptation_fine_tunes_a_copy_reproducibly():
     from napari_convnp.model import load_model
 
-    bands, gaps = smooth_bands(c=2, h=64, w=64), stripes(64, 64)
+    bands, gaps = smooth_bands(c=2, h=64, w=200), stripes(64, 200)
     model = load_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
-    plain = fill(bands, gaps, model=model, device="cpu")
-    a = fill(bands, gaps, model=model, device="cpu", adapt_steps=2, seed=3, progress=lambda d, t: calls.append((d, t)))
-    b = fill(bands, gaps, model=model, device="cpu", adapt_steps=2, seed=3)
+    plain = fill(bands, gaps, model=model, device="cpu", tile=96)  # several tiles, a narrower overlap than 64
+    a = fill(bands, gaps, model=model, device="cpu", tile=96, adapt_steps=2, seed=3,
+             progress=lambda d, t: calls.append((d, t)))
+    b = fill(bands, gaps, model=model, device="cpu", tile=96, adapt_steps=2, seed=3)
     assert all((model.state_dict()[k] == v).all() for k, v in before.items())  # the shared model is untouched
     assert np.array_equal(a.mean, b.mean) and not np.array_equal(a.mean, plain.mean)
     assert np.array_equal(a.mean[:, ~gaps], bands[:, ~gaps])
     assert calls[-1][0] == calls[-1][1] and calls[0] == (1, calls[0][1])  # one bar: steps, then tiles
+    assert len({total for _, total in calls}) == 1  # its total known from the start
 
 
 def test_adaptation_can_be_cancelled_and_checks_its_steps():
