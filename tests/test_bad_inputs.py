@@ -350,8 +350,8 @@ def _signal_fill(d):
 
 
 def _signal_many(d):
-    for name in ("a.tif", "b.tif"):
-        bands = smooth(3, 512, 512)
+    for name in ("a.tif", "b.tif"):  # large enough that no scene is done when the signal comes (~10 s each)
+        bands = smooth(3, 1536, 1536)
         bands[:, 100:106] = 0
         make_tiff(d / "in" / name, bands, nodata=0)
     out = d / "many_out"
