@@ -132,16 +132,22 @@ def _numbers(value) -> list[float] | None:
         return None
 
 
-def available_memory() -> int:
-    """Bytes of memory the system can still hand out (MemAvailable), or a huge number if unknown."""
+def _proc_field(path: str, key: str) -> str | None:
+    """The value after `key` in a Linux /proc file ('MemAvailable:' in /proc/meminfo), or None."""
     try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key):
+                    return line.split()[1]
     except OSError:
         pass
-    return 1 << 62
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can still hand out (MemAvailable), or a huge number if unknown."""
+    kib = _proc_field("/proc/meminfo", "MemAvailable:")
+    return int(kib) * 1024 if kib is not None else 1 << 62
 
 
 def check_memory(needed: int, what: str) -> None:
@@ -647,12 +653,11 @@ def remove_stale_partials(path: Path) -> list[Path]:
 
 
 def _umask() -> int:
+    value = _proc_field("/proc/self/status", "Umask:")
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
+        if value is not None:
+            return int(value, 8)
+    except ValueError:
         pass
     mask = os.umask(0o022)
     os.umask(mask)
