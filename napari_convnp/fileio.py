@@ -244,9 +244,9 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         raise SceneError(str(err) if str(err).startswith(str(input)) else f"{input}: {err}") from None
 
     check_cancelled()
-    leftover = scene.nodata & ~gaps if scene.nodata.any() else None  # None: no C×H×W of False
-    options = dict(method=method, density=float(density), nodata=leftover, device=device,
-                   seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
+    # nodata pixels in the gaps are filled (the mask wins), the others stay nodata; None: no C×H×W of False
+    options = dict(method=method, density=float(density), nodata=scene.nodata if scene.nodata.any() else None,
+                   device=device, seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
     if cancelled is not None:
         options["cancelled"] = cancelled
     if references:
@@ -313,26 +313,26 @@ def _plan(scene: Scene, gaps: np.ndarray, dtype: np.dtype, input: Path) -> dict:
     raw = None
     if source.str not in EXACT_IN_FLOAT32:  # float32 bands rounded these values: take them as stored
         raw = read_raw(scene)
-    known = ~gaps & ~scene.nodata
     if raw is not None and dtype != source:
-        changed = _changed_count(raw, known, dtype)
+        changed = _changed_count(raw, ~gaps & ~scene.nodata, dtype)
         if changed:
             count, before, after = changed
             hint = "use --dtype source" if dtype == np.float64 else "use --dtype float64 or source"
             raise SceneError(f"{input}: a {dtype} output would change {count} known pixels of this {source} scene "
                              f"(e.g. {before!r} would become {after!r}); {hint}")
-    leftover = scene.nodata & ~gaps  # stays nodata in the output
+    # pixels that stay nodata in the output, counted band by band (no scene-sized temporaries)
+    left_nodata = sum(int((n & ~g).sum()) for n, g in zip(scene.nodata, gaps)) if scene.nodata.any() else 0
     nodata_value = None
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
         value = scene.nodata_value
-        if leftover.any():
+        if left_nodata:
             if value is None or not math.isfinite(value) or not value.is_integer() or not info.min <= value <= info.max:
-                raise SceneError(f"{input}: {int(leftover.sum())} pixels stay nodata but the scene declares no "
+                raise SceneError(f"{input}: {left_nodata} pixels stay nodata but the scene declares no "
                                  f"nodata value that {dtype} can hold; use --dtype float32 or float64 (NaN = nodata)")
         if value is not None and math.isfinite(value) and value.is_integer() and info.min <= value <= info.max:
             nodata_value = int(value)
-    elif dtype == source and scene.nodata_value is not None and leftover.any() and np.isfinite(scene.nodata_value):
+    elif dtype == source and scene.nodata_value is not None and left_nodata and np.isfinite(scene.nodata_value):
         nodata_value = float(scene.nodata_value)  # --dtype source keeps a float scene's own nodata value
     nodata_text = None if nodata_value is None and dtype.kind in "ui" else (
         "nan" if nodata_value is None else str(nodata_value))

@@ -105,11 +105,17 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"method '{method}' fills from another date: give a reference scene")
     nodata = np.broadcast_to(np.asarray(False if nodata is None else nodata, bool), bands.shape)
     try:
-        mask = validate_mask(mask, bands.shape, fillable=~nodata)
+        mask = validate_mask(mask, bands.shape)
     except MaskError as err:
         raise FillError(str(err)) from None
-    known = ~mask & ~nodata
-    bad = sum(int((k & ~np.isfinite(band)).sum()) for k, band in zip(known, bands))  # band by band: no big temporaries
+    known = KnownPixels(mask, nodata)
+    bad, empty = 0, []
+    for b, (band_known, band) in enumerate(zip(known, bands)):  # band by band: no scene-sized temporaries
+        bad += int((band_known & ~np.isfinite(band)).sum())
+        if not band_known.any():
+            empty.append(b + 1)
+    if len(empty) == len(bands):
+        raise FillError("the mask covers every pixel: there are no known pixels left to fill from")
     if bad:
         raise FillError(f"{bad} known pixels are NaN or infinite; mark them as nodata or in the mask")
     context = known
@@ -127,6 +133,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         device = "cpu"
         if progress:
             progress(0, 1)
+        context = np.asarray(context)
         given = np.where(context, bands, 0).astype(np.float32)
         if method in NEEDS_REFERENCE:
             whole = baselines.TWO_DATE_METHODS[method](given, context, reference)
@@ -158,6 +165,26 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         else:
             mean = rows_mean
     return Fill(mean, variance, method, density, device, time.time() - start)
+
+
+class KnownPixels:
+    """The known pixels of a scene (neither to fill nor nodata), C×H×W, computed window by window when asked:
+    the fill only ever needs a band or a tile of them, and the whole array is 100 MB at 4096²×6."""
+
+    def __init__(self, mask: np.ndarray, nodata: np.ndarray):
+        self.mask, self.nodata, self.shape = mask, nodata, mask.shape
+
+    def __getitem__(self, index) -> np.ndarray:
+        return ~self.mask[index] & ~self.nodata[index]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[b] for b in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None):
+        return self[...] if dtype is None else self[...].astype(dtype)
 
 
 def _reference(reference, shape, scene) -> np.ndarray | None:

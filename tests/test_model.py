@@ -1,0 +1,65 @@
+"""The fast inference kernels of the ConvCNP give what the plain formulas give (issue 13: less work per pixel
+without touching the weights)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_convnp import model as M
+
+
+def _scene(scenes=2, bands=3, h=48, w=80, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:h, :w] / 10.0
+    values = np.stack([np.sin(x + b) * np.cos(y * 0.7 + b) + 0.1 * rng.standard_normal((h, w))
+                       for b in range(scenes * bands)]).astype(np.float32)
+    known = rng.random(values.shape) > 0.25
+    known[:, :, 30:44] = False  # a stripe
+    return torch.from_numpy(values)[:, None], torch.from_numpy(known.astype(np.float32))[:, None]
+
+
+def test_fused_inference_matches_the_training_path():
+    """In inference the conv+GELU pairs run as one fused oneDNN call; with gradients on, as two calls."""
+    model = M.load_model()
+    value, mask = _scene()
+    ref, ref_mask = _scene(seed=1)
+    for refs in ((), (ref, ref_mask)):
+        with torch.inference_mode():
+            fast = model(value, mask, 3, *refs)
+        with torch.enable_grad():
+            plain = model(value, mask, 3, *refs)
+        for a, b in zip(fast, plain):
+            np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_setconv_matches_a_direct_convolution():
+    setconv = M.SetConv((1.5, 4.0, 10.0), 21)
+    value, mask = _scene(h=37, w=70)  # lengths that are not multiples of the block
+    with torch.no_grad():
+        got = setconv(value * mask, mask)
+        k = setconv.kernel_1d()[:, None, None]  # (scales, 1, 1, size)
+        both = torch.cat([value * mask, mask], 0)
+        rows = F.conv2d(F.pad(both, (10, 10, 0, 0)), k)
+        out = F.conv2d(F.pad(rows, (0, 0, 10, 10)), k.transpose(2, 3), groups=3)
+        signal, density = out.chunk(2, 0)
+        want = torch.cat([signal / density.clamp_min(1e-4), torch.log1p(density)], 1)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_band_mean_is_the_mean_over_each_scenes_bands():
+    x = torch.randn(6, 5, 8, 9).contiguous(memory_format=torch.channels_last)
+    got = M.band_mean(x, 3)
+    np.testing.assert_allclose(got.numpy(), x.view(2, 3, 5, 8, 9).mean(1).numpy(), rtol=1e-6, atol=1e-6)
+    assert torch.equal(x, x.clone())  # the input is left alone
+
+
+@pytest.mark.parametrize("shape", [(33, 50), (64, 64)])
+def test_harmonic_fill_keeps_known_pixels_and_solves_laplace(shape):
+    value, mask = _scene(scenes=1, bands=1, h=shape[0], w=shape[1])
+    value = value * mask
+    filled = M.harmonic_fill(value, mask, sweeps=400)
+    known = mask > 0
+    assert torch.equal(filled[known], value[known])
+    padded = F.pad(filled, (1, 1, 1, 1), mode="replicate")
+    neighbours = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) / 4
+    assert (filled - neighbours)[~known].abs().max() < 1e-4  # each unknown pixel the mean of its neighbours
