@@ -32,6 +32,7 @@ from . import __version__
 from .masks import MaskError, detect_scene_gaps
 from .scene import (
     EXACT_IN_FLOAT32,
+    FloatView,
     Scene,
     SceneError,
     TiffStream,
@@ -209,7 +210,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             if same_file(path, src):
                 raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
 
-    scene = read_scene(input)
+    scene = read_scene(input, lazy_float=True)  # 8/16-bit pixels stay as stored until a window is filled
     protect = list(scene.sources) + [input, *references, *reference_files]
     mask_scene = read_scene(mask) if mask is not None else None
     if mask_scene is not None:
@@ -359,6 +360,8 @@ def _changed_count(raw: np.ndarray, known: np.ndarray, dtype: np.dtype):
 
 
 def _check_variance_range(scene: Scene, input: Path) -> None:
+    if isinstance(scene.bands, FloatView):  # 8- and 16-bit integers: never near the limit
+        return
     spread = float(np.nanmax(scene.bands)) - float(np.nanmin(scene.bands))  # NaN = nodata; no copy
     if not spread < FLOAT32_SAFE_SPREAD:
         raise SceneError(f"{input}: its values span {spread:.3g}; a variance in these units (squared) would not fit "

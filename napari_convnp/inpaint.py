@@ -14,7 +14,7 @@ import numpy as np
 
 from . import baselines
 from .masks import MaskError, validate_mask
-from .scene import SceneError, check_memory
+from .scene import FloatView, SceneError, check_memory
 
 METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
 NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date
@@ -80,7 +80,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     then bounded by the input and a row of tiles.
     """
     start = time.time()
-    bands = np.asarray(bands, dtype=np.float32)
+    if not isinstance(bands, FloatView):  # a FloatView converts window by window as the fill reads it
+        bands = np.asarray(bands, dtype=np.float32)
     if bands.ndim == 2:
         bands = bands[None]
     if bands.ndim != 3:
@@ -164,6 +165,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             mean[:, rows], variance[:, rows] = rows_mean, rows_var
         else:
             mean = rows_mean
+        del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start)
 
 
@@ -389,6 +391,7 @@ def predict_rows(model, bands, context, offsets, scales, tile, device, progress=
             acc_mean[b] += offsets[b]
             acc_sq[b] *= np.square(scales[b])
         yield r, acc_mean, acc_sq
+        del acc_mean, acc_sq, acc_w  # freed before the next row of tiles allocates its own
 
 
 def _autocast(device: str, precision: str):

@@ -144,3 +144,29 @@ def test_tiles_with_nothing_to_fill_are_skipped_and_change_nothing(monkeypatch):
     n_tiles = len(inpaint.tile_starts(520, 128, 32)) ** 2
     assert len(calls) == n_tiles and n_skipping < n_tiles // 2
     assert np.array_equal(skipped.mean, every.mean) and np.array_equal(skipped.variance, every.variance)
+
+
+def test_integer_scene_read_lazily_fills_as_the_float_copy_does(tmp_path):
+    """The file-to-file fill keeps a 16-bit scene as stored and converts windows as it goes (FloatView): the
+    same pixels, NaN where nodata, and the same filled file as a fill of the scene's float32 copy."""
+    from napari_convnp.scene import FloatView
+
+    bands = np.clip(itaipu(300, 420) * 10000, 1, 60000).astype(np.uint16)
+    gaps = masks.simulate_slc_off(bands.shape[1:], seed=1, pixel_size=30, crop_offset=(0, 0))
+    bands[:, gaps] = 0
+    bands[:, :, :40] = 0  # an off-scene border: nodata that stays nodata
+    path = write_geotiff(tmp_path / "scene.tif", bands, nodata=0)
+    mask = write_geotiff(tmp_path / "mask.tif", gaps[None].astype(np.uint8))
+
+    lazy, eager = read_scene(path, lazy_float=True), read_scene(path)
+    assert isinstance(lazy.bands, FloatView) and isinstance(eager.bands, np.ndarray)
+    np.testing.assert_array_equal(np.asarray(lazy.bands), eager.bands)  # NaN where nodata, in both
+    np.testing.assert_array_equal(lazy.bands[1, 50:90, 30:70], eager.bands[1, 50:90, 30:70])
+    np.testing.assert_array_equal(np.stack(list(lazy.bands)), eager.bands)
+
+    out = tmp_path / "filled.tif"
+    assert cli.main(["fill", str(path), "--out", str(out), "--mask", str(mask), "--tile", "256",
+                     "--device", "cpu", "--dtype", "float32"]) == 0
+    memory = fill(eager.bands, gaps, nodata=eager.nodata, device="cpu", tile=256)
+    np.testing.assert_array_equal(read_scene(out).bands, memory.mean)
+    assert np.isnan(memory.mean[eager.nodata & ~gaps]).all()  # the border stays nodata
