@@ -30,19 +30,24 @@ RUN_FROM = ("import runpy, sys; sys.meta_path = [f for f in sys.meta_path if '__
             "runpy.run_module('napari_convnp.cli', run_name='__main__')")
 
 
-def make_input(size: int, folder: Path) -> tuple[Path, Path]:
+def make_input(size: int | tuple[int, int], folder: Path) -> tuple[Path, Path]:
+    """The issue's input of size×size (or height×width) pixels, written into `folder` (kept when already there)."""
     import tifffile
 
     from napari_convnp import masks
     from napari_convnp.scene import read_raw, read_scene
 
+    height, width = (size, size) if isinstance(size, int) else size
+    name = f"{height}" if height == width else f"{height}x{width}"
+    scene, mask = folder / f"scene_{name}.tif", folder / f"mask_{name}.tif"
+    if scene.exists() and mask.exists():
+        return scene, mask
     sample = read_raw(read_scene(ROOT / "napari_convnp" / "sample_data" / "itaipu_landsat8_B234_768.tif"))
     six = np.concatenate([sample, np.clip(np.rint(sample * 1.1), 0, 65535).astype(sample.dtype)])
-    reps = (1, -(-size // six.shape[1]), -(-size // six.shape[2]))
-    bands = np.tile(six, reps)[:, :size, :size].copy()
-    gaps = masks.simulate_slc_off((size, size), seed=0, pixel_size=30)
+    reps = (1, -(-height // six.shape[1]), -(-width // six.shape[2]))
+    bands = np.tile(six, reps)[:, :height, :width].copy()
+    gaps = masks.simulate_slc_off((height, width), seed=0, pixel_size=30)
     bands[:, gaps] = 0
-    scene, mask = folder / f"scene_{size}.tif", folder / f"mask_{size}.tif"
     geo = [(33550, "d", 3, (30.0, 30.0, 0.0), True),
            (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
            (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
@@ -53,11 +58,13 @@ def make_input(size: int, folder: Path) -> tuple[Path, Path]:
     return scene, mask
 
 
-def run_cli(label: str, code_path: Path | None, scene: Path, mask: Path, folder: Path) -> dict:
-    """One `napari-convnp fill` in a fresh process under /usr/bin/time: wall seconds and peak RSS."""
+def run_cli(label: str, code_path: Path | None, scene: Path, mask: Path, folder: Path,
+            options: tuple[str, ...] = ("--precision", "bfloat16"), variance: bool = True) -> dict:
+    """One `napari-convnp fill` in a fresh process under /usr/bin/time: wall seconds and peak RSS; the fill
+    call alone as the command's summary reports it."""
     out, var = folder / f"{label}_out.tif", folder / f"{label}_var.tif"
-    args = ["fill", str(scene), "--out", str(out), "--mask", str(mask), "--precision", "bfloat16",
-            "--variance", str(var), "--device", "cpu"]
+    args = ["fill", str(scene), "--out", str(out), "--mask", str(mask), *options, "--device", "cpu",
+            *(["--variance", str(var)] if variance else [])]
     python = [sys.executable, "-c", RUN_FROM.format(path=str(code_path))] if code_path else \
         [sys.executable, "-m", "napari_convnp.cli"]
     done = subprocess.run(["/usr/bin/time", "-v", *python, *args], capture_output=True, text=True)

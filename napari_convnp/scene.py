@@ -200,17 +200,8 @@ def read_scene(path: str | os.PathLike, *, lazy_float: bool = False) -> Scene:
     if path.is_dir():
         return _read_landsat_folder(path)
     raw = _read_tiff(path)
-    data = raw["data"]
-    if lazy_float and data.dtype.kind in "ui" and data.dtype.str in EXACT_IN_FLOAT32:
-        nodata = _equals_nodata(data, raw["nodata_value"])
-        if nodata.all():
-            raise SceneError(f"{path}: every pixel is nodata; there is nothing to fill from")
-        if not nodata.any():
-            nodata = np.broadcast_to(np.False_, data.shape)
-        names = raw["names"] or [f"band {i + 1}" for i in range(len(data))]
-        return Scene(FloatView(data, nodata), list(names), nodata, raw["geo_tags"], raw["nodata_value"],
-                     str(data.dtype), path, (path,), raw["metadata"])
-    return _make_scene(data, raw["names"], raw["geo_tags"], raw["nodata_value"], path, (path,), raw["metadata"])
+    return _make_scene(raw["data"], raw["names"], raw["geo_tags"], raw["nodata_value"], path, (path,),
+                       raw["metadata"], lazy_float)
 
 
 def read_raw(scene: Scene) -> np.ndarray:
@@ -401,8 +392,13 @@ def _band_names_from_metadata(metadata, count: int) -> list[str] | None:
     return [names[i] or f"band {i + 1}" for i in range(count)]
 
 
-def _make_scene(raw: np.ndarray, names, geo_tags, nodata_value, path: Path, sources, metadata) -> Scene:
-    bands, nodata = _float_bands(raw, nodata_value)
+def _make_scene(raw: np.ndarray, names, geo_tags, nodata_value, path: Path, sources, metadata,
+                lazy_float: bool = False) -> Scene:
+    if lazy_float and raw.dtype.kind in "ui" and raw.dtype.str in EXACT_IN_FLOAT32:
+        nodata = _compact(_equals_nodata(raw, nodata_value))
+        bands = FloatView(raw, nodata)
+    else:
+        bands, nodata = _float_bands(raw, nodata_value)
     if nodata.all():
         raise SceneError(f"{path}: every pixel is nodata; there is nothing to fill from")
     names = names or [f"band {i + 1}" for i in range(len(bands))]
@@ -417,10 +413,13 @@ def _float_bands(raw: np.ndarray, nodata_value) -> tuple[np.ndarray, np.ndarray]
         raise SceneError("out of memory while converting the pixels to float32") from None
     nodata = ~np.isfinite(bands)  # also float64 values beyond float32's range
     nodata |= _equals_nodata(raw, nodata_value)
-    if not nodata.any():  # a read-only view of one False: a full scene's bool array is 336 MB
-        return bands, np.broadcast_to(np.False_, bands.shape)
     bands[nodata] = np.nan
-    return bands, nodata
+    return bands, _compact(nodata)
+
+
+def _compact(nodata: np.ndarray) -> np.ndarray:
+    """No nodata at all: a read-only view of one False instead (a full scene's bool array is 336 MB)."""
+    return nodata if nodata.any() else np.broadcast_to(np.False_, nodata.shape)
 
 
 def _equals_nodata(raw: np.ndarray, nodata_value: float | None) -> np.ndarray:
@@ -482,7 +481,7 @@ def _read_landsat_folder(folder: Path) -> Scene:
         names += [name] if len(bands) == 1 else [f"{name} {i + 1}" for i in range(len(bands))]
         del raw
     bands = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    nodata = np.concatenate(nodata_parts) if len(nodata_parts) > 1 else nodata_parts[0]
+    nodata = _compact(np.concatenate(nodata_parts)) if len(nodata_parts) > 1 else nodata_parts[0]
     if nodata.all():
         raise SceneError(f"{folder}: every pixel is nodata; there is nothing to fill from")
     return Scene(bands, names, nodata, first["geo_tags"], first["nodata_value"], str(np.result_type(*dtypes)),
