@@ -2,13 +2,13 @@
 ConvNP beside biharmonic on the same file, each in a fresh process; optionally the same commands run from an
 older checkout in the same session (the machine's speed drifts between sessions, so only same-run numbers
 compare). Issue 13's cases: 1024²×6 (ConvNP bfloat16 and float32, biharmonic), 4096²×6 and a full 7000×8000×6
-scene (ConvNP bfloat16 with --variance).
+scene (ConvNP bfloat16 with --variance); and issue 9's: 1024²×6 with and without a reference (`1024+reference`).
 
 The input: the Itaipu sample's 3 bands twice (the second copy ×1.1), tiled to the size, `simulate_slc_off(seed=0,
 pixel_size=30)` with the gap pixels set to 0, deflate-compressed uint16, and a uint8 mask passed with --mask.
 
-python benchmarks/end_to_end.py [--cases 1024,4096,full] [--repeats 2] [--before /tmp/base] [--work /tmp/e2e]
-  → prints a Markdown table and writes benchmarks/end_to_end_cpu.json
+python benchmarks/end_to_end.py [--cases 1024,1024+reference,4096,full] [--repeats 2] [--before /tmp/base]
+  [--work /tmp/e2e] [--json benchmarks/end_to_end_cpu.json] → prints a Markdown table and writes the JSON
 """
 from __future__ import annotations
 
@@ -22,15 +22,41 @@ from pathlib import Path
 
 from streaming import ROOT, make_input, run_cli
 
-SIZES = {"1024": 1024, "4096": 4096, "full": (7000, 8000)}
+SIZES = {"1024": 1024, "1024+reference": 1024, "4096": 4096, "full": (7000, 8000)}
 RUNS = {  # per case: (label, options, with --variance)
     "1024": [("convnp bfloat16", ("--precision", "bfloat16"), False),
              ("convnp float32", ("--precision", "float32"), False),
              ("biharmonic", ("--method", "biharmonic"), False)],
+    "1024+reference": [("convnp bfloat16", ("--precision", "bfloat16"), False),
+                       ("convnp bfloat16 --reference", ("--precision", "bfloat16", "--reference", "{reference}"),
+                        False)],
     "4096": [("convnp bfloat16 --variance", ("--precision", "bfloat16"), True)],
     "full": [("convnp bfloat16 --variance", ("--precision", "bfloat16"), True)],
 }
 BEFORE_UP_TO = ("1024", "4096")  # the older code's full scene needs 5 GB and many minutes: left out
+
+
+def make_reference(scene: Path) -> Path:
+    """Another "date" of the scene for the reference case: its values ×0.9 + 50 with no gaps (filled by the
+    harmonic fill), on the same grid."""
+    import numpy as np
+    import tifffile
+
+    from napari_convnp.baselines import METHODS
+    from napari_convnp.scene import read_raw, read_scene
+
+    path = scene.with_name(scene.stem + "_reference.tif")
+    if not path.exists():
+        raw = read_raw(read_scene(scene)).astype(np.float32)
+        known = raw > 0
+        filled = METHODS["harmonic"](np.where(known, raw, 0), known)
+        data = np.clip(np.rint(filled * 0.9 + 50), 1, 65535).astype(np.uint16)
+        with tifffile.TiffFile(scene) as tif:
+            geo = [(t.code, t.dtype, t.count, t.value, True) for t in tif.pages[0].tags.values()
+                   if t.code in (33550, 33922, 34735)]
+        tifffile.imwrite(path, data, photometric="minisblack", planarconfig="separate", compression="zlib",
+                         extratags=geo, metadata=None)
+    return path
 
 
 def cpu_name() -> str:
@@ -42,22 +68,27 @@ def cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="1024,4096,full")
+    parser.add_argument("--cases", default="1024,1024+reference,4096,full")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each 1024² command, interleaved")
     parser.add_argument("--before", type=Path, help="a checkout of older code, run the same way")
     parser.add_argument("--work", type=Path, default=Path("/tmp/e2e"))
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "end_to_end_cpu.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     codes = [("after", None)] + ([("before", args.before.resolve())] if args.before else [])
     rows = []
     for case in args.cases.split(","):
         scene, mask = make_input(SIZES[case], args.work)
-        repeats = args.repeats if case == "1024" else 1
+        reference = make_reference(scene) if "reference" in case else None
+        repeats = args.repeats if case.startswith("1024") else 1
         for repeat in range(repeats):
             for label, options, variance in RUNS[case]:
                 for code, path in codes:
                     if code == "before" and case not in BEFORE_UP_TO:
                         continue
+                    if code == "before" and "reference" in case:
+                        continue
+                    options = tuple(o.format(reference=reference) for o in options)
                     run = run_cli(f"{case}_{code}", path, scene, mask, args.work, options, variance)
                     for key in ("out", "variance"):
                         Path(run.pop(key)).unlink(missing_ok=True)
@@ -78,11 +109,11 @@ def main() -> None:
               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
               "summary": summary, "runs": rows}
-    (ROOT / "benchmarks" / "end_to_end_cpu.json").write_text(json.dumps(result, indent=1) + "\n")
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
     print("\n| scene (6 bands) | command | code | end to end s | fill call s | peak RSS GB |")
     print("|---|---|---|---|---|---|")
     for s in summary:
-        size = "7000×8000" if s["case"] == "full" else f"{s['case']}²"
+        size = "7000×8000" if s["case"] == "full" else f"{s['case'].split('+')[0]}²"
         print(f"| {size} | {s['run']} | {s['code']} | {s['wall_seconds']:.1f} | {s['fill_seconds']:.1f} | "
               f"{s['peak_rss_gb']:.2f} |")
 
