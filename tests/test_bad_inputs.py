@@ -342,7 +342,7 @@ def _train_out(d):
 
 
 def _signal_fill(d):
-    bands = smooth(3, 512, 512)
+    bands = smooth(3, 1536, 1536)  # several seconds of work: not done when the signal comes
     bands[:, 100:106] = 0
     src = make_tiff(d / "in" / "big.tif", bands, nodata=0)
     argv, outs = fill(d, src, "--variance", d / "out" / "v.tif", "--device", "cpu", method="convnp")
@@ -350,8 +350,8 @@ def _signal_fill(d):
 
 
 def _signal_many(d):
-    for name in ("a.tif", "b.tif"):  # large enough that no scene is done when the signal comes (~10 s each)
-        bands = smooth(3, 1536, 1536)
+    for name in ("a.tif", "b.tif"):  # large enough that no scene is done when the signal comes (~15 s each)
+        bands = smooth(3, 2560, 2560)
         bands[:, 100:106] = 0
         make_tiff(d / "in" / name, bands, nodata=0)
     out = d / "many_out"

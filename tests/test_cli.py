@@ -612,8 +612,13 @@ def test_a_signal_a_library_swallows_still_stops_the_run(tmp_path, smooth_scene,
     monkeypatch.setattr(inpaint, "fill", careless)
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
     before = signals.getsignal(signals.SIGTERM)
-    result = cli.main(["fill", str(smooth_scene), "--out", str(tmp_path / "o.tif"), "--mask", str(mask),
-                       "--method", "idw"])
+    # as in a fresh process: Python's own SIGINT handler, whatever an earlier test or library left behind
+    caller = signals.signal(signals.SIGINT, signals.default_int_handler)
+    try:
+        result = cli.main(["fill", str(smooth_scene), "--out", str(tmp_path / "o.tif"), "--mask", str(mask),
+                           "--method", "idw"])
+    finally:
+        signals.signal(signals.SIGINT, caller)
     err = capsys.readouterr().err
     assert result == code and len(err.strip().splitlines()) == 1 and "smooth.tif: " in err
     assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
