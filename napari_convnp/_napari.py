@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .reference import sensor_family as sensor  # the package's one sensor rule (also for composites)
 from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, read_scene, write_bands, write_scene
 
 # The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
@@ -29,23 +30,9 @@ COMPOSITE_ROLES = (
     ("SWIR", ("swir1", "nir", "red")),
 )
 AS_STORED = "as stored (bands 1-2-3)"
-_OLI = re.compile(r"(?i)(?<![a-z0-9])(?:l[co]0?[89]|landsat[-_ ]?[89]|l[s]?[89])(?![0-9])"
-                  r"|(?<![a-z0-9])l[co][89]\d{6}|\boli\b")
-_TM = re.compile(r"(?i)(?<![a-z0-9])(?:l[etm]0?[4-7]|landsat[-_ ]?[4-7]|l[st]?[4-7])(?![0-9])"
-                 r"|(?<![a-z0-9])l[etm][4-7]\d{6}|etm\+?|(?<![a-z])tm(?![a-z])")
 _BAND_NUMBER = re.compile(r"(?i)(?<![a-z])(?:sr_|st_)?b(\d{1,2})(?!\d)")
 _COLOUR_WORDS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "swir1": "swir1", "swir 1": "swir1",
                  "swir2": "swir2", "swir 2": "swir2", "coastal": "coastal"}
-
-
-def sensor(scene: Scene) -> str:
-    """'oli' (Landsat 8/9) or 'tm' (Landsat 4/5/7 numbering), from the file name, band names or band count."""
-    text = " ".join([scene.path.name if scene.path else "", *scene.band_names])
-    if _OLI.search(text):
-        return "oli"
-    if _TM.search(text):
-        return "tm"
-    return "oli" if len(scene.band_names) >= 9 else "tm"  # Landsat 7 is what this tool is for
 
 
 def band_numbers(scene: Scene) -> list[int | None]:

@@ -277,9 +277,6 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
                 result = fill(scene.bands, gaps, on_rows=on_rows, **options)
         except FillError as err:
             raise FillError(f"{input}: {err}") from None
-        if result.mean is not None:  # a fill that returned its result instead of streaming it
-            on_rows(0, result.mean, result.variance)
-            result.mean = result.variance = None
         for stream in streams.values():
             stream.close()
         check_cancelled()

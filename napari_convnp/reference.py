@@ -18,8 +18,12 @@ PIXEL_TOLERANCE = 0.01  # offsets within this many pixels of an integer count as
 SIZE_TOLERANCE = 1e-6  # relative difference of pixel sizes taken as the same
 # A Landsat band number in a band name: B1, SR_B4, 'ETM+ B3 red', b5_swir1, B6_VCID_1 (not 'band 1').
 BAND_NUMBER = re.compile(r"(?<![A-Za-z])B(\d{1,2})(?:_VCID_(\d))?(?!\d)", re.IGNORECASE)
-# The sensor in a product or file name: LC08_…, LE07_…, LT05_…, LC8…, LE7…, LT5…, L7ETM+, L5TM, L8_…
-SENSOR_IN_NAME = re.compile(r"(?:^|[^A-Za-z0-9])L(?:[COTEM]0?)?([4-9])(?=[_\dA-Z+]|$)", re.IGNORECASE)
+# The sensor in a file or band name: a product name (LC08_…, LE07_…, LT05_…, LC8…, LE7…, L7ETM+, L8_…,
+# landsat-8) or the instrument (OLI; ETM+, TM).
+OLI_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:l[co]0?[89]|landsat[-_ ]?[89]|l[s]?[89])(?![0-9])"
+                         r"|(?<![a-z0-9])l[co][89]\d{6}|\boli\b")
+TM_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:l[etm]0?[4-7]|landsat[-_ ]?[4-7]|l[st]?[4-7])(?![0-9])"
+                        r"|(?<![a-z0-9])l[etm][4-7]\d{6}|etm\+?|(?<![a-z])tm(?![a-z])")
 # OLI (Landsat 8/9) bands as the TM/ETM+ band that sees the same light: B2-B7 are TM/ETM+ B1-B5, B7.
 OLI_TO_TM = {2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 7}
 # GeoKeys that only name or describe a CRS, not define it; RasterType is handled in _geotransform.
@@ -112,21 +116,22 @@ def _fit(x: np.ndarray, y: np.ndarray, min_pixels: int = 100) -> tuple[float, fl
 # --- bands ------------------------------------------------------------------------------------------
 
 def sensor_family(scene: Scene) -> str:
-    """'oli' (Landsat 8/9 numbering) or 'tm' (Landsat 4/5 TM and 7 ETM+ numbering).
+    """'oli' (Landsat 8/9 numbering) or 'tm' (Landsat 4/5 TM and 7 ETM+ numbering): the one sensor rule of the
+    package (band matching here, composites in napari).
 
-    OLI when the file or folder name carries an LC08/LC09/LC8/L8-style product name, or a band is named
-    B10/B11 (thermal, OLI/TIRS only) or SR_B6 (Collection 2 surface reflectance: ETM+/TM band 6 is the
-    thermal ST_B6); TM/ETM+ when the name says LE07/LT05/L7/L5. Unknown counts as TM/ETM+: this tool
-    fills Landsat 7 scenes.
+    The file or folder name decides first, then the band names: a product name (LC08, LE07, L8, landsat-8 …)
+    or the instrument (OLI; ETM+, TM). Else a band named B10/B11 (thermal, OLI/TIRS only) or SR_B6 (Collection 2
+    surface reflectance: ETM+/TM band 6 is the thermal ST_B6), or 10 bands or more, mean OLI. Unknown counts as
+    TM/ETM+: this tool fills Landsat 7 scenes.
     """
-    if scene.path is not None:
-        found = SENSOR_IN_NAME.search(scene.path.name)
-        if found:
-            return "oli" if int(found.group(1)) >= 8 else "tm"
+    for text in (scene.path.name if scene.path is not None else "", *scene.band_names):
+        if OLI_IN_NAME.search(text):
+            return "oli"
+        if TM_IN_NAME.search(text):
+            return "tm"
     numbers = {n.upper() for name in scene.band_names for n in re.findall(r"\b(?:SR_)?B\d+", name, re.I)}
-    if numbers & {"B10", "B11", "SR_B6"} or any("OLI" in name.upper() for name in scene.band_names):
-        return "oli"
-    return "tm"
+    # 10 or more bands: only OLI/TIRS products have that many (an ETM+ stack has 9 with B6 twice)
+    return "oli" if numbers & {"B10", "B11", "SR_B6"} or len(scene.band_names) >= 10 else "tm"
 
 
 def _band_keys(scene: Scene) -> list:

@@ -233,3 +233,24 @@ def test_real_colorado_landsat5_for_landsat7(data_dir):
     # The Landsat 7 date has real SLC-off stripes (nodata -9999) in b3-b5, none in Fmask (255 = fill).
     assert 0.1 < target.nodata[0].mean() < 0.3 and not target.nodata[3].any()
     assert set(np.unique(target.bands[3][target.nodata[0]])) == {255}
+
+
+def test_one_sensor_rule_for_band_matching_and_composites():
+    """reference.sensor_family is the package's only sensor rule; the napari composites use it too."""
+    from pathlib import Path
+
+    from napari_convnp import _napari
+    from napari_convnp.reference import sensor_family
+    from napari_convnp.scene import Scene
+
+    def scene(names, filename):
+        return Scene(np.zeros((len(names), 2, 2), np.float32), names, np.zeros((len(names), 2, 2), bool),
+                     path=Path(filename))
+
+    assert _napari.sensor is sensor_family
+    etm_nine = scene(["B1", "B2", "B3", "B4", "B5", "B6_VCID_1", "B6_VCID_2", "B7", "B8"], "stack.tif")
+    assert sensor_family(etm_nine) == "tm"  # 9 bands with B6 twice is ETM+, not OLI
+    assert sensor_family(scene([f"band {i}" for i in range(1, 12)], "stack.tif")) == "oli"  # 11: OLI/TIRS
+    assert sensor_family(scene(["a"], "landsat8_itaipu.tif")) == "oli"
+    assert sensor_family(scene(["a"], "LE70440342003123EDC00.tif")) == "tm"
+    assert sensor_family(scene(["band 1", "OLI band 4"], "x.tif")) == "oli"
