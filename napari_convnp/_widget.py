@@ -49,6 +49,7 @@ from .adapt import DEFAULT_STEPS
 from .inpaint import Cancelled, FillError, fill
 from .scene import Scene, SceneError, read_scene
 
+LABEL_CHARACTERS = 24  # characters of a grid-cell label that fit a cell of a 3-column grid at napari's font size 10
 RESULT_KEY = "napari_convnp_result"  # layer.metadata: {"source", "label", "kind"} of a result or a mask
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
@@ -864,8 +865,11 @@ class GapFillWidget(QWidget):
 
     # --- side by side ----------------------------------------------------------------------------------
     def _label_cell(self, layer):
+        """Show the layer's name in its grid cell, in a smaller font when it is long (a Landsat product name),
+        so that it does not run into the next cell's label."""
         overlay = getattr(layer, "name_overlay", None)
         if overlay is not None:
+            overlay.font_size = max(6.0, min(10.0, 10.0 * LABEL_CHARACTERS / max(len(layer.name), 1)))
             overlay.visible = True
 
     def _on_grid(self, event=None):

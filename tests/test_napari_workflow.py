@@ -97,12 +97,15 @@ def test_side_by_side_fits_labels_and_leaves_masks_out(widget, qtbot):
     run(widget, qtbot, "idw", "gauss")
     bands = widget.image_combo.value
     composite = next(layer for layer in viewer.layers if COMPOSITE_KEY in layer.metadata)
+    bands.name = "LE07_L2SP_044034_20030601_20200915_02_T1_SR"  # a product name, longer than a cell
     widget.grid_button.setChecked(True)
     assert widget.grid.enabled
     in_grid = [layer for layer in viewer.layers if layer.visible]
     assert mask not in in_grid and composite not in in_grid and bands in in_grid
     assert {layer.name for layer in in_grid} == {bands.name, "idw mean", "gauss mean"}
     assert all(layer.name_overlay.visible for layer in in_grid)  # every cell says what it shows
+    idw = viewer.layers["idw mean"]
+    assert bands.name_overlay.font_size < idw.name_overlay.font_size == 10  # the long name shrinks to fit
     zoom = viewer.camera.zoom
     viewer.reset_view()  # what Home would do: nothing left to fit
     assert viewer.camera.zoom == pytest.approx(zoom)
