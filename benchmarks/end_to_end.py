@@ -2,7 +2,8 @@
 ConvNP beside biharmonic on the same file, each in a fresh process; optionally the same commands run from an
 older checkout in the same session (the machine's speed drifts between sessions, so only same-run numbers
 compare). Issue 13's cases: 1024²×6 (ConvNP bfloat16 and float32, biharmonic), 4096²×6 and a full 7000×8000×6
-scene (ConvNP bfloat16 with --variance); and issue 9's: 1024²×6 with and without a reference (`1024+reference`).
+scene (ConvNP bfloat16 with --variance); 4096² with smaller tiles (`4096-small-tiles`: less memory, more time);
+and issue 9's: 1024²×6 with and without a reference (`1024+reference`).
 
 The input: the Itaipu sample's 3 bands twice (the second copy ×1.1), tiled to the size, `simulate_slc_off(seed=0,
 pixel_size=30)` with the gap pixels set to 0, deflate-compressed uint16, and a uint8 mask passed with --mask.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from streaming import ROOT, make_input, run_cli
 
-SIZES = {"1024": 1024, "1024+reference": 1024, "4096": 4096, "full": (7000, 8000)}
+SIZES = {"1024": 1024, "1024+reference": 1024, "4096": 4096, "4096-small-tiles": 4096, "full": (7000, 8000)}
 RUNS = {  # per case: (label, options, with --variance)
     "1024": [("convnp bfloat16", ("--precision", "bfloat16"), False),
              ("convnp float32", ("--precision", "float32"), False),
@@ -31,6 +32,8 @@ RUNS = {  # per case: (label, options, with --variance)
                        ("convnp bfloat16 --reference", ("--precision", "bfloat16", "--reference", "{reference}"),
                         False)],
     "4096": [("convnp bfloat16 --variance", ("--precision", "bfloat16"), True)],
+    "4096-small-tiles": [(f"convnp bfloat16 --variance --tile {t}", ("--precision", "bfloat16", "--tile", str(t)), True)
+                         for t in (384, 256)],
     "full": [("convnp bfloat16 --variance", ("--precision", "bfloat16"), True)],
 }
 BEFORE_UP_TO = ("1024", "4096")  # the older code's full scene needs 5 GB and many minutes: left out
@@ -113,7 +116,7 @@ def main() -> None:
     print("\n| scene (6 bands) | command | code | end to end s | fill call s | peak RSS GB |")
     print("|---|---|---|---|---|---|")
     for s in summary:
-        size = "7000×8000" if s["case"] == "full" else f"{s['case'].split('+')[0]}²"
+        size = "7000×8000" if s["case"] == "full" else f"{s['case'].split('+')[0].split('-')[0]}²"
         print(f"| {size} | {s['run']} | {s['code']} | {s['wall_seconds']:.1f} | {s['fill_seconds']:.1f} | "
               f"{s['peak_rss_gb']:.2f} |")
 

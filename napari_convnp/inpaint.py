@@ -69,7 +69,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
     be filled (off-scene); NaN pixels must be in one of the two. density in (0, 1]: the fraction
     of known pixels the method may use as context, a seeded random subsample. precision: the
-    ConvNP's arithmetic, "float32" or "bfloat16" (about twice as fast on CPUs with AVX-512 BF16).
+    ConvNP's arithmetic, "float32" or "bfloat16" (faster on some CPUs with AVX-512 BF16 or AMX, and GPUs).
     reference: other dates of the same place as context: one or a list of C×H×W arrays on the grid of
     `bands` (NaN = unknown), or of GeoTIFF / Landsat folder paths or Scenes, aligned to `scene` (the Scene
     `bands` came from) by their georeferencing, several merged into one. adapt_steps: fine-tune a copy
