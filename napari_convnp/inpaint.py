@@ -14,7 +14,7 @@ import numpy as np
 
 from . import baselines
 from .masks import MaskError, validate_mask
-from .scene import FloatView, SceneError, check_memory
+from .scene import BandWindows, FloatView, SceneError, check_memory
 
 METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
 NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date
@@ -169,24 +169,15 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     return Fill(mean, variance, method, density, device, time.time() - start)
 
 
-class KnownPixels:
-    """The known pixels of a scene (neither to fill nor nodata), C×H×W, computed window by window when asked:
-    the fill only ever needs a band or a tile of them, and the whole array is 100 MB at 4096²×6."""
+class KnownPixels(BandWindows):
+    """The known pixels of a scene (neither to fill nor nodata), computed window by window: the whole
+    C×H×W array is 100 MB at 4096²×6."""
 
     def __init__(self, mask: np.ndarray, nodata: np.ndarray):
         self.mask, self.nodata, self.shape = mask, nodata, mask.shape
 
     def __getitem__(self, index) -> np.ndarray:
         return ~self.mask[index] & ~self.nodata[index]
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __iter__(self):
-        return (self[b] for b in range(len(self)))
-
-    def __array__(self, dtype=None, copy=None):
-        return self[...] if dtype is None else self[...].astype(dtype)
 
 
 def _reference(reference, shape, scene) -> np.ndarray | None:

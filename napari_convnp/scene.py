@@ -160,11 +160,29 @@ def check_memory(needed: int, what: str) -> None:
 
 # --- reading ---------------------------------------------------------------------------------------
 
-class FloatView:
-    """A scene's integer pixels as float32 (NaN = nodata), converted window by window as they are indexed:
-    a 16-bit scene then takes half the memory of its float32 copy (670 MB less for a full Landsat scene).
+class BandWindows:
+    """A C×H×W array computed window by window as it is indexed (`x[b]`, `x[:, rows, cols]`), for what the fill
+    only ever needs a band or a tile of; iteration gives the bands, `np.asarray` the whole. Subclasses set
+    `shape` and define `__getitem__`."""
 
-    Indexing (`view[b]`, `view[:, rows, cols]`), iteration over bands and `np.asarray` give float32 arrays."""
+    shape: tuple[int, int, int]
+
+    def __getitem__(self, index) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[b] for b in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None):
+        return self[...] if dtype is None else self[...].astype(dtype)
+
+
+class FloatView(BandWindows):
+    """A scene's integer pixels as float32 (NaN = nodata), converted window by window as they are indexed:
+    a 16-bit scene then takes half the memory of its float32 copy (670 MB less for a full Landsat scene)."""
 
     dtype = np.dtype(np.float32)
 
@@ -178,15 +196,6 @@ class FloatView:
         if self._any_nodata:
             values[self.nodata[index]] = np.nan
         return values
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __iter__(self):
-        return (self[b] for b in range(len(self)))
-
-    def __array__(self, dtype=None, copy=None):
-        return self[...] if dtype is None else self[...].astype(dtype)
 
 
 def read_scene(path: str | os.PathLike, *, lazy_float: bool = False) -> Scene:
@@ -523,19 +532,27 @@ def write_bands(path: str | os.PathLike, data: np.ndarray, *, like: Scene | None
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
+    extratags = _checked_output_tags(path, len(data), data.dtype, like, names, nodata_value, metadata, protect,
+                                     keep_roles)
+    return _write_atomic(path, np.ascontiguousarray(data), extratags)
+
+
+def _checked_output_tags(path: Path, count: int, dtype: np.dtype, like: Scene | None, names, nodata_value,
+                         metadata, protect, keep_roles) -> list:
+    """What `write_bands` and `TiffStream` do before writing: refuse `path` if it is a source of `like` or in
+    `protect`, then the output's tags (float data declare NaN as nodata unless `nodata_value` is given)."""
     sources = [Path(p) for p in protect if p is not None]
     if like is not None:
         sources += list(like.sources) + ([Path(like.path)] if like.path is not None else [])
     check_output_path(path, sources)
-    if nodata_value is None and data.dtype.kind == "f":
+    if nodata_value is None and dtype.kind == "f":
         nodata_text = "nan"
     elif nodata_value is not None:
-        nodata_text = _nodata_text(nodata_value, data.dtype)
+        nodata_text = _nodata_text(nodata_value, dtype)
     else:
         nodata_text = None
-    extratags = output_tags(like, names or [f"band {i + 1}" for i in range(len(data))], nodata_text, metadata,
-                            keep_roles=keep_roles)
-    return _write_atomic(path, np.ascontiguousarray(data), extratags)
+    return output_tags(like, names or [f"band {i + 1}" for i in range(count)], nodata_text, metadata,
+                       keep_roles=keep_roles)
 
 
 def _nodata_text(value: float, dtype: np.dtype) -> str:
@@ -768,18 +785,8 @@ class TiffStream:
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
-        sources = [Path(p) for p in protect if p is not None]
-        if like is not None:
-            sources += list(like.sources) + ([Path(like.path)] if like.path is not None else [])
-        check_output_path(self.path, sources)
-        if nodata_value is None and self.dtype.kind == "f":
-            nodata_text = "nan"
-        elif nodata_value is not None:
-            nodata_text = _nodata_text(nodata_value, self.dtype)
-        else:
-            nodata_text = None
-        self._extratags = output_tags(like, names or [f"band {i + 1}" for i in range(self.shape[0])], nodata_text,
-                                      metadata, keep_roles=keep_roles)
+        self._extratags = _checked_output_tags(self.path, self.shape[0], self.dtype, like, names, nodata_value,
+                                               metadata, protect, keep_roles)
         self._fd = self._tmp = None
         try:
             self._spool = tempfile.TemporaryFile(prefix=f".{self.path.name}.", suffix=".tiles", dir=self.path.parent)
