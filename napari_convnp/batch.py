@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .fileio import OptionError, Outputs, filled_mask_path
-from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path
+from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, file_identity
 
 CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
 
@@ -94,15 +94,6 @@ def _input_files(scene: Path) -> list[Path]:
     return [scene]
 
 
-def _identity(path: Path):
-    """What makes two paths one file: device and inode where it exists (links followed), else the real path."""
-    try:
-        st = os.stat(path)
-        return st.st_dev, st.st_ino
-    except OSError:
-        return os.path.normcase(os.path.realpath(path))
-
-
 def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict:
     """Runs on a worker: a summary, or {"error": one line naming the file}; never raises."""
     try:
@@ -158,13 +149,13 @@ def fill_many(inputs: list[str], out_dir: Path, *, scheduler: str | None = None,
     inputs_by_file = {}  # one identity per input file: the clash check stays linear in the number of scenes
     for scene in scenes:
         for f in _input_files(scene):
-            inputs_by_file.setdefault(_identity(f), f)
+            inputs_by_file.setdefault(file_identity(f), f)
     report: dict = {"done": [], "skipped": [], "failed": []}
     todo = []
     for scene in scenes:
         outputs = plan[scene]
-        clash = next(((p, inputs_by_file[_identity(p)]) for p in outputs.paths() if _identity(p) in inputs_by_file),
-                     None)
+        clash = next(((p, inputs_by_file[file_identity(p)]) for p in outputs.paths()
+                      if file_identity(p) in inputs_by_file), None)
         if clash:
             report["failed"].append({"input": str(scene), "error": f"{scene}: its output {clash[0]} would replace "
                                      f"the input {clash[1]}; use another --out-dir"})

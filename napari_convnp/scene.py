@@ -661,15 +661,19 @@ def _first_existing(path: Path) -> Path:
     return path
 
 
+def file_identity(path: str | os.PathLike):
+    """What makes two paths one file, as a key: device and inode where it exists (links and symbolic links
+    followed), else the real path."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.normcase(os.path.realpath(path))
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name one file (links and symbolic links followed; either may not exist yet)."""
-    a, b = Path(a), Path(b)
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+    return file_identity(a) == file_identity(b)
 
 
 def partial_names(path: Path) -> re.Pattern:
