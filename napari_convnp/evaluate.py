@@ -170,36 +170,19 @@ def _hidden(bands: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     return np.where(gaps, np.float32(np.nan), bands).astype(np.float32)
 
 
-def fitted_variance(cases, method: str) -> float:
-    """The variance, in per-band z-score units, of `method`'s gap errors over `cases` (validation data only):
-    turns a classical fill into a Gaussian for a fair NLL comparison."""
-    from .model import band_stats
-
-    errors = []
-    for _, bands, gaps, _, *reference in cases:
-        result = fill(_hidden(bands, gaps), gaps, method=method, nodata=~np.isfinite(bands) & ~gaps,
-                      reference=reference[0] if reference else None)
-        _, scales = band_stats(bands, ~gaps & np.isfinite(bands))
-        errors.append(((result.mean - bands) / scales[:, None, None])[gaps])
-    return float(np.mean(np.concatenate(errors) ** 2))
-
-
-def constant_variance(folder: Path, method: str) -> float:
-    """`fitted_variance` of a single-image method on the val/ scenes with simulated stripes."""
-    return fitted_variance(simulated_cases(folder, seeds=(0,)), method)
-
-
 def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = None, model=None,
-                precision: str = "float32") -> dict:
+                precision: str = "float32", fitted_variance: dict | None = None) -> dict:
     """Mean scores per label over the cases, and seconds per megapixel (rows×columns, all bands).
 
     A label is a method of `fill`, or WITH_REFERENCE: the ConvNP given the case's reference. Single-image
     methods never get the reference; labels that need one are skipped on cases without it. Means leave out
     cases where a score is undefined (SSIM where every scored pixel's window touches nodata).
+    fitted_variance: a dict to fill with each label's gap-error variance in per-band z-score units, pooled
+    over the cases (on validation data: turns a classical fill into a Gaussian for a fair NLL comparison).
     """
     from .model import band_stats
 
-    results, seconds = {}, {}
+    results, seconds, squared, counted = {}, {}, {}, {}
     megapixels = 0.0
     for _name, bands, gaps, data_range, *reference in cases:
         reference = reference[0] if reference else None
@@ -216,6 +199,9 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
             result = fill(hidden, gaps, method=method, device=device, model=model, precision=precision,
                           nodata=nodata, reference=reference if needs_reference else None)
             seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - start
+            errors = ((result.mean - bands) / scales[:, None, None])[gaps]
+            squared[label] = squared.get(label, 0.0) + float(np.sum(errors.astype(np.float64) ** 2))
+            counted[label] = counted.get(label, 0) + errors.size
             variance = result.variance
             if variance is None and baseline_variance and label in baseline_variance:
                 variance = np.broadcast_to(baseline_variance[label] * scales[:, None, None] ** 2, bands.shape)
@@ -227,6 +213,8 @@ def score_cases(cases, methods, device="cpu", baseline_variance: dict | None = N
             values = [r[key] for r in rows if np.isfinite(r[key])]
             summary[label][key] = float(np.mean(values)) if values else float("nan")
         summary[label]["seconds_per_megapixel"] = seconds[label] / megapixels
+    if fitted_variance is not None:
+        fitted_variance.update({label: squared[label] / counted[label] for label in squared})
     return summary
 
 
@@ -266,15 +254,17 @@ def evaluate_all(data_dir: Path, methods=METHODS, device="cpu", weights: Path | 
     out, variance = {}, {}
     baselines = [m for m in single if m != "convnp"]
     if baselines:
-        val_psnr = score_cases(simulated_cases(data_dir / "val", seeds=(0,)), baselines)
+        fitted = {}  # the best one's errors give its constant variance: filled once, not twice
+        val_psnr = score_cases(simulated_cases(data_dir / "val", seeds=(0,)), baselines, fitted_variance=fitted)
         best = _best(val_psnr)
-        variance = {best: constant_variance(data_dir / "val", best)}
+        variance = {best: fitted[best]}
         out = {"best_baseline_on_val": best, "constant_variance_z": variance[best]}
     pair_baselines = [m for m in two_date if m in NEEDS_REFERENCE]
     if pair_baselines and any(s in TWO_DATE_SETS for s in sets):
         val_pairs = list(validation_pair_cases(data_dir / "pairs" / "estarfm_canada"))
-        best = _best(score_cases(val_pairs, pair_baselines))
-        variance[best] = fitted_variance(val_pairs, best)
+        fitted = {}
+        best = _best(score_cases(val_pairs, pair_baselines, fitted_variance=fitted))
+        variance[best] = fitted[best]
         out["best_two_date_baseline_on_val_pairs"] = best
         out["two_date_constant_variance_z"] = variance[best]
 
