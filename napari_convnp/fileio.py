@@ -80,7 +80,7 @@ def load_mask(path: str | os.PathLike, scene: Scene) -> np.ndarray:
 def mask_of(mask_scene: Scene, scene: Scene) -> np.ndarray:
     """A mask read as a scene (nonzero = fill) as C×H×W bool for `scene`."""
     path = mask_scene.path
-    mask = np.nan_to_num(mask_scene.bands) != 0
+    mask = np.stack([np.nan_to_num(band) != 0 for band in mask_scene.bands])  # no float copy of the whole
     if mask.shape[1:] != scene.shape[1:]:
         raise MaskError(f"{path}: mask is {mask.shape[2]}×{mask.shape[1]} pixels but the scene is "
                         f"{scene.shape[2]}×{scene.shape[1]}")
@@ -212,7 +212,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
 
     scene = read_scene(input, lazy_float=True)  # 8/16-bit pixels stay as stored until a window is filled
     protect = list(scene.sources) + [input, *references, *reference_files]
-    mask_scene = read_scene(mask) if mask is not None else None
+    mask_scene = read_scene(mask, lazy_float=True) if mask is not None else None
     if mask_scene is not None:
         protect += [mask, *mask_scene.sources]
     for path in outputs.paths():

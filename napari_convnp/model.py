@@ -219,6 +219,30 @@ def run_block(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return conv_gelu(block[2], conv_gelu(block[0], x))
 
 
+# Where the taps of a 3×3 kernel on a nearest ×2 upsampled image fall on the image itself, for even and odd output
+# rows: [phase, tap of a 2×2 window at the low resolution, tap of the 3×3 kernel (−1, 0, +1)]. Output row 2i sees
+# rows i−1, i, i (window i−1…i); output row 2i+1 sees rows i, i, i+1 (window i…i+1).
+_PHASE_TAPS = torch.tensor([[[1., 0, 0], [0, 1, 1]],
+                            [[1., 1, 0], [0, 0, 1]]])
+
+
+def up_block(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """`run_block(block, cat([nearest ×2 upsampling of x, skip]))` without either full-resolution tensor: the first
+    convolution's x part runs at x's resolution as one 2×2 kernel per output phase (the pixel of each 2×2 block),
+    added into place onto its skip part. The same sums, 4/9 of that part's arithmetic and less memory traffic."""
+    conv, cx = block[0], x.shape[1]
+    n, _, h, w = x.shape
+    taps = _PHASE_TAPS.to(conv.weight)
+    phases = torch.einsum("aij,ocjk,blk->oabcil", taps, conv.weight[:, :cx], taps).reshape(-1, cx, 2, 2)
+    low = F.conv2d(F.pad(x, (1, 1, 1, 1)), phases).view(n, -1, 2, 2, h + 1, w + 1)
+    y = F.conv2d(skip, conv.weight[:, cx:], conv.bias, padding=1)
+    pixels = y.view(n, -1, h, 2, w, 2)
+    for a in range(2):  # phase (a, b): output pixels (2i + a, 2j + b), windows starting at low-res (i − 1 + a, j − 1 + b)
+        for b in range(2):
+            pixels[:, :, :, a, :, b] += low[:, :, a, b, a:a + h, b:b + w]
+    return conv_gelu(block[2], F.gelu(y))
+
+
 def band_mean(x: torch.Tensor, n_bands: int) -> torch.Tensor:
     """(scenes×bands, C, H, W) → (scenes, C, H, W): the mean over each scene's bands, summed slice by slice
     in float32 (a reduction over that axis of a channels-last tensor is 5–10× slower on CPUs)."""
@@ -311,7 +335,7 @@ class ConvCNP(nn.Module):
         x = skips.pop()
         for up in reversed(self.up):
             skip = skips.pop()
-            x = run_block(up, torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
+            x = up_block(up, x, skip)
         raw = self.head(x)
         raw_mean, raw_std = raw[:, 0], raw[:, 1]
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill

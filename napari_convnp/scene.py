@@ -202,15 +202,17 @@ def read_scene(path: str | os.PathLike, *, lazy_float: bool = False) -> Scene:
     """Read a GeoTIFF file or a Landsat product folder (per-band *_B<n>.TIF files).
 
     lazy_float: a single file of 8- or 16-bit integers keeps its pixels as stored, and `bands` is a
-    `FloatView` that converts them to float32 window by window (for the file-to-file fill)."""
+    `FloatView` that converts them to float32 window by window (for the file-to-file fill); where the file
+    is one image in strips or tiles, its pixels are not even held: they are decoded window by window
+    (`TiffPixels`), after one pass that checks every block decodes and finds the nodata pixels."""
     path = Path(path)
     if not path.exists():
         raise SceneError(f"{path}: no such file or folder")
     if path.is_dir():
         return _read_landsat_folder(path)
-    raw = _read_tiff(path)
+    raw = _read_tiff(path, windowed=lazy_float)
     return _make_scene(raw["data"], raw["names"], raw["geo_tags"], raw["nodata_value"], path, (path,),
-                       raw["metadata"], lazy_float)
+                       raw["metadata"], lazy_float, raw.get("nodata"))
 
 
 def read_raw(scene: Scene) -> np.ndarray:
@@ -230,8 +232,9 @@ def read_raw(scene: Scene) -> np.ndarray:
     return raw
 
 
-def _read_tiff(path: Path, pixels: bool = True) -> dict:
-    """The first image of a TIFF as C×H×W in its own type, with its tags (pixels=False: shape only)."""
+def _read_tiff(path: Path, pixels: bool = True, windowed: bool = False) -> dict:
+    """The first image of a TIFF as C×H×W in its own type, with its tags (pixels=False: shape only;
+    windowed: a `TiffPixels` where the file allows, with the nodata pixels under "nodata")."""
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -240,54 +243,195 @@ def _read_tiff(path: Path, pixels: bool = True) -> dict:
         raise SceneError(f"{path}: the file is empty (0 bytes)")
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise SceneError(f"{path}: not a GeoTIFF (expected a .tif/.tiff file, got '{path.suffix}')")
-    _TIFFFILE_LOG.quiet.on = True
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise SceneError(f"{path}: not a readable TIFF file, or a damaged one (no image found in it)")
-            series = tif.series[0]
-            dtype = np.dtype(series.dtype)
-            if dtype.kind == "c":
-                raise SceneError(f"{path}: complex pixels ({dtype}) are not supported; store the real and "
-                                 "imaginary parts (or the magnitude) as real-valued bands")
-            if dtype.kind not in "buif":
-                raise SceneError(f"{path}: pixels of type {dtype} are not supported (integers or floats only)")
-            shape = _bands_first_shape(series.shape, series.axes, path)
-            page = tif.pages[0]
-            tags = page.tags
-            geo_tags = {code: _tag_value(tags[code].value) for code in GEO_TAGS if code in tags}
-            nodata_text = tags[GDAL_NODATA].value if GDAL_NODATA in tags else None
-            metadata = tags[GDAL_METADATA].value if GDAL_METADATA in tags else None
-            if not pixels:
-                return {"shape": shape, "dtype": dtype}
-            _check_data_within_file(series, size, path)
+    nodata = None
+    with _decoding(path), tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise SceneError(f"{path}: not a readable TIFF file, or a damaged one (no image found in it)")
+        series = tif.series[0]
+        dtype = np.dtype(series.dtype)
+        if dtype.kind == "c":
+            raise SceneError(f"{path}: complex pixels ({dtype}) are not supported; store the real and "
+                             "imaginary parts (or the magnitude) as real-valued bands")
+        if dtype.kind not in "buif":
+            raise SceneError(f"{path}: pixels of type {dtype} are not supported (integers or floats only)")
+        shape = _bands_first_shape(series.shape, series.axes, path)
+        page = tif.pages[0]
+        tags = page.tags
+        geo_tags = {code: _tag_value(tags[code].value) for code in GEO_TAGS if code in tags}
+        nodata_text = tags[GDAL_NODATA].value if GDAL_NODATA in tags else None
+        metadata = tags[GDAL_METADATA].value if GDAL_METADATA in tags else None
+        if not pixels:
+            return {"shape": shape, "dtype": dtype}
+        _check_data_within_file(series, size, path)
+        if windowed and TiffPixels.fits(series, dtype):
+            check_memory(int(np.prod(series.shape)), f"{path}: reading")  # at most a nodata bool per pixel
+            data = TiffPixels(path, shape, dtype)
+            nodata = data.scan(_parse_nodata(nodata_text))  # every block decoded once now: bad input fails here
+        else:
             check_memory(int(np.prod(series.shape)) * (dtype.itemsize + 5), f"{path}: reading")
             data = series.asarray()
-    except SceneError:
-        raise
-    except tifffile.TiffFileError as err:
-        raise SceneError(f"{path}: not a readable TIFF file, or a damaged one ({_short(err)})") from None
-    except MemoryError:
-        raise SceneError(f"{path}: out of memory while reading it; use a smaller crop or a machine with "
-                         "more memory") from None
-    except PermissionError as err:
-        raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
-    except OSError as err:
-        if err.errno in (errno.EIO, errno.ENOMEM, errno.EISDIR):
-            raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
-        raise SceneError(f"{path}: the TIFF is damaged or truncated ({_short(err)})") from None
-    except (ValueError, EOFError, KeyError, IndexError, TypeError, RuntimeError, struct.error) as err:
-        if "imagecodecs" in str(err) and "returned" not in str(err):
-            raise SceneError(f"{path}: its compression needs the package imagecodecs ({_short(err)})") from None
-        # the codecs (imagecodecs' DeflateError, ZstdError, JpegError, …) are RuntimeErrors
-        raise SceneError(f"{path}: the TIFF is damaged or truncated: its pixels do not decode "
-                         f"({type(err).__name__}: {_short(err)})") from None
-    finally:
-        _TIFFFILE_LOG.quiet.on = False
-    data = data.reshape(shape) if data.ndim == 2 else _to_bands_first(data, series.axes, path)
-    names = _band_names_from_metadata(metadata, len(data))
+    if isinstance(data, np.ndarray):
+        data = data.reshape(shape) if data.ndim == 2 else _to_bands_first(data, series.axes, path)
+    names = _band_names_from_metadata(metadata, shape[0])
     return {"data": data, "names": names, "geo_tags": geo_tags, "nodata_value": _parse_nodata(nodata_text),
-            "metadata": _metadata_text(metadata)}
+            "metadata": _metadata_text(metadata), "nodata": nodata}
+
+
+class _decoding:
+    """Turns what tifffile, its codecs and the OS raise while a TIFF is read into one SceneError line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        _TIFFFILE_LOG.quiet.on = True
+
+    def __exit__(self, kind, err, traceback):
+        _TIFFFILE_LOG.quiet.on = False
+        if err is None or isinstance(err, SceneError) or not isinstance(err, Exception):
+            return False
+        path = self.path
+        if isinstance(err, tifffile.TiffFileError):
+            raise SceneError(f"{path}: not a readable TIFF file, or a damaged one ({_short(err)})") from None
+        if isinstance(err, MemoryError):
+            raise SceneError(f"{path}: out of memory while reading it; use a smaller crop or a machine with "
+                             "more memory") from None
+        if isinstance(err, PermissionError):
+            raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
+        if isinstance(err, OSError):
+            if err.errno in (errno.EIO, errno.ENOMEM, errno.EISDIR):
+                raise SceneError(f"{path}: cannot read it ({_os_problem(err)})") from None
+            raise SceneError(f"{path}: the TIFF is damaged or truncated ({_short(err)})") from None
+        if isinstance(err, (ValueError, EOFError, KeyError, IndexError, TypeError, RuntimeError, struct.error)):
+            if "imagecodecs" in str(err) and "returned" not in str(err):
+                raise SceneError(f"{path}: its compression needs the package imagecodecs ({_short(err)})") from None
+            # the codecs (imagecodecs' DeflateError, ZstdError, JpegError, …) are RuntimeErrors
+            raise SceneError(f"{path}: the TIFF is damaged or truncated: its pixels do not decode "
+                             f"({type(err).__name__}: {_short(err)})") from None
+        return False
+
+
+class TiffPixels:
+    """The pixels of a one-image TIFF as stored (C×H×W), decoded strip by strip (or tile by tile) when
+    indexed, so that a file-to-file fill never holds the whole input. The last block decoded is kept:
+    the fill reads a row of tiles window by window, then the same rows again to write them."""
+
+    ndim = 3
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], dtype: np.dtype):
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        self.size = int(np.prod(shape))
+        stat = path.stat()
+        self._stamp = (stat.st_size, stat.st_mtime_ns)  # a file changed under the fill is an error, not a picture
+        self._cache = ((0, 0, 0, 0), None)  # ((first band, last band + 1, first row, last row + 1), pixels)
+
+    @staticmethod
+    def fits(series, dtype: np.dtype) -> bool:
+        """One image of 8- or 16-bit integers, in strips or tiles, with its bands as samples."""
+        if len(series.pages) != 1 or series.axes not in ("YX", "SYX", "YXS"):
+            return False
+        page = series.pages[0]
+        return (dtype.kind in "ui" and dtype.str in EXACT_IN_FLOAT32 and page.imagedepth == 1
+                and not page.is_subsampled and page.dataoffsets is not None and len(page.dataoffsets) > 0)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return self[...] if dtype is None else self[...].astype(dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        bands, rows, cols = _basic_index(index, self.shape)
+        band_range, row_range = range(self.shape[0])[bands], range(self.shape[1])[rows]
+        if isinstance(band_range, range) and band_range.step != 1 or isinstance(row_range, range) and \
+                row_range.step != 1:
+            return self[:, :, :][index]  # strided: rare; the whole, then numpy's indexing
+        b0, b1 = _span(band_range)
+        r0, r1 = _span(row_range)
+        (cb0, cb1, cr0, cr1), pixels = self._cache
+        if pixels is None or not (cb0 <= b0 and b1 <= cb1 and cr0 <= r0 and r1 <= cr1):
+            pixels = self._decode(b0, b1, r0, r1)
+            cb0, cb1, cr0, cr1 = b0, b1, r0, r1
+            self._cache = ((cb0, cb1, cr0, cr1), pixels)
+        local_bands = band_range - cb0 if isinstance(band_range, int) else slice(b0 - cb0, b1 - cb0)
+        local_rows = row_range - cr0 if isinstance(row_range, int) else slice(r0 - cr0, r1 - cr0)
+        return pixels[local_bands, local_rows][..., cols]
+
+    def scan(self, nodata_value: float | None) -> np.ndarray:
+        """Decode every block once (a damaged one fails now, before any fill) and return the nodata pixels
+        (C×H×W bool, or a broadcast False when there are none)."""
+        nodata = None
+        c, h, _ = self.shape
+        step = max(self._block_rows(), 256)
+        for r0 in range(0, h, step):
+            block = self._decode(0, c, r0, min(h, r0 + step))
+            equal = _equals_nodata(block, nodata_value)
+            if equal.any():
+                if nodata is None:
+                    nodata = np.zeros(self.shape, bool)
+                nodata[:, r0:r0 + step] = equal[:, :min(h, r0 + step) - r0]
+        if nodata is None:
+            return np.broadcast_to(np.False_, self.shape)
+        return nodata
+
+    def _block_rows(self) -> int:
+        with tifffile.TiffFile(self.path) as tif:
+            page = tif.pages[0]
+            return page.tilelength if page.is_tiled else min(page.rowsperstrip or self.shape[1], self.shape[1])
+
+    def _decode(self, b0: int, b1: int, r0: int, r1: int) -> np.ndarray:
+        """Bands b0…b1−1, rows r0…r1−1, every column, in the file's type."""
+        c, h, w = self.shape
+        out = np.zeros((b1 - b0, r1 - r0, w), self.dtype)
+        stat = self.path.stat()
+        if (stat.st_size, stat.st_mtime_ns) != self._stamp:
+            raise SceneError(f"{self.path}: the file changed while it was being filled; nothing was written, "
+                             "run again")
+        with _decoding(self.path), tifffile.TiffFile(self.path) as tif:
+            page = tif.pages[0]
+            length = page.tilelength if page.is_tiled else min(page.rowsperstrip or h, h)
+            width = page.tilewidth if page.is_tiled else w
+            down, across = -(-h // length), -(-w // width)
+            separate = page.planarconfig == 2 and c > 1
+            planes = range(b0, b1) if separate else [0]
+            wanted = [p * down * across + y * across + x for p in planes
+                      for y in range(r0 // length, -(-r1 // length)) for x in range(across)]
+            offsets, counts = page.dataoffsets, page.databytecounts
+            for data, i in tif.filehandle.read_segments([offsets[i] for i in wanted], [counts[i] for i in wanted],
+                                                        indices=wanted, sort=True):
+                segment, (plane, _, y, x, _), _ = page.decode(data, i, jpegtables=page.jpegtables)
+                if segment is None:
+                    continue  # a block the file leaves out reads as 0, as tifffile does
+                rows = slice(max(y, r0), min(y + segment.shape[1], r1, h))
+                cols = slice(x, min(x + segment.shape[2], w))
+                if rows.start >= rows.stop:
+                    continue
+                part = segment[0, rows.start - y:rows.stop - y, :cols.stop - x]
+                if separate:
+                    out[plane - b0, rows.start - r0:rows.stop - r0, cols] = part[..., 0]
+                else:
+                    out[:, rows.start - r0:rows.stop - r0, cols] = np.moveaxis(part[..., b0:b1], -1, 0)
+        return out
+
+
+def _basic_index(index, shape) -> tuple:
+    """(bands, rows, cols) of an index into a C×H×W array made of ints, slices and at most one Ellipsis."""
+    index = index if isinstance(index, tuple) else (index,)
+    for i in index:
+        if not (i is Ellipsis or isinstance(i, (int, np.integer, slice))):
+            raise IndexError(f"TiffPixels takes ints, slices and ..., not {type(i).__name__}")
+    if any(i is Ellipsis for i in index):
+        at = next(k for k, i in enumerate(index) if i is Ellipsis)
+        index = index[:at] + (slice(None),) * (len(shape) - len(index) + 1) + index[at + 1:]
+    index = tuple(int(i) if isinstance(i, np.integer) else i for i in index)
+    return index + (slice(None),) * (len(shape) - len(index))
+
+
+def _span(indices) -> tuple[int, int]:
+    """First and one past the last of an int or a step-1 range."""
+    if isinstance(indices, int):
+        return indices, indices + 1
+    return (indices.start, indices.stop) if len(indices) else (0, 0)
 
 
 def _short(err: BaseException) -> str:
@@ -402,9 +546,9 @@ def _band_names_from_metadata(metadata, count: int) -> list[str] | None:
 
 
 def _make_scene(raw: np.ndarray, names, geo_tags, nodata_value, path: Path, sources, metadata,
-                lazy_float: bool = False) -> Scene:
+                lazy_float: bool = False, nodata: np.ndarray | None = None) -> Scene:
     if lazy_float and raw.dtype.kind in "ui" and raw.dtype.str in EXACT_IN_FLOAT32:
-        nodata = _compact(_equals_nodata(raw, nodata_value))
+        nodata = _compact(_equals_nodata(raw, nodata_value)) if nodata is None else nodata
         bands = FloatView(raw, nodata)
     else:
         bands, nodata = _float_bands(raw, nodata_value)

@@ -63,3 +63,18 @@ def test_harmonic_fill_keeps_known_pixels_and_solves_laplace(shape):
     padded = F.pad(filled, (1, 1, 1, 1), mode="replicate")
     neighbours = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) / 4
     assert (filled - neighbours)[~known].abs().max() < 1e-4  # each unknown pixel the mean of its neighbours
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_up_block_is_the_block_on_the_upsampled_concatenation(dtype):
+    """The decoder's phase-kernel form gives what the block gives on cat([nearest ×2 upsampling, skip]),
+    edges included (zero padding at both resolutions)."""
+    torch.manual_seed(0)
+    block = M._block(24 + 12, 12)
+    x, skip = torch.randn(2, 24, 9, 14), torch.randn(2, 12, 18, 28)
+    with torch.no_grad():
+        want = block(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            got = M.up_block(block, x, skip)
+    tolerance = 1e-5 if dtype == torch.float32 else 0.05
+    np.testing.assert_allclose(got.float().numpy(), want.numpy(), rtol=tolerance, atol=tolerance)

@@ -170,3 +170,61 @@ def test_integer_scene_read_lazily_fills_as_the_float_copy_does(tmp_path):
     memory = fill(eager.bands, gaps, nodata=eager.nodata, device="cpu", tile=256)
     np.testing.assert_array_equal(read_scene(out).bands, memory.mean)
     assert np.isnan(memory.mean[eager.nodata & ~gaps]).all()  # the border stays nodata
+
+
+@pytest.mark.parametrize("layout", [
+    dict(planarconfig="separate", compression="zlib", rowsperstrip=7),
+    dict(planarconfig="contig", compression="lzw", rowsperstrip=16),
+    dict(planarconfig="separate", tile=(32, 48), compression="zlib"),
+    dict(planarconfig="contig", tile=(16, 32)),
+    dict(planarconfig="separate"),  # uncompressed, tifffile's own strips
+])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int8])
+def test_windowed_reading_gives_the_stored_pixels(tmp_path, layout, dtype):
+    """A file-to-file fill decodes the input strip by strip or tile by tile (TiffPixels): every window, band and
+    row the fill asks for equals the stored array, in strips or tiles, interleaved or by band, edge blocks too."""
+    from napari_convnp.scene import TiffPixels
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    stored = rng.integers(max(info.min, -100), min(info.max, 5000), (4, 101, 133)).astype(dtype)
+    stored[:, :3] = 7  # a nodata top edge
+    path = tmp_path / "scene.tif"
+    data = stored if layout["planarconfig"] == "separate" else np.moveaxis(stored, 0, -1)
+    tifffile.imwrite(path, data, photometric="minisblack", metadata=None,
+                     extratags=[(42113, "s", 0, "7", True)], **layout)
+    scene = read_scene(path, lazy_float=True)
+    pixels = scene.bands.raw
+    assert isinstance(pixels, TiffPixels)
+    for index in [(slice(None), slice(10, 60), slice(20, 90)), 2, (1, slice(50, 101)), (slice(1, 3), 100),
+                  (..., slice(120, 133)), (3, slice(0, 17), 5), (slice(None), slice(64, 128), slice(0, 133))]:
+        np.testing.assert_array_equal(pixels[index], stored[index], err_msg=str(index))
+    np.testing.assert_array_equal(np.asarray(pixels), stored)
+    expected = np.where(stored == 7, np.nan, stored.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(scene.bands), expected)
+    np.testing.assert_array_equal(scene.nodata, stored == 7)
+
+
+def test_windowed_reading_checks_every_block_before_any_fill(tmp_path):
+    """A damaged block deep in the file is found while the scene is read (one line naming the file), not
+    after minutes of filling; a file that changes under the fill is an error, never a mixed picture."""
+    from napari_convnp.scene import SceneError
+
+    stored = np.arange(6 * 200 * 90, dtype=np.uint16).reshape(6, 200, 90)
+    path = tmp_path / "scene.tif"
+    tifffile.imwrite(path, stored, photometric="minisblack", planarconfig="separate", compression="zlib",
+                     rowsperstrip=16, metadata=None)
+    scene = read_scene(path, lazy_float=True)
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[-3]  # a strip of the last band
+    damaged = tmp_path / "damaged.tif"
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 12] = b"\xff" * 12
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(SceneError, match="damaged.tif: the TIFF is damaged or truncated"):
+        read_scene(damaged, lazy_float=True)
+
+    tifffile.imwrite(path, stored[:, ::-1], photometric="minisblack", planarconfig="separate", compression="zlib",
+                     rowsperstrip=16, metadata=None)
+    with pytest.raises(SceneError, match="scene.tif: the file changed while it was being filled"):
+        scene.bands[0, 150:]
