@@ -84,6 +84,17 @@ def test_tile_starts_cover_the_scene_on_the_unet_grid():
         assert all(b - a == 144 for a, b in zip(starts, starts[1:]))
 
 
+def test_a_sliver_of_a_last_tile_becomes_slightly_longer_tiles():
+    """1024 px in 512-px tiles: two tiles of 544 instead of 512 + 512 + a 128-px sliver; tiles never grow by more
+    than 1/8, always cover the axis on the UNet's grid, and exact fits (4096 px) keep the asked size."""
+    assert inpaint.axis_tiles(1024, 512, 64, 16) == (544, [0, 480])
+    assert inpaint.axis_tiles(4096, 512, 64, 16) == (512, inpaint.tile_starts(4096, 512, 64))
+    for length in (50, 513, 600, 1000, 1024, 1100, 2000, 7000, 8000):
+        size, starts = inpaint.axis_tiles(length, 512, 64, 16)
+        assert 512 <= size <= 576 and size % 16 == 0 and starts[-1] + size >= length
+        assert all(s % 16 == 0 for s in starts) and len(starts) <= len(inpaint.tile_starts(length, 512, 64))
+
+
 def test_cancel_between_tiles():
     bands = smooth_bands(c=1, h=200, w=200)
     seen = []

@@ -141,7 +141,7 @@ def test_tiles_with_nothing_to_fill_are_skipped_and_change_nothing(monkeypatch):
     monkeypatch.setattr(inpaint, "predict_rows", lambda *a: real(*a[:-1], None))  # gaps=None: no skipping
     calls.clear()
     every = fill(bands, cloud, device="cpu", tile=128, model=Counting())
-    n_tiles = len(inpaint.tile_starts(520, 128, 32)) ** 2
+    n_tiles = len(inpaint.tile_grid(520, 128, model.multiple)) ** 2
     assert len(calls) == n_tiles and n_skipping < n_tiles // 2
     assert np.array_equal(skipped.mean, every.mean) and np.array_equal(skipped.variance, every.variance)
 
