@@ -301,9 +301,9 @@ class ConvCNP(nn.Module):
         """The input convolution over each band's features and their mean over the scene's bands: the
         latter (half of the input channels) convolved once per scene and added to each band."""
         bh, c, h, w = feats.shape
-        weight = self.inp.weight
-        own = F.conv2d(feats, weight[:, :c], self.inp.bias, padding=1)
-        shared = F.conv2d(band_mean(feats, n_bands), weight[:, c:], None, padding=1)
+        weight, half = self.inp.weight, self.inp.weight.shape[1] // 2
+        own = F.conv2d(feats, weight[:, :c], self.inp.bias, padding=1)  # c < half: the features left out are 0
+        shared = F.conv2d(band_mean(feats, n_bands), weight[:, half:half + c], None, padding=1)
         return (own.view(bh // n_bands, n_bands, -1, h, w) + shared[:, None]).view(bh, -1, h, w)
 
     def forward(self, value: torch.Tensor, mask: torch.Tensor, n_bands: int,
@@ -315,16 +315,16 @@ class ConvCNP(nn.Module):
         base = harmonic_fill(value, mask, self.config.harmonic_iters).to(smooth.dtype)
         feats = [value, mask, smooth, base]
         ref_base = base
-        if self.config.reference:
-            if ref is None or ref_mask is None:
-                ref, ref_mask = torch.zeros_like(value), torch.zeros_like(mask)
+        # Without a known reference pixel the reference features are all 0: left out, with their weights.
+        with_reference = self.config.reference and ref is not None and ref_mask is not None and bool(
+            (ref_mask > 0).any())
+        if with_reference:
             ref = ref * ref_mask
-            if bool((ref_mask > 0).any()):
-                ref_base = reference_base(value, mask, ref, ref_mask, self.config.regression_window,
-                                          self.config.harmonic_iters, base).to(smooth.dtype)
+            ref_base = reference_base(value, mask, ref, ref_mask, self.config.regression_window,
+                                      self.config.harmonic_iters, base).to(smooth.dtype)
             feats += [ref, ref_mask.to(smooth.dtype), ref_base - base]
         feats = torch.cat(feats, 1)
-        reference_known = feats[:, -2:-1] > 0 if self.config.reference else None
+        reference_known = feats[:, -2:-1] > 0 if with_reference else None
         del value, mask, smooth, ref, ref_mask  # memory: a tile's features are held in `feats` alone
         x = self._encode(feats, n_bands)
         del feats
@@ -339,11 +339,11 @@ class ConvCNP(nn.Module):
         raw = self.head(x)
         raw_mean, raw_std = raw[:, 0], raw[:, 1]
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
-        if self.config.reference:  # leaning on the reference's fill as far as the network trusts it
+        if with_reference:  # leaning on the reference's fill as far as the network trusts it
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
         std = self.config.min_std + F.softplus(raw_std + 0.5)
         var = (std ** 2)[:, None]
-        if self.config.reference and self.config.reference_variance_scale != 1:
+        if with_reference and self.config.reference_variance_scale != 1:
             var = torch.where(reference_known, var * self.config.reference_variance_scale, var)
         return mean[:, None], var
 

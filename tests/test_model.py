@@ -78,3 +78,24 @@ def test_up_block_is_the_block_on_the_upsampled_concatenation(dtype):
             got = M.up_block(block, x, skip)
     tolerance = 1e-5 if dtype == torch.float32 else 0.05
     np.testing.assert_allclose(got.float().numpy(), want.numpy(), rtol=tolerance, atol=tolerance)
+
+
+def test_no_reference_is_a_reference_of_zeros():
+    """Without a known reference pixel the model leaves the (all-zero) reference features out; the answer is
+    the one it gives with a reference that is everywhere unknown."""
+    model = M.load_model()
+    value, mask = _scene()
+    with torch.no_grad():
+        skipped = model(value, mask, 3)
+        zeros = torch.zeros_like(value)
+        unknown_reference = model(value, mask, 3, zeros, zeros)
+        half = model.inp.weight.shape[1] // 2
+        feats = torch.cat([value * mask, mask, model.setconv(value * mask, mask),
+                           M.harmonic_fill(value * mask, mask, model.config.harmonic_iters),
+                           zeros, zeros, zeros], 1)
+        assert feats.shape[1] == half  # the full feature set, reference features included
+        full = model._encode(feats, 3)
+        short = model._encode(feats[:, :half - 3], 3)
+    np.testing.assert_allclose(short.numpy(), full.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(skipped, unknown_reference):
+        assert torch.equal(a, b)
