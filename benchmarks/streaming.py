@@ -30,8 +30,9 @@ RUN_FROM = ("import runpy, sys; sys.meta_path = [f for f in sys.meta_path if '__
             "runpy.run_module('napari_convnp.cli', run_name='__main__')")
 
 
-def make_input(size: int | tuple[int, int], folder: Path) -> tuple[Path, Path]:
-    """The issue's input of size×size (or height×width) pixels, written into `folder` (kept when already there)."""
+def make_input(size: int | tuple[int, int], folder: Path, nodata: bool = False) -> tuple[Path, Path]:
+    """The issue's input of size×size (or height×width) pixels, written into `folder` (kept when already there);
+    nodata: the scene declares 0 as its nodata value (so that Detect gaps finds the stripes)."""
     import tifffile
 
     from napari_convnp import masks
@@ -39,7 +40,7 @@ def make_input(size: int | tuple[int, int], folder: Path) -> tuple[Path, Path]:
 
     height, width = (size, size) if isinstance(size, int) else size
     name = f"{height}" if height == width else f"{height}x{width}"
-    scene, mask = folder / f"scene_{name}.tif", folder / f"mask_{name}.tif"
+    scene, mask = folder / f"scene_{name}{'_nodata' if nodata else ''}.tif", folder / f"mask_{name}.tif"
     if scene.exists() and mask.exists():
         return scene, mask
     sample = read_raw(read_scene(ROOT / "napari_convnp" / "sample_data" / "itaipu_landsat8_B234_768.tif"))
@@ -52,7 +53,7 @@ def make_input(size: int | tuple[int, int], folder: Path) -> tuple[Path, Path]:
            (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
            (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
     tifffile.imwrite(scene, bands, photometric="minisblack", planarconfig="separate", compression="zlib",
-                     extratags=geo, metadata=None)
+                     extratags=geo + ([(42113, "s", 0, "0", True)] if nodata else []), metadata=None)
     tifffile.imwrite(mask, gaps.astype(np.uint8), photometric="minisblack", compression="zlib", extratags=geo,
                      metadata=None)
     return scene, mask

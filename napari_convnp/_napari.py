@@ -1,13 +1,15 @@
 """npe2 reader, writers and sample data: thin glue between napari layers and `scene.py`."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
 from .reference import sensor_family as sensor  # the package's one sensor rule (also for composites)
-from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, read_scene, write_bands, write_scene
+from .scene import (BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, TiffPixels, read_scene, write_bands,
+                    write_scene)
 
 # The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
@@ -95,14 +97,27 @@ def composite_name(scene_name: str, choice: str) -> str:
     return f"{scene_name} RGB {numbers.group(1).replace('bands ', '') if numbers else choice}"
 
 
+DISPLAY_SAMPLE = 2 ** 22  # values: display percentiles of a larger array come from an even subsample of it
+
+
+def display_percentiles(values: np.ndarray, q) -> np.ndarray | None:
+    """Percentiles of the finite values, for display: from every k-th row and column of an array with more
+    than DISPLAY_SAMPLE values (exact ones of a whole scene take seconds and a copy of it); None if none."""
+    step = max(1, math.isqrt(values.size // DISPLAY_SAMPLE))
+    sample = values[..., ::step, ::step]
+    finite = sample[np.isfinite(sample)]
+    return np.percentile(finite, q) if finite.size else None
+
+
 def stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
-    """Percentile contrast stretch to [0, 1]; NaN (no data) becomes 0."""
-    finite = band[np.isfinite(band)]
-    if finite.size == 0:
-        return np.zeros(band.shape, np.float32)
-    lo, hi = np.percentile(finite, [low, high])
-    out = (band - lo) / (hi - lo if hi > lo else 1.0)
-    return np.nan_to_num(np.clip(out, 0, 1)).astype(np.float32)
+    """Percentile contrast stretch to 0…255 (uint8: a composite is for the eye); NaN (no data) becomes 0."""
+    limits = display_percentiles(band, [low, high])
+    if limits is None:
+        return np.zeros(band.shape, np.uint8)
+    lo, hi = limits
+    with np.errstate(invalid="ignore"):
+        out = np.clip((band - lo) * (255 / (hi - lo if hi > lo else 1.0)), 0, 255)
+    return np.nan_to_num(out, copy=False).astype(np.uint8)
 
 
 def rgb_composite(scene: Scene, choice: str) -> np.ndarray | None:
@@ -113,10 +128,10 @@ def rgb_composite(scene: Scene, choice: str) -> np.ndarray | None:
 
 
 def contrast_limits(bands: np.ndarray) -> tuple[float, float]:
-    finite = bands[np.isfinite(bands)]
-    if finite.size == 0:
+    limits = display_percentiles(bands, [1, 99])
+    if limits is None:
         return 0.0, 1.0
-    lo, hi = np.percentile(finite, [1, 99])
+    lo, hi = limits
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
@@ -296,6 +311,17 @@ def scene_of(data: np.ndarray, meta: dict) -> Scene:
         names = source.band_names if len(source.band_names) == len(bands) else None
         return source.with_bands(bands, names or [f"band {i + 1}" for i in range(len(bands))])
     return Scene(bands, [f"band {i + 1}" for i in range(len(bands))], np.isnan(bands))
+
+
+def lazy_image(path) -> "dask.array.Array":
+    """A GeoTIFF as a dask array that napari reads window by window as it shows it (the band on screen, a row
+    of blocks at a time), instead of a copy of the whole in memory."""
+    import dask.array as da
+
+    pixels = TiffPixels.open(path)
+    _, h, w = pixels.shape
+    return da.from_array(pixels, chunks=(1, min(h, 1024), w), asarray=True, fancy=False, lock=False,
+                         name=f"napari-convnp-{Path(path).name}")
 
 
 def write_image(path: str, data, meta: dict) -> list[str]:

@@ -1,11 +1,16 @@
 """The dock widget: load, mask, inpaint (in a thread worker), compare, save — thin glue over the library rooms."""
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import inspect
+import math
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -39,6 +44,7 @@ from ._napari import (
     fit_placement,
     georeference,
     layer_placement,
+    lazy_image,
     prefer_this_reader,
     preferred_reader_patterns,
     rgb_composite,
@@ -46,14 +52,19 @@ from ._napari import (
     write_image,
 )
 from .adapt import DEFAULT_STEPS
+from .fileio import fill_to_files
 from .inpaint import Cancelled, FillError, fill
-from .scene import Scene, SceneError, read_scene
+from .scene import Scene, SceneError, read_scene, scene_shape
 
 LABEL_CHARACTERS = 24  # characters of a grid-cell label that fit a cell of a 3-column grid at napari's font size 10
 RESULT_KEY = "napari_convnp_result"  # layer.metadata: {"source", "label", "kind"} of a result or a mask
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
 NEEDS_REFERENCE = inpaint.NEEDS_REFERENCE
+# Results of scenes with more values than this (4096²×4) are streamed to files and shown read back window by
+# window, not held in memory: a whole Landsat scene's mean and variance would take 2.7 GB.
+STREAM_RESULTS_VALUES = 2 ** 26
+DISPLAY_SAMPLE_VALUES = 2 ** 22  # about this many values of a streamed result set its contrast limits
 
 
 class InputError(ValueError):
@@ -287,6 +298,7 @@ class GapFillWidget(QWidget):
         self._pickers: list[LayerPicker] = []
         self._grid_hidden: list = []  # layers Side by side hid (masks, composites), shown again after
         self._grid_shown: list = []  # and the hidden bands layer it showed, hidden again after
+        self._task = None  # reading or detecting a whole scene in a thread worker
         self._progress = _Progress()
         self._progress.changed.connect(self._on_progress)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -306,8 +318,33 @@ class GapFillWidget(QWidget):
 
     @property
     def worker(self):
-        """The running thread worker, None when idle."""
-        return self.job.worker if self.job is not None else None
+        """The running thread worker (a fill, or reading or detecting a whole scene), None when idle."""
+        return (self.job.worker if self.job is not None else None) or self._task
+
+    def _in_background(self, what: str, work: Callable, done: Callable, *, whole_scene: bool):
+        """done(work()). For a whole scene, work runs in a thread worker (the status says what, the progress bar
+        is busy) and done follows on the GUI thread, so napari stays responsive through the 10–20 s that
+        reading or detecting one takes; anything smaller runs at once and done's result is returned."""
+        if not whole_scene:
+            return done(work())
+        if self.worker is not None:
+            raise InputError("busy: wait until the current task ends (or cancel the fill)")
+        from napari.qt.threading import create_worker
+
+        def finished():
+            self._task = None
+            self.progress.setRange(0, 1)
+            if self.status.text().endswith("…"):
+                self.status.setText("")
+
+        self._task = create_worker(work, _ignore_errors=True)
+        self._task.returned.connect(lambda result: _reports_input_errors(lambda _, r: done(r))(self, result))
+        self._task.errored.connect(lambda err: _notify_error(f"{what} failed: {err}"))
+        self._task.finished.connect(finished)
+        self.status.setText(f"{what}…")
+        self.progress.setRange(0, 0)
+        self._task.start()
+        return self._task
 
     # --- layer pickers, one helper and one event path for all -----------------------------------------
     def _picker(self, accepts, *, none: str | None = None, tooltip: str = "", on_change=None) -> LayerPicker:
@@ -368,16 +405,26 @@ class GapFillWidget(QWidget):
             return False
 
     @_reports_input_errors
-    def load(self, path) -> None:
-        """Open a GeoTIFF or product folder; a bad file becomes a notification."""
+    def load(self, path):
+        """Open a GeoTIFF or product folder (a whole scene in a thread worker); a bad file becomes a
+        notification."""
         from ._napari import scene_layers
 
-        scene = read_scene(path)
-        added = [self.viewer.add_image(data, **kwargs) for data, kwargs, _ in scene_layers(scene)]
-        bands = next(layer for layer in added if not layer.rgb)
-        if georeference(scene) and getattr(self.viewer, "scale_bar", None) is not None:
-            self.viewer.scale_bar.visible = True
-        self.image_combo.value = bands
+        def read():
+            scene = read_scene(path)
+            return scene, scene_layers(scene)
+
+        def show(read):
+            scene, layers = read
+            added = [self.viewer.add_image(data, **kwargs) for data, kwargs, _ in layers]
+            bands = next(layer for layer in added if not layer.rgb)
+            if georeference(scene) and getattr(self.viewer, "scale_bar", None) is not None:
+                self.viewer.scale_bar.visible = True
+            self.image_combo.value = bands
+
+        c, h, w = scene_shape(path)
+        return self._in_background(f"reading {Path(path).name}", read, show,
+                                   whole_scene=c * h * w > STREAM_RESULTS_VALUES)
 
     def _open_file(self):
         path, _ = QFileDialog.getOpenFileName(self, "Open a Landsat GeoTIFF", "", "GeoTIFF (*.tif *.tiff *.TIF)")
@@ -537,10 +584,14 @@ class GapFillWidget(QWidget):
         layer, scene, source = self._scene()
         basis = scene if source is None else dataclasses.replace(
             scene, nodata_value=source.nodata_value, source_dtype=source.source_dtype, geo_tags=source.geo_tags)
-        gaps = masks.detect_scene_gaps(basis)
-        if not gaps.any():
-            raise InputError(f"no gaps detected in {layer.name}; simulate or paint a mask instead")
-        return self._add_mask(gaps, "gaps", layer, source)
+
+        def show(gaps):
+            if not gaps.any():
+                raise InputError(f"no gaps detected in {layer.name}; simulate or paint a mask instead")
+            return self._add_mask(gaps, "gaps", layer, source)
+
+        return self._in_background(f"detecting the gaps of {layer.name}", lambda: masks.detect_scene_gaps(basis),
+                                   show, whole_scene=scene.bands.size > STREAM_RESULTS_VALUES)
 
     @_reports_input_errors
     def simulate(self):
@@ -744,8 +795,9 @@ class GapFillWidget(QWidget):
 
     def _work(self, job: Job):
         """Runs in the worker thread: one method after another, each result (and its scores) yielded as it ends."""
-        nodata = job.scene.nodata & ~job.mask
-        truth_known = bool(np.isfinite(job.scene.bands[job.mask]).all())
+        nodata = job.scene.nodata  # fill fills nodata pixels in the mask (the mask wins), keeps the others
+        # band by band: no scene-sized temporaries
+        truth_known = all(np.isfinite(band[gaps]).all() for band, gaps in zip(job.scene.bands, job.mask))
         data_range = None
         for method in job.methods:
             if job.cancel.is_set():
@@ -758,20 +810,25 @@ class GapFillWidget(QWidget):
                     options["scene"] = job.scene  # fill aligns the reference Scene to this one
             if job.adapt_steps and method == "convnp":
                 options["adapt_steps"] = job.adapt_steps
+            options.update(method=method, density=job.density, nodata=nodata, device=job.device, progress=report,
+                           cancelled=job.cancel.is_set)
             try:
-                result = fill(job.scene.bands, job.mask, method=method, density=job.density, nodata=nodata,
-                              device=job.device, progress=report, cancelled=job.cancel.is_set, **options)
+                if job.scene.bands.size > STREAM_RESULTS_VALUES:
+                    result, sample = _fill_streamed(job, options)
+                else:
+                    result = fill(job.scene.bands, job.mask, **options)
+                    sample = None
             except Cancelled:
                 return
-            except (FillError, RuntimeError) as err:  # this method cannot: say so, and go on with the others
-                yield Failure(job, method, str(err))  # (a RuntimeError raised out of here would hang superqt)
+            except (FillError, SceneError, RuntimeError) as err:  # this method cannot: say so, go on with the
+                yield Failure(job, method, str(err))  # others (a RuntimeError raised out of here hangs superqt)
                 continue
             scores = None
             if truth_known:  # scored here, off the GUI thread (seconds on a large scene)
                 if data_range is None:
                     data_range = float(np.nanmax(job.scene.bands) - np.nanmin(job.scene.bands)) or 1.0
                 scores = metrics.scores(result.mean, job.scene.bands, job.mask, data_range)
-            yield job, method, result, scores, _display(result, job)
+            yield job, method, result, scores, _display(result, job, sample)
 
     def cancel(self):
         if self.job is not None:
@@ -941,12 +998,45 @@ class GapFillWidget(QWidget):
         return True
 
 
-def _display(result, job: Job) -> dict:
+@functools.lru_cache(maxsize=1)
+def results_folder() -> Path:
+    """Where this napari session's streamed results go; removed when Python exits."""
+    folder = Path(tempfile.mkdtemp(prefix="napari-convnp-results-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _fill_streamed(job: Job, options: dict):
+    """The fill of a whole scene: its mean and variance are streamed into GeoTIFFs in `results_folder()` and
+    come back as lazy arrays read from them; every step-th row and column is kept on the way (about
+    DISPLAY_SAMPLE_VALUES values), for the display limits. Returns (Fill, (mean, variance, mask) of that sample)."""
+    step = max(1, math.isqrt(job.scene.bands.size // DISPLAY_SAMPLE_VALUES))
+    means, variances = [], []
+
+    def keep(r0, mean, variance):
+        first = -r0 % step  # the rows of this band whose index is a multiple of step
+        means.append(mean[:, first::step, ::step].copy())
+        if variance is not None:
+            variances.append(variance[:, first::step, ::step].copy())
+
+    result, mean_path, variance_path = fill_to_files(job.scene.bands, job.mask, results_folder(), like=job.scene,
+                                                     name=f"{job.source} {job.label(options['method'])}",
+                                                     on_rows=keep, **options)
+    result = dataclasses.replace(result, mean=lazy_image(mean_path),
+                                 variance=lazy_image(variance_path) if variance_path else None)
+    sample = (np.concatenate(means, 1), np.concatenate(variances, 1) if variances else None,
+              job.mask[:, ::step, ::step])
+    return result, sample
+
+
+def _display(result, job: Job, sample=None) -> dict:
     """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
-    whole scene these percentiles take seconds the GUI would freeze for."""
-    out = {"mean": contrast_limits(result.mean)}
-    if result.variance is not None:
-        in_gaps = result.variance[job.mask]
+    whole scene these percentiles take seconds the GUI would freeze for. sample: (mean, variance, mask)
+    of a streamed result, subsampled, for the limits; its standard deviation stays lazy."""
+    mean, variance, mask = sample or (result.mean, result.variance, job.mask)
+    out = {"mean": contrast_limits(mean)}
+    if variance is not None:
+        in_gaps = variance[mask]
         in_gaps = in_gaps[np.isfinite(in_gaps)]
         top = float(np.percentile(in_gaps, 90)) if in_gaps.size else 1.0  # the tail would wash it out
         out["variance"] = (0.0, top or 1.0)

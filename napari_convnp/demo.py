@@ -35,18 +35,21 @@ def main(argv=None):
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
     if args.file:
         widget.load(args.file)
+        _wait(widget)  # a whole scene is read in a thread worker
     else:
         viewer.open_sample("napari-convnp", args.sample)
         viewer.scale_bar.visible = True
     bands = [layer for layer in viewer.layers if not layer.rgb]
     if args.reference:
         widget.load(args.reference)
+        _wait(widget)
         widget.reference_combo.value = widget.image_combo.value
     if bands:  # else the file could not be read: the notification says why
         widget.image_combo.value = bands[0]
     for step in filter(None, args.steps.split(",")):
         if step == "detect":
             widget.detect()
+            _wait(widget)
         elif step == "simulate":
             widget.simulate()
         elif step == "grid":
@@ -77,7 +80,7 @@ def main(argv=None):
 
 
 def _wait(widget):
-    """Process Qt events until the widget's fill worker has finished."""
+    """Process Qt events until the widget's thread worker (a fill, reading or detecting) has finished."""
     import time
 
     from qtpy.QtWidgets import QApplication

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,6 +298,46 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None}
+
+
+def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: str, on_rows=None, **options):
+    """`inpaint.fill` with its mean and variance written into tiled float32 GeoTIFFs in `folder` (georeferenced
+    like `like`) as the rows come, instead of held in memory: for results the size of a whole scene, which
+    napari then shows read back window by window. Returns (Fill with mean and variance None, mean path,
+    variance path or None); `on_rows` sees every band of rows as well. Nothing is left behind on an error or
+    a cancel."""
+    from .inpaint import fill
+
+    folder = Path(folder)
+    stem = f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', name)[:60]}-{os.getpid()}-{next(_streamed_runs)}"
+    kinds = ("mean", "variance") if options.get("method", "convnp") == "convnp" else ("mean",)
+    streams = {}
+    try:
+        for kind in kinds:
+            streams[kind] = TiffStream(folder / f"{stem} {kind}.tif", like.shape, np.float32, like=like,
+                                       names=[f"{n} {kind}" for n in like.band_names], keep_roles=(),
+                                       protect=like.sources, metadata={"output": f"{name} {kind}"})
+
+        def write(r0, mean, variance):
+            streams["mean"].write(mean)
+            if "variance" in streams:
+                streams["variance"].write(variance)
+            if on_rows is not None:
+                on_rows(r0, mean, variance)
+
+        result = fill(bands, mask, on_rows=write, **options)
+        paths = {}
+        for kind, stream in streams.items():
+            stream.close()
+            paths[kind] = stream.commit()
+    except BaseException:
+        for stream in streams.values():
+            stream.abort()
+        raise
+    return result, paths["mean"], paths.get("variance")
+
+
+_streamed_runs = itertools.count()
 
 
 def _plain(value):

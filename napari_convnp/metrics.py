@@ -9,11 +9,20 @@ Z95 = 1.959964
 
 
 def rmse(pred, truth, gaps) -> float:
-    return float(np.sqrt(np.mean((pred[gaps].astype(np.float64) - truth[gaps]) ** 2)))
+    """Band by band: `pred` may be a lazy sequence of bands (a result read back from its file)."""
+    squared, count = 0.0, 0
+    for p, t, g in zip(pred, truth, gaps):
+        error = np.asarray(p)[g].astype(np.float64) - t[g]
+        squared, count = squared + float(error @ error), count + error.size
+    return math.sqrt(squared / count) if count else float("nan")
 
 
 def psnr(pred, truth, gaps, data_range: float) -> float:
-    return float(20 * math.log10(data_range / max(rmse(pred, truth, gaps), 1e-12)))
+    return _psnr(rmse(pred, truth, gaps), data_range)
+
+
+def _psnr(error: float, data_range: float) -> float:
+    return float(20 * math.log10(data_range / max(error, 1e-12)))
 
 
 def ssim(pred, truth, gaps, data_range: float, win_size: int = 7) -> float:
@@ -24,26 +33,28 @@ def ssim(pred, truth, gaps, data_range: float, win_size: int = 7) -> float:
     out, so no-data pixels never enter a score. On images without any NaN this is the plain windowed SSIM.
     NaN when no gap pixel has a nodata-free window.
     """
+    values = [_ssim_values(p, t, g, data_range, win_size) for p, t, g in zip(pred, truth, gaps)]
+    values = np.concatenate(values) if values else np.zeros(0)
+    return float(np.mean(values)) if values.size else float("nan")
+
+
+def _ssim_values(pred, truth, gaps, data_range: float, win_size: int = 7) -> np.ndarray:
+    """One band's local SSIM at its gap pixels with a nodata-free window (see `ssim`)."""
     from scipy import ndimage
     from skimage.metrics import structural_similarity
 
-    scores = []
-    for p, t, g in zip(pred, truth, gaps):
+    if not gaps.any():
+        return np.zeros(0)
+    p, t, g = np.asarray(pred, np.float64), truth.astype(np.float64), gaps
+    missing = ~np.isfinite(p) | ~np.isfinite(t)
+    if missing.any():
+        # Those windows are dropped below; the values put here only keep the filter arithmetic finite.
+        g = g & ~ndimage.maximum_filter(missing, size=win_size, mode="reflect")
         if not g.any():
-            continue
-        p, t = p.astype(np.float64), t.astype(np.float64)
-        missing = ~np.isfinite(p) | ~np.isfinite(t)
-        if missing.any():
-            # Those windows are dropped below; the values put here only keep the filter arithmetic finite.
-            g = g & ~ndimage.maximum_filter(missing, size=win_size, mode="reflect")
-            if not g.any():
-                continue
-            p, t = np.where(missing, 0.0, p), np.where(missing, 0.0, t)
-        _, full = structural_similarity(t, p, data_range=data_range, win_size=win_size, full=True)
-        scores.append(full[g])
-    if not scores:
-        return float("nan")
-    return float(np.mean(np.concatenate(scores)))
+            return np.zeros(0)
+        p, t = np.where(missing, 0.0, p), np.where(missing, 0.0, t)
+    _, full = structural_similarity(t, p, data_range=data_range, win_size=win_size, full=True)
+    return full[g]
 
 
 def gaussian_nll(mean, variance, truth, gaps) -> float:
@@ -59,9 +70,10 @@ def coverage95(mean, variance, truth, gaps) -> float:
 
 
 def scores(pred, truth, gaps, data_range: float, variance=None) -> dict:
-    """All scores for one filled image (C×H×W arrays, gaps True where filled and truth known)."""
-    out = {"psnr": psnr(pred, truth, gaps, data_range), "ssim": ssim(pred, truth, gaps, data_range),
-           "rmse": rmse(pred, truth, gaps)}
+    """All scores for one filled image (C×H×W arrays, gaps True where filled and truth known). Without a
+    variance, `pred` may be a lazy array (a result read back from its file): it is read band by band."""
+    error = rmse(pred, truth, gaps)
+    out = {"psnr": _psnr(error, data_range), "ssim": ssim(pred, truth, gaps, data_range), "rmse": error}
     if variance is not None:
         out["nll"] = gaussian_nll(pred, variance, truth, gaps)
         out["coverage95"] = coverage95(pred, variance, truth, gaps)

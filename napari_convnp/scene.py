@@ -215,6 +215,17 @@ def read_scene(path: str | os.PathLike, *, lazy_float: bool = False) -> Scene:
                        raw["metadata"], lazy_float, raw.get("nodata"))
 
 
+def scene_shape(path: str | os.PathLike) -> tuple[int, int, int]:
+    """C×H×W of a GeoTIFF or a Landsat product folder, from the headers alone (no pixel is read)."""
+    path = Path(path)
+    if not path.exists():
+        raise SceneError(f"{path}: no such file or folder")
+    if path.is_dir():
+        _, bands, _ = _landsat_files(path)
+        return (len(bands), *_read_tiff(bands[0][1], pixels=False)["shape"][1:])
+    return tuple(_read_tiff(path, pixels=False)["shape"])
+
+
 def read_raw(scene: Scene) -> np.ndarray:
     """The scene's pixels as stored (C×H×W in the file's own type), read again from its sources: the
     exact values where float32 `bands` would round them (float64, 32- and 64-bit integers)."""
@@ -263,7 +274,7 @@ def _read_tiff(path: Path, pixels: bool = True, windowed: bool = False) -> dict:
         if not pixels:
             return {"shape": shape, "dtype": dtype}
         _check_data_within_file(series, size, path)
-        if windowed and TiffPixels.fits(series, dtype):
+        if windowed and dtype.kind in "ui" and dtype.str in EXACT_IN_FLOAT32 and TiffPixels.fits(series):
             check_memory(int(np.prod(series.shape)), f"{path}: reading")  # at most a nodata bool per pixel
             data = TiffPixels(path, shape, dtype)
             nodata = data.scan(_parse_nodata(nodata_text))  # every block decoded once now: bad input fails here
@@ -326,13 +337,24 @@ class TiffPixels:
         self._cache = ((0, 0, 0, 0), None)  # ((first band, last band + 1, first row, last row + 1), pixels)
 
     @staticmethod
-    def fits(series, dtype: np.dtype) -> bool:
-        """One image of 8- or 16-bit integers, in strips or tiles, with its bands as samples."""
+    def fits(series) -> bool:
+        """One image in strips or tiles, with its bands as samples."""
         if len(series.pages) != 1 or series.axes not in ("YX", "SYX", "YXS"):
             return False
         page = series.pages[0]
-        return (dtype.kind in "ui" and dtype.str in EXACT_IN_FLOAT32 and page.imagedepth == 1
-                and not page.is_subsampled and page.dataoffsets is not None and len(page.dataoffsets) > 0)
+        return (page.imagedepth == 1 and not page.is_subsampled and page.dataoffsets is not None
+                and len(page.dataoffsets) > 0)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "TiffPixels":
+        """A TIFF of this layout (one a `TiffStream` wrote, say) to be read window by window."""
+        path = Path(path)
+        with _decoding(path), tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            if not cls.fits(series):
+                raise SceneError(f"{path}: not a single image in strips or tiles; it cannot be read window by window")
+            shape = _bands_first_shape(series.shape, series.axes, path)
+            return cls(path, shape, np.dtype(series.dtype))
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -439,3 +439,75 @@ def test_adapt_to_this_scene(widget, qtbot):
     assert job.adapt_steps == 2
     names = {layer.name for layer in widget.viewer.layers}
     assert {"convnp+adapt mean", "convnp+adapt variance", "idw mean"} <= names  # idw is not adapted
+
+
+# --- whole scenes: results streamed to files and read back lazily (issue 13) -------------------------
+
+def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(widget, qtbot, monkeypatch):
+    """Above STREAM_RESULTS_VALUES the mean and variance go to GeoTIFFs as they are computed and the layers
+    read them back window by window (dask), with the same values, scores and display as a fill in memory;
+    saving such a layer writes the whole."""
+    import dask.array as da
+
+    from napari_convnp import _widget
+
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    widget.show_std.setChecked(True)
+    in_memory = run(widget, qtbot, "convnp", "idw")
+    kept = {name: np.asarray(widget.viewer.layers[name].data) for name in
+            ("convnp mean", "convnp variance", "convnp std", "idw mean")}
+    limits = {name: tuple(widget.viewer.layers[name].contrast_limits) for name in kept}
+    scores = dict(in_memory.scores)
+
+    monkeypatch.setattr(_widget, "STREAM_RESULTS_VALUES", 1000)
+    streamed = run(widget, qtbot, "convnp", "idw")
+    for name, values in kept.items():
+        layer = widget.viewer.layers[name]
+        assert isinstance(layer.data, da.Array), name
+        np.testing.assert_array_equal(np.asarray(layer.data), values, err_msg=name)
+        assert tuple(layer.contrast_limits) == limits[name]  # a small scene: the sample is all of it
+
+    monkeypatch.setattr(_widget, "DISPLAY_SAMPLE_VALUES", 100_000)  # every 4th row and column
+    run(widget, qtbot, "convnp")
+    for name in ("convnp mean", "convnp variance"):
+        low, high = widget.viewer.layers[name].contrast_limits
+        assert abs(low - limits[name][0]) < 0.15 * (limits[name][1] - limits[name][0]), name
+        assert abs(high - limits[name][1]) < 0.15 * (limits[name][1] - limits[name][0]), name
+    for label, values in scores.items():
+        for key, value in values.items():
+            assert streamed.scores[label][key] == pytest.approx(value, rel=1e-9), (label, key)
+    files = sorted(p.name for p in _widget.results_folder().iterdir())
+    assert any(f.endswith("mean.tif") for f in files) and any(f.endswith("variance.tif") for f in files)
+    assert not [f for f in files if not f.endswith(".tif")]  # no scratch files left behind
+
+    out = widget.viewer.layers["convnp mean"]
+    assert widget.save(out, str(_widget.results_folder() / "saved.tif"))
+    np.testing.assert_array_equal(read_scene(_widget.results_folder() / "saved.tif").bands, kept["convnp mean"])
+
+
+def test_a_whole_scene_is_read_and_detected_off_the_gui_thread(widget, qtbot, monkeypatch, tmp_path):
+    """Reading and detecting a whole scene take 10–20 s: above STREAM_RESULTS_VALUES both run in a thread
+    worker with a busy progress bar, and end with the same layers as the direct path."""
+    from napari_convnp import _widget
+
+    path = SAMPLES / "sf_bay_landsat7_768.tif"
+    direct = widget.load(path)
+    assert direct is None and widget.worker is None
+    gaps_direct = np.asarray(widget.detect().data)
+
+    threads = []
+    real_read, real_detect = _widget.read_scene, masks.detect_scene_gaps
+    monkeypatch.setattr(_widget, "read_scene", lambda p: (threads.append("read"), real_read(p))[1] if
+                        threading.current_thread() is not threading.main_thread() else pytest.fail("read on GUI"))
+    monkeypatch.setattr(masks, "detect_scene_gaps", lambda s: real_detect(s) if threading.current_thread() is not
+                        threading.main_thread() else pytest.fail("detected on the GUI thread"))
+    monkeypatch.setattr(_widget, "STREAM_RESULTS_VALUES", 1000)
+    assert widget.load(path) is not None  # the worker
+    assert widget.progress.maximum() == 0 and widget.status.text().startswith("reading sf_bay")
+    wait_for(qtbot, widget)
+    assert threads == ["read"] and widget.image_combo.value.name.startswith("sf_bay")
+    assert widget.detect() is not None
+    wait_for(qtbot, widget)
+    np.testing.assert_array_equal(np.asarray(widget.mask_combo.value.data), gaps_direct)
+    assert widget.progress.maximum() == 1 and not widget.status.text().endswith("…")
