@@ -414,8 +414,8 @@ class GapFillWidget(QWidget):
             scene = read_scene(path)
             return scene, scene_layers(scene)
 
-        def show(read):
-            scene, layers = read
+        def show(loaded):
+            scene, layers = loaded
             added = [self.viewer.add_image(data, **kwargs) for data, kwargs, _ in layers]
             bands = next(layer for layer in added if not layer.rgb)
             if georeference(scene) and getattr(self.viewer, "scale_bar", None) is not None:
@@ -774,7 +774,7 @@ class GapFillWidget(QWidget):
     def run(self):
         """Start the fill in a thread worker; the viewer stays responsive."""
         if self.worker is not None:
-            raise InputError("a fill is already running; cancel it first")
+            raise InputError("busy: a fill, or reading or detecting a scene, is running; wait for it or cancel the fill")
         job = self._inputs()
         from napari.qt.threading import create_worker
 

@@ -905,8 +905,8 @@ def _write_atomic(path: Path, data: np.ndarray, extratags: list) -> Path:
         fcntl.flock(fd, fcntl.LOCK_EX)  # tells a later writer this temporary file is alive
         os.fchmod(fd, 0o666 & ~_umask())  # as a plain open() would create it (mkstemp makes 0600)
         layout = {"planarconfig": "separate"} if len(data) > 1 else {}
-        tifffile.imwrite(tmp, data if len(data) > 1 else data[0], photometric="minisblack",
-                         compression="zlib", extratags=extratags, metadata=None, **layout)
+        tifffile.imwrite(tmp, data if len(data) > 1 else data[0], photometric="minisblack", compression="zlib",
+                         compressionargs={"level": DEFLATE_LEVEL}, extratags=extratags, metadata=None, **layout)
         os.fsync(fd)
         os.replace(tmp, path)
     except BaseException as err:
@@ -926,15 +926,18 @@ def _write_atomic(path: Path, data: np.ndarray, extratags: list) -> Path:
 STREAM_TILE = 256  # pixels per side of the tiles of a streamed GeoTIFF
 
 
+DEFLATE_LEVEL = 1  # 2.5× the speed of the usual level 6 on filled float32 bands, for files about 9 % larger
+
+
 def _deflate():
     try:
         import imagecodecs
 
-        return imagecodecs.deflate_encode  # libdeflate: the same format, about twice as fast
+        return lambda data: imagecodecs.deflate_encode(data, level=DEFLATE_LEVEL)  # libdeflate: same format, faster
     except (ImportError, AttributeError):
         import zlib
 
-        return lambda data: zlib.compress(data, 6)
+        return lambda data: zlib.compress(data, DEFLATE_LEVEL)
 
 
 class TiffStream:
