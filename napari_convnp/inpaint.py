@@ -137,7 +137,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         context = np.asarray(context)
         given = np.where(context, bands, 0).astype(np.float32)
         if method in NEEDS_REFERENCE:
-            whole = baselines.TWO_DATE_METHODS[method](given, context, reference)
+            whole = baselines.TWO_DATE_METHODS[method](given, context, np.asarray(reference))
         else:
             whole = baselines.METHODS[method](given, context)
         del given
@@ -180,8 +180,34 @@ class KnownPixels(BandWindows):
         return ~self.mask[index] & ~self.nodata[index]
 
 
+class ReferenceKnown(BandWindows):
+    """Where the reference is known, window by window."""
+
+    def __init__(self, reference):
+        self.reference, self.shape = reference, reference.shape
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.isfinite(self.reference[index])
+
+
+class NormalisedReference(BandWindows):
+    """The reference z-scored with its own per-band statistics, 0 where unknown, window by window (a whole
+    scene's normalised copy is 1.3 GB)."""
+
+    def __init__(self, reference, offsets: np.ndarray, scales: np.ndarray):
+        self.reference, self.shape = reference, reference.shape
+        self.offsets, self.scales = offsets[:, None, None], scales[:, None, None]
+
+    def __getitem__(self, index) -> np.ndarray:
+        values = np.asarray(self.reference[index], np.float32)
+        offsets = np.broadcast_to(self.offsets, self.shape)[index]  # the window's bands, shaped like values
+        scales = np.broadcast_to(self.scales, self.shape)[index]
+        return np.where(np.isfinite(values), (values - offsets) / scales, 0).astype(np.float32)
+
+
 def _reference(reference, shape, scene) -> np.ndarray | None:
-    """The reference as one C×H×W float32 array on the grid of the bands (NaN = unknown), or None."""
+    """The reference as one C×H×W float32 array on the grid of the bands (NaN = unknown; one reference given
+    as a file or Scene is cut window by window from it as the fill reads it), or None."""
     if reference is None or (isinstance(reference, (list, tuple)) and not reference):
         return None
     from .reference import load_reference, merge_references
@@ -198,7 +224,7 @@ def _reference(reference, shape, scene) -> np.ndarray | None:
     if len(arrays) > 1:
         arrays = [merge_references(arrays)]
     ref = arrays[0]
-    if not np.isfinite(ref).any():
+    if not any(np.isfinite(band).any() for band in ref):  # band by band: `ref` may be read window by window
         raise FillError("the reference has no known pixel over the scene (all nodata)")
     return ref
 
@@ -224,10 +250,8 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
     if reference is not None:
         if not model.config.reference:
             raise FillError("these ConvNP weights take no reference (other date); use the shipped weights")
-        ref_known = np.isfinite(reference)
-        ref_offsets, ref_scales = band_stats(reference, ref_known)
-        reference = (np.where(ref_known, (reference - ref_offsets[:, None, None]) / ref_scales[:, None, None], 0)
-                     .astype(np.float32), ref_known)
+        ref_known = ReferenceKnown(reference)
+        reference = (NormalisedReference(reference, *band_stats(reference, ref_known)), ref_known)
     tile = tile or (2048 if device.startswith("cuda") else DEFAULT_TILE)
     if adapt_steps:
         n_tiles = len(tile_grid(bands.shape[1], tile, model.multiple)) * len(tile_grid(bands.shape[2], tile,

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from .scene import Scene, SceneError, read_scene
+from .scene import BandWindows, Scene, SceneError, basic_index, index_span, read_scene
 
 PIXEL_TOLERANCE = 0.01  # offsets within this many pixels of an integer count as on the grid
 SIZE_TOLERANCE = 1e-6  # relative difference of pixel sizes taken as the same
@@ -30,13 +30,14 @@ OLI_TO_TM = {2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 7}
 DESCRIPTIVE_KEYS = {1025, 1026, 2049, 3073}
 
 
-def load_reference(item, target: Scene) -> np.ndarray:
+def load_reference(item, target: Scene):
     """`item` (a GeoTIFF or Landsat folder path, a Scene, or an array already on the target's grid) as a
-    C×H×W float32 array on the target's grid, NaN where unknown."""
+    C×H×W float32 array on the target's grid, NaN where unknown: for a path or a Scene an `AlignedReference`
+    that cuts each window from the reference as it is read (a file read window by window too)."""
     if isinstance(item, (str, os.PathLike)):
-        item = read_scene(item)
+        item = read_scene(item, lazy_float=True)
     if isinstance(item, Scene):
-        return align_reference(target, item)
+        return AlignedReference(target, item)
     array = np.asarray(item, dtype=np.float32)
     c, h, w = target.shape
     if array.ndim == 2 and c == 1:
@@ -53,26 +54,54 @@ def load_reference(item, target: Scene) -> np.ndarray:
 def align_reference(target: Scene, ref: Scene) -> np.ndarray:
     """The reference's bands on the target's grid (C×H×W float32 in the target's band order), NaN where
     the reference is unknown; SceneError, naming the reference, where it cannot be aligned."""
-    name = str(ref.path) if ref.path else "reference"
-    try:
-        rows, cols = _grid_offset(target, ref)
-        pairs = match_bands(target, ref)
-    except ValueError as err:
-        raise SceneError(f"{name}: {err}") from None
-    c, h, w = target.shape
-    _, rh, rw = ref.shape
-    out = np.full((c, h, w), np.nan, np.float32)
-    # Target rows/columns covered by the reference, whose pixel (0, 0) sits at target (rows, cols).
-    t0, t1, s0, s1 = max(0, rows), min(h, rows + rh), max(0, cols), min(w, cols + rw)
-    if t0 >= t1 or s0 >= s1:
-        raise SceneError(f"{name}: does not overlap the target {target.name} (it lies {rows:+d} rows, "
-                         f"{cols:+d} columns away on a {rh}×{rw} grid against the target's {h}×{w})")
-    for t, r in enumerate(pairs):
-        if r is not None:
-            out[t, t0:t1, s0:s1] = ref.bands[r, t0 - rows:t1 - rows, s0 - cols:s1 - cols]
-    if np.isnan(out).all():
-        raise SceneError(f"{name}: has no valid pixel where it overlaps the target {target.name} (all nodata)")
-    return out
+    return np.asarray(AlignedReference(target, ref))
+
+
+class AlignedReference(BandWindows):
+    """A reference scene on the target's grid (C×H×W float32 in the target's band order, NaN where unknown),
+    each window cut from the reference as the fill reads it: a whole scene's aligned copy is 1.3 GB. SceneError,
+    naming the reference, where it cannot be aligned, does not overlap or has no valid pixel there."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, target: Scene, ref: Scene):
+        name = str(ref.path) if ref.path else "reference"
+        try:
+            self.rows, self.cols = _grid_offset(target, ref)
+            self.pairs = match_bands(target, ref)
+        except ValueError as err:
+            raise SceneError(f"{name}: {err}") from None
+        self.ref, self.shape = ref, tuple(target.shape)
+        self.size = int(np.prod(self.shape))
+        c, h, w = self.shape
+        _, rh, rw = ref.shape
+        if max(0, self.rows) >= min(h, self.rows + rh) or max(0, self.cols) >= min(w, self.cols + rw):
+            raise SceneError(f"{name}: does not overlap the target {target.name} (it lies {self.rows:+d} rows, "
+                             f"{self.cols:+d} columns away on a {rh}×{rw} grid against the target's {h}×{w})")
+        if all(np.isnan(band).all() for band in self):  # band by band: no scene-sized temporaries
+            raise SceneError(f"{name}: has no valid pixel where it overlaps the target {target.name} (all nodata)")
+
+    def __getitem__(self, index) -> np.ndarray:
+        picks = [range(n)[i] for n, i in zip(self.shape, basic_index(index, self.shape))]
+        if any(isinstance(r, range) and r.step != 1 for r in picks[1:]):
+            return self[:, :, :][index]  # strided rows or columns: rare; the whole, then numpy's indexing
+        bands, (r0, r1), (c0, c1) = picks[0], *(index_span(r) for r in picks[1:])
+        band_list = [bands] if isinstance(bands, int) else list(bands)
+        out = np.full((len(band_list), r1 - r0, c1 - c0), np.nan, np.float32)
+        _, rh, rw = self.ref.shape
+        # the window's part covered by the reference, whose pixel (0, 0) sits at target (rows, cols)
+        t0, t1 = max(r0, self.rows), min(r1, self.rows + rh)
+        s0, s1 = max(c0, self.cols), min(c1, self.cols + rw)
+        needed = [self.pairs[t] for t in band_list if self.pairs[t] is not None]
+        if needed and t0 < t1 and s0 < s1:
+            lo, hi = min(needed), max(needed) + 1  # one read for all bands: a file decodes these rows once
+            block = self.ref.bands[lo:hi, t0 - self.rows:t1 - self.rows, s0 - self.cols:s1 - self.cols]
+            for i, t in enumerate(band_list):
+                if self.pairs[t] is not None:
+                    out[i, t0 - r0:t1 - r0, s0 - c0:s1 - c0] = block[self.pairs[t] - lo]
+        squeeze = tuple(0 if isinstance(p, int) else slice(None) for p in picks)
+        return out[squeeze]
 
 
 def merge_references(arrays: list[np.ndarray]) -> np.ndarray:

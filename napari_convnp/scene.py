@@ -363,13 +363,13 @@ class TiffPixels:
         return self[...] if dtype is None else self[...].astype(dtype)
 
     def __getitem__(self, index) -> np.ndarray:
-        bands, rows, cols = _basic_index(index, self.shape)
+        bands, rows, cols = basic_index(index, self.shape)
         band_range, row_range = range(self.shape[0])[bands], range(self.shape[1])[rows]
         if isinstance(band_range, range) and band_range.step != 1 or isinstance(row_range, range) and \
                 row_range.step != 1:
             return self[:, :, :][index]  # strided: rare; the whole, then numpy's indexing
-        b0, b1 = _span(band_range)
-        r0, r1 = _span(row_range)
+        b0, b1 = index_span(band_range)
+        r0, r1 = index_span(row_range)
         (cb0, cb1, cr0, cr1), pixels = self._cache
         if pixels is None or not (cb0 <= b0 and b1 <= cb1 and cr0 <= r0 and r1 <= cr1):
             pixels = self._decode(b0, b1, r0, r1)
@@ -436,7 +436,7 @@ class TiffPixels:
         return out
 
 
-def _basic_index(index, shape) -> tuple:
+def basic_index(index, shape) -> tuple:
     """(bands, rows, cols) of an index into a C×H×W array made of ints, slices and at most one Ellipsis."""
     index = index if isinstance(index, tuple) else (index,)
     for i in index:
@@ -449,7 +449,7 @@ def _basic_index(index, shape) -> tuple:
     return index + (slice(None),) * (len(shape) - len(index))
 
 
-def _span(indices) -> tuple[int, int]:
+def index_span(indices) -> tuple[int, int]:
     """First and one past the last of an int or a step-1 range."""
     if isinstance(indices, int):
         return indices, indices + 1

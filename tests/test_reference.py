@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tifffile
 
 from napari_convnp.reference import align_reference, load_reference, match_bands, merge_references, sensor_family
 from napari_convnp.scene import Scene, SceneError, read_scene, write_scene
@@ -254,3 +255,36 @@ def test_one_sensor_rule_for_band_matching_and_composites():
     assert sensor_family(scene(["a"], "landsat8_itaipu.tif")) == "oli"
     assert sensor_family(scene(["a"], "LE70440342003123EDC00.tif")) == "tm"
     assert sensor_family(scene(["band 1", "OLI band 4"], "x.tif")) == "oli"
+
+
+def test_a_reference_file_is_read_window_by_window_and_fills_as_its_aligned_copy(tmp_path):
+    """A reference file on an offset grid is cut window by window (AlignedReference over the file decoded
+    strip by strip): every window equals the whole aligned array, and the fill equals the fill given that
+    array."""
+    from napari_convnp.inpaint import fill
+    from napari_convnp.reference import AlignedReference
+
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[:150, :170] / 17.0
+    target_bands = np.stack([np.sin(x + b) + np.cos(y - b) for b in range(3)]).astype(np.float32) * 900 + 3000
+    target = make_scene(target_bands)
+    ref_values = np.clip(target_bands[:, 10:, 7:] * 0.9 + 200 + rng.normal(0, 20, (3, 140, 163)), 1, 60000)
+    ref_values = ref_values.astype(np.uint16)
+    ref_values[:, 50:60] = 0  # the reference's own gap (nodata 0)
+    path = tmp_path / "ref.tif"  # 10 rows down and 7 columns right of the target, in strips of 16 rows
+    tags = [(33550, "d", 3, (30.0, 30.0, 0.0), True), (34735, "H", 16, geokeys(32633), True),
+            (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0 + 30 * 7, 4000000.0 - 30 * 10, 0.0), True),
+            (42113, "s", 0, "0", True)]
+    tifffile.imwrite(path, ref_values, photometric="minisblack", planarconfig="separate", compression="zlib",
+                     rowsperstrip=16, extratags=tags, metadata=None)
+    lazy = load_reference(path, target)
+    assert isinstance(lazy, AlignedReference)
+    whole = align_reference(target, read_scene(path))
+    for index in [(slice(None), slice(0, 64), slice(0, 64)), 1, (2, slice(100, 150)), (slice(0, 2), 7, slice(None))]:
+        np.testing.assert_array_equal(lazy[index], whole[index], err_msg=str(index))
+    gaps = np.zeros((150, 170), bool)
+    gaps[::9] = True
+    a = fill(target_bands, gaps, reference=str(path), scene=target, device="cpu", tile=64)
+    b = fill(target_bands, gaps, reference=whole, device="cpu", tile=64)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.variance, b.variance)
