@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .fileio import OptionError, Outputs, filled_mask_path
-from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, file_identity
+from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, file_identity, remove_stale_partials
 
 CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
 
@@ -191,6 +191,9 @@ def fill_many(inputs: list[str], out_dir: Path, *, scheduler: str | None = None,
                 report["done"].append(result)
     finally:
         _close(client, cluster)
+        for _, outputs in todo:  # a worker stopped mid-write (Ctrl-C, killed) leaves its temporary file unlocked
+            for path in outputs.paths():
+                remove_stale_partials(path)
     return report
 
 

@@ -287,7 +287,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
                                                   metadata=meta["filled_mask"], protect=protect, keep_roles=())
         for role in ("filled_mask", "variance", "out"):  # the filled mean last: when it exists, the others do
             if role in streams:
-                written.append(streams.pop(role).commit())
+                written.append(streams[role].commit())
+                del streams[role]  # after the commit: a signal during it still finds the stream to abort
     except BaseException:
         for stream in streams.values():
             stream.abort()

@@ -38,6 +38,17 @@ def test_fill_many_local_cluster(scenes, tmp_path):
     assert len(again["skipped"]) == 3 and len(again["failed"]) == 1 and not again["done"]
 
 
+def test_fill_many_removes_what_a_stopped_worker_left(scenes, tmp_path):
+    """A worker stopped mid-write (Ctrl-C, killed) leaves its unlocked temporary file; the run removes those of
+    its outputs when it ends, here of a scene that then fails, whose own write never comes to clean it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    left = out / ".corrupt_idw.tif.abcd1234.partial"
+    left.write_bytes(b"half a tiff")
+    report = fill_many([str(scenes / "corrupt.tif")], out, workers=1, method="idw")
+    assert len(report["failed"]) == 1 and not left.exists()
+
+
 def test_fill_many_cli_and_bad_output(scenes, tmp_path, capsys):
     code = cli.main(["fill-many", str(scenes / "scene0.tif"), "--out-dir", str(tmp_path / "o"), "--method", "gauss",
                      "--workers", "1"])
