@@ -322,7 +322,7 @@ class _decoding:
         return False
 
 
-class TiffPixels:
+class TiffPixels(BandWindows):
     """The pixels of a one-image TIFF as stored (C×H×W), decoded strip by strip (or tile by tile) when
     indexed, so that a file-to-file fill never holds the whole input. The last block decoded is kept:
     the fill reads a row of tiles window by window, then the same rows again to write them."""
@@ -355,12 +355,6 @@ class TiffPixels:
                 raise SceneError(f"{path}: not a single image in strips or tiles; it cannot be read window by window")
             shape = _bands_first_shape(series.shape, series.axes, path)
             return cls(path, shape, np.dtype(series.dtype))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype=None, copy=None):
-        return self[...] if dtype is None else self[...].astype(dtype)
 
     def __getitem__(self, index) -> np.ndarray:
         bands, rows, cols = basic_index(index, self.shape)
