@@ -378,7 +378,8 @@ class TiffPixels(BandWindows):
         (C×H×W bool, or a broadcast False when there are none)."""
         nodata = None
         c, h, _ = self.shape
-        step = max(self._block_rows(), 256)
+        block = self._block_rows()
+        step = block * max(1, 256 // block)  # whole strips or tiles: none is decoded twice
         for r0 in range(0, h, step):
             block = self._decode(0, c, r0, min(h, r0 + step))
             equal = _equals_nodata(block, nodata_value)
