@@ -9,7 +9,8 @@ The input: the Itaipu sample's 3 bands twice (the second copy ×1.1), tiled to t
 pixel_size=30)` with the gap pixels set to 0, deflate-compressed uint16, and a uint8 mask passed with --mask.
 
 python benchmarks/end_to_end.py [--cases 1024,1024+reference,4096,full] [--repeats 2] [--before /tmp/base]
-  [--work /tmp/e2e] [--json benchmarks/end_to_end_cpu.json] → prints a Markdown table and writes the JSON
+  [--work /tmp/e2e] [--device cpu|cuda] [--json benchmarks/end_to_end_<device>.json] → prints a Markdown table
+  and writes the JSON
 """
 from __future__ import annotations
 
@@ -69,14 +70,23 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="1024,1024+reference,4096,full")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each 1024² command, interleaved")
     parser.add_argument("--before", type=Path, help="a checkout of older code, run the same way")
     parser.add_argument("--work", type=Path, default=Path("/tmp/e2e"))
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "end_to_end_cpu.json")
+    parser.add_argument("--json", type=Path, help="where to write the results (default: "
+                        "benchmarks/end_to_end_<device>.json)")
+    parser.add_argument("--device", default="cpu", help="where the ConvNP runs: cpu or cuda")
     args = parser.parse_args()
+    args.json = args.json or ROOT / "benchmarks" / f"end_to_end_{args.device.split(':')[0]}.json"
     args.work.mkdir(parents=True, exist_ok=True)
     codes = [("after", None)] + ([("before", args.before.resolve())] if args.before else [])
     rows = []
@@ -92,7 +102,7 @@ def main() -> None:
                     if code == "before" and "reference" in case:
                         continue
                     options = tuple(o.format(reference=reference) for o in options)
-                    run = run_cli(f"{case}_{code}", path, scene, mask, args.work, options, variance)
+                    run = run_cli(f"{case}_{code}", path, scene, mask, args.work, options, variance, args.device)
                     for key in ("out", "variance"):
                         Path(run.pop(key)).unlink(missing_ok=True)
                     Path(args.work / f"{case}_{code}_out_filled_mask.tif").unlink(missing_ok=True)
@@ -108,7 +118,8 @@ def main() -> None:
     result = {"measured": "napari-convnp fill, process start to file written (/usr/bin/time: wall, maximum "
                           "resident set size); fill_seconds: the fill call alone, from the command's summary; "
                           "medians over interleaved repeats",
-              "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+              "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                          "device": args.device, "gpu": gpu_name() if args.device.startswith("cuda") else None},
               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
               "summary": summary, "runs": rows}

@@ -36,24 +36,33 @@ def make_input(height, width):
     return bands, stripes
 
 
-def run_case(size: str, method: str, device: str, precision: str) -> dict:
+def run_case(size: str, method: str, device: str, precision: str, memory_fraction: str = "") -> dict:
+    """memory_fraction: cap the GPU memory torch may take (to see the fill retry on smaller tiles)."""
+    import warnings
+
     import torch
 
     from napari_convnp.inpaint import fill
 
     height, width = SIZES[size]
     bands, stripes = make_input(height, width)
+    if memory_fraction:
+        torch.cuda.set_per_process_memory_fraction(float(memory_fraction))
     start = time.perf_counter()
-    fill(bands, stripes, method=method, device=device, precision=precision)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fill(bands, stripes, method=method, device=device, precision=precision)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    retries = [str(w.message) for w in caught if "out of memory" in str(w.message)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # GiB (ru_maxrss is KiB)
     gpu_peak = torch.cuda.max_memory_allocated() / 1024 ** 3 if device.startswith("cuda") else None
     megapixels = height * width / 1e6
     return {"size": size, "shape": [BANDS, height, width], "method": method, "device": device,
             "precision": precision, "seconds": seconds, "megapixels_per_second": megapixels / seconds,
-            "peak_rss_gib": peak, "gpu_peak_gib": gpu_peak}
+            "peak_rss_gib": peak, "gpu_peak_gib": gpu_peak, "memory_fraction": float(memory_fraction or 1),
+            "out_of_memory_retries": retries}
 
 
 def machine(device: str) -> dict:
@@ -77,7 +86,10 @@ def main():
     parser.add_argument("--baselines", default="biharmonic,harmonic,telea,ns,idw,gauss")
     parser.add_argument("--baselines-up-to", default="1024", help="largest size the baselines run on")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="where to write the rows (default: benchmarks/speed_<device>.json)")
     parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--memory-fraction", type=float,
+                        help="also run the largest size in bfloat16 with the GPU capped at this share of its memory")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -89,6 +101,8 @@ def main():
         cases += [(size, "convnp", args.device, p) for p in args.precisions.split(",")]
         if sizes.index(size) <= sizes.index(args.baselines_up_to) if args.baselines_up_to in sizes else True:
             cases += [(size, m, "cpu", "float32") for m in args.baselines.split(",") if m]
+    if args.memory_fraction:
+        cases.append((sizes[-1], "convnp", args.device, "bfloat16", str(args.memory_fraction)))
     rows = []
     for case in cases:
         proc = subprocess.run([sys.executable, __file__, "--case", ":".join(case)], capture_output=True, text=True)
@@ -98,8 +112,9 @@ def main():
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(f"{r['size']:>5} {r['method']:>10} {r['precision']:>8} {r['seconds']:8.2f} s "
-              f"{r['megapixels_per_second']:7.3f} Mpx/s  peak {r['peak_rss_gib']:.2f} GiB", flush=True)
-    out = Path(__file__).parent / f"speed_{args.device.split(':')[0]}.json"
+              f"{r['megapixels_per_second']:7.3f} Mpx/s  peak {r['peak_rss_gib']:.2f} GiB "
+              f"GPU {r['gpu_peak_gib'] or 0:.2f} GiB  {'; '.join(r['out_of_memory_retries'])}", flush=True)
+    out = args.json or Path(__file__).parent / f"speed_{args.device.split(':')[0]}.json"
     out.write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=1))
     print("\n| size (6 bands) | method | precision | seconds | Mpx/s | × ConvNP time | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|")

@@ -59,16 +59,26 @@ def make_input(size: int | tuple[int, int], folder: Path, nodata: bool = False) 
     return scene, mask
 
 
+# Where GNU time is missing (the GPU machines): runs the command and reports as `/usr/bin/time -v` does.
+TIME_V = ("import resource, subprocess, sys, time; t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]); "
+          "s = time.perf_counter() - t; kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+          "print(f'Maximum resident set size (kbytes): {kib}', file=sys.stderr); "
+          "print(f'Elapsed (wall clock) time (h:mm:ss or m:ss): {int(s // 60)}:{s % 60:05.2f}', file=sys.stderr); "
+          "sys.exit(rc)")
+
+
 def run_cli(label: str, code_path: Path | None, scene: Path, mask: Path, folder: Path,
-            options: tuple[str, ...] = ("--precision", "bfloat16"), variance: bool = True) -> dict:
+            options: tuple[str, ...] = ("--precision", "bfloat16"), variance: bool = True,
+            device: str = "cpu") -> dict:
     """One `napari-convnp fill` in a fresh process under /usr/bin/time: wall seconds and peak RSS; the fill
     call alone as the command's summary reports it."""
     out, var = folder / f"{label}_out.tif", folder / f"{label}_var.tif"
-    args = ["fill", str(scene), "--out", str(out), "--mask", str(mask), *options, "--device", "cpu",
+    args = ["fill", str(scene), "--out", str(out), "--mask", str(mask), *options, "--device", device,
             *(["--variance", str(var)] if variance else [])]
     python = [sys.executable, "-c", RUN_FROM.format(path=str(code_path))] if code_path else \
         [sys.executable, "-m", "napari_convnp.cli"]
-    done = subprocess.run(["/usr/bin/time", "-v", *python, *args], capture_output=True, text=True)
+    timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else [sys.executable, "-c", TIME_V]
+    done = subprocess.run([*timer, *python, *args], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{label}: failed\n{done.stdout}\n{done.stderr}")
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))

@@ -238,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="training arithmetic (bfloat16: autocast, faster on CPUs with AVX-512 BF16)")
     p.add_argument("--single-image", action="store_true",
                    help="train a model without the second-date input (checkpoints before it)")
+    p.add_argument("--last", type=Path, help="also write the weights at the end of training here")
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
     p.add_argument("--data", type=Path, default=Path("../shared/data"),
@@ -301,6 +302,8 @@ def _run(args) -> int:
         return EXIT_FAILED if report["failed"] else 0
     elif args.command == "train":
         _check_writable(args.out, "--out")
+        if args.last:
+            _check_writable(args.last, "--last")
         if args.warmup < 1:
             from .fileio import OptionError
 
@@ -312,7 +315,7 @@ def _run(args) -> int:
                        device=resolve_device(args.device), seed=args.seed, cache=args.cache,
                        workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None,
                        init=args.init, log_every=args.log_every, warmup=args.warmup, precision=args.precision,
-                       reference=not args.single_image)
+                       reference=not args.single_image, last=args.last)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
         methods, sets = _check_evaluate(args)

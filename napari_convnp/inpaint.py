@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -278,6 +279,8 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
                 raise FillError("out of memory even on 128-pixel tiles; free GPU memory or use device 'cpu'") from None
             torch.cuda.empty_cache()
             tile //= 2  # CUDA ran out of memory: retry with tiles a quarter of the size
+            warnings.warn(f"the GPU ran out of memory; going on with {tile}-pixel tiles", RuntimeWarning,
+                          stacklevel=2)
         except (RuntimeError, MemoryError) as err:
             if isinstance(err, MemoryError) or "memory" in str(err).lower():
                 raise FillError(f"out of memory on a {tile}-pixel tile ({err}); try a smaller --tile") from None

@@ -308,7 +308,7 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
           device: str = "cpu", seed: int = 0, cache: Path | None = None, log_every: int = 50,
           config: ModelConfig | None = None, workers: int = 0, time_limit: float | None = None,
           init: Path | None = None, reference: bool = True, precision: str = "float32",
-          reference_share: tuple[float, float] = (0.35, 0.25), warmup: int = 200) -> dict:
+          reference_share: tuple[float, float] = (0.35, 0.25), warmup: int = 200, last: Path | None = None) -> dict:
     """Train on data_dir/train (and the training pairs), select on data_dir/val and the validation pairs,
     save the best checkpoint to `out`.
 
@@ -317,7 +317,8 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     real other date and with a synthetic one. The learning rate warms up, then follows a cosine to zero
     over `steps` or over `time_limit` seconds, whichever comes first, so a run on any machine ends with
     a finished schedule (after `warmup` steps of linear warm-up). precision "bfloat16" trains under
-    autocast (faster on CPUs with AVX-512 BF16).
+    autocast (faster on CPUs with AVX-512 BF16). last: also save the weights at the end here (the best on a
+    small validation set need not be the best on the benchmarks).
     """
     if warmup < 1:
         raise ValueError(f"warmup must be 1 step or more, not {warmup}")
@@ -340,6 +341,12 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     share = reference_share if reference else (0.0, 0.0)
     batches = _batch_stream(data, batch, seed, workers, share)
     best, history, start = None, [], time.time()
+
+    def run_info(step):
+        return {"steps": step, "batch": batch, "lr": lr, "seconds": time.time() - start, "device": str(device),
+                "precision": precision, "reference_share": list(share), "init": str(init) if init else None,
+                "lineage": getattr(model, "info", {}).get("lineage", [])}
+
     step, progress = 0, 0.0
     while progress < 1.0:
         step += 1
@@ -367,11 +374,9 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
             print(json.dumps(history[-1]), flush=True)
             if best is None or score < best["score"]:
                 best = {"step": step, "score": score, **scores}
-                lineage = getattr(model, "info", {}).get("lineage", [])
-                save_model(model, out, {"best": best, "steps": step, "batch": batch, "lr": lr,
-                                        "seconds": time.time() - start, "device": str(device),
-                                        "precision": precision, "reference_share": list(share),
-                                        "init": str(init) if init else None, "lineage": lineage})
+                save_model(model, out, {"best": best, **run_info(step)})
+    if last:
+        save_model(model, last, {"last": history[-1] if history else None, **run_info(step)})
     if reference and best is not None:
         print(json.dumps({"reference_variance_scale": calibrate_reference_variance(out, Path(data_dir))}), flush=True)
     return {"best": best, "history": history}
