@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Everything a short loan of a GPU machine is for, as one command (issue 13, and training for issues 9 and 10):
-#   1. benchmarks/speed.py on CUDA: float32 and bfloat16 at 1024², 4096² and a full 7000×8000×6 scene (2048-px
-#      tiles), biharmonic at 1024² beside them, and the full scene again with the GPU capped at 1 % of its memory
-#      (the out-of-memory retry on smaller tiles);
-#   2. benchmarks/end_to_end.py on CUDA: what a user waits for, process start to file written;
-#   3. the test suite (its CUDA tests run where torch sees a GPU), beside
-#   4. a time-boxed training run from the shipped weights, when a training cache is at .gpu/cache.npz(.xz).
-# Results go to $OUT (default benchmarks/gpu/), in 8 files at most. BUDGET: seconds for all of it (default 540).
+#   1. the CUDA tests (TESTS: pytest targets; the default, the suite without its napari tests, also runs the rest
+#      on CUDA where the fill picks the GPU);
+#   2. benchmarks/speed.py on CUDA (SIZES, default 1024,4096,full: float32 and bfloat16, 2048-px tiles, biharmonic
+#      at 1024² beside them), and with MEMFRAC (default 0.01) the largest size again with the GPU capped at that
+#      share of its memory (the out-of-memory retry on smaller tiles);
+#   3. benchmarks/end_to_end.py on CUDA (CASES, default 1024,full): what a user waits for, process start to file
+#      written; with PROFILE=1 the full-scene command once more under cProfile (profile.txt);
+#   4. when a training cache is at .gpu/cache.npz(.xz), a time-boxed training run from the shipped weights, with
+#      whatever is left of BUDGET (seconds for all of it, default 540).
+# Results go to $OUT (default benchmarks/gpu/), in 8 files at most.
 # Run from the repository root: bash benchmarks/gpu_session.sh (DEVICE=cpu SIZES=512 CASES=1024 BUDGET=200: a dry run)
 set -u
 OUT=${OUT:-benchmarks/gpu}
@@ -14,6 +17,9 @@ BUDGET=${BUDGET:-540}
 DEVICE=${DEVICE:-cuda}
 SIZES=${SIZES:-1024,4096,full}
 CASES=${CASES:-1024,full}
+MEMFRAC=${MEMFRAC-0.01}
+TESTS=${TESTS:-tests --ignore=tests/test_widget.py --ignore=tests/test_napari_workflow.py --ignore=tests/test_napari_scripts.py}
+PROFILE=${PROFILE:-0}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 log() { echo "[$SECONDS s] $*" | tee -a "$OUT/session.log"; }
@@ -24,36 +30,43 @@ log "start"
   python3 -c "import torch, os; print('torch', torch.__version__, torch.cuda.get_device_name(0), os.cpu_count(), 'cores')"
 } >> "$OUT/session.log" 2>&1
 if [ -f .gpu/cache.npz.xz ] && [ ! -f .gpu/cache.npz ]; then xz -dk -T0 .gpu/cache.npz.xz & fi
-# the full-scene input of end_to_end.py takes a while to write: made beside the in-memory benchmark
+# end_to_end.py's inputs take a while to write: made beside the tests and the in-memory benchmark
 python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; from streaming import make_input; \
-[make_input(s, Path('/tmp/e2e')) for s in (1024, (7000, 8000)) if '$CASES' != '1024']" >> "$OUT/session.log" 2>&1 &
+[make_input(s, Path('/tmp/e2e')) for s in (1024, (7000, 8000))]" >> "$OUT/session.log" 2>&1 &
 inputs=$!
 
+log "pytest $TESTS"
+# shellcheck disable=SC2086
+OMP_NUM_THREADS=4 timeout 300 python3 -m pytest -q -rfE -p no:cacheprovider $TESTS > "$OUT/pytest.log" 2>&1
+log "pytest done ($?)"
 log "speed.py"
 timeout 200 python3 benchmarks/speed.py --device "$DEVICE" --sizes "$SIZES" --baselines biharmonic \
-  --baselines-up-to 1024 $([ "$DEVICE" = cuda ] && echo --memory-fraction 0.01) --json "$OUT/speed_$DEVICE.json" \
-  > "$bench_log" 2>&1
+  --baselines-up-to 1024 ${MEMFRAC:+--memory-fraction "$MEMFRAC"} --json "$OUT/speed_$DEVICE.json" > "$bench_log" 2>&1
 log "speed.py done ($?)"
 wait $inputs
 log "end_to_end.py"
 timeout 150 python3 benchmarks/end_to_end.py --device "$DEVICE" --cases "$CASES" --repeats 1 --work /tmp/e2e \
   --json "$OUT/end_to_end_$DEVICE.json" >> "$bench_log" 2>&1
 log "end_to_end.py done ($?)"
+if [ "$PROFILE" = 1 ]; then
+  timeout 120 python3 -c "import cProfile, pstats, sys; from napari_convnp import cli; \
+cProfile.run('cli.main(sys.argv[1:])', '/tmp/fill.prof')" fill /tmp/e2e/scene_7000x8000.tif \
+    --mask /tmp/e2e/mask_7000x8000.tif --out /tmp/e2e/prof_out.tif --variance /tmp/e2e/prof_var.tif \
+    --precision bfloat16 --device "$DEVICE" >> "$bench_log" 2>&1
+  python3 -c "import pstats; pstats.Stats('/tmp/fill.prof').sort_stats('cumulative').print_stats(45); \
+pstats.Stats('/tmp/fill.prof').sort_stats('tottime').print_stats(30)" > "$OUT/profile.txt" 2>&1
+  log "profile done"
+fi
 wait
 
 left=$((BUDGET - SECONDS - 45))
-log "pytest and training ($left s left)"
-OMP_NUM_THREADS=4 timeout $((left > 60 ? left : 60)) python3 -m pytest -q -rfE -p no:cacheprovider tests \
-  --ignore=tests/test_widget.py --ignore=tests/test_napari_workflow.py --ignore=tests/test_napari_scripts.py \
-  > "$OUT/pytest.log" 2>&1 &
-tests=$!
 if [ -f .gpu/cache.npz ] && [ $left -gt 90 ]; then
+  log "training ($left s left)"
   minutes=$(python3 -c "print(round(($left - 40) / 60, 2))")
-  timeout $left python3 -m napari_convnp.cli train --data .gpu --cache .gpu/cache.npz --device "$DEVICE" --workers 12 \
+  timeout $left python3 -m napari_convnp.cli train --data .gpu --cache .gpu/cache.npz --device "$DEVICE" --workers 14 \
     --batch 32 --lr 3e-4 --warmup 100 --log-every 250 --precision bfloat16 --minutes "$minutes" \
     --init napari_convnp/weights/convcnp.pt --out "$OUT/trained.pt" --last "$OUT/trained_last.pt" \
     > "$OUT/train.log" 2>&1
   log "training done ($?)"
 fi
-wait $tests
-log "pytest done ($?)"
+log "end"

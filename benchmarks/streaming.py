@@ -43,6 +43,7 @@ def make_input(size: int | tuple[int, int], folder: Path, nodata: bool = False) 
     scene, mask = folder / f"scene_{name}{'_nodata' if nodata else ''}.tif", folder / f"mask_{name}.tif"
     if scene.exists() and mask.exists():
         return scene, mask
+    folder.mkdir(parents=True, exist_ok=True)
     sample = read_raw(read_scene(ROOT / "napari_convnp" / "sample_data" / "itaipu_landsat8_B234_768.tif"))
     six = np.concatenate([sample, np.clip(np.rint(sample * 1.1), 0, 65535).astype(sample.dtype)])
     reps = (1, -(-height // six.shape[1]), -(-width // six.shape[2]))

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .reference import sensor_family as sensor  # the package's one sensor rule (also for composites)
-from .scene import (BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, TiffPixels, read_scene, write_bands,
-                    write_scene)
+from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, TiffPixels, read_scene, write_bands, write_scene
 
 # The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
@@ -313,7 +312,7 @@ def scene_of(data: np.ndarray, meta: dict) -> Scene:
     return Scene(bands, [f"band {i + 1}" for i in range(len(bands))], np.isnan(bands))
 
 
-def lazy_image(path) -> "dask.array.Array":
+def lazy_image(path):  # -> dask.array.Array
     """A GeoTIFF as a dask array that napari reads window by window as it shows it (the band on screen, a row
     of blocks at a time), instead of a copy of the whole in memory."""
     import dask.array as da

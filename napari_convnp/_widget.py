@@ -774,7 +774,8 @@ class GapFillWidget(QWidget):
     def run(self):
         """Start the fill in a thread worker; the viewer stays responsive."""
         if self.worker is not None:
-            raise InputError("busy: a fill, or reading or detecting a scene, is running; wait for it or cancel the fill")
+            raise InputError("busy: a fill, or reading or detecting a scene, is running; wait for it or cancel "
+                             "the fill")
         job = self._inputs()
         from napari.qt.threading import create_worker
 

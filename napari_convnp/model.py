@@ -22,13 +22,30 @@ WEIGHTS = Path(__file__).parent / "weights" / "convcnp.pt"
 def band_stats(bands: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation of the known pixels: z-scores make DN and reflectance
     look alike to the model. Returns (offsets, scales), each of shape (C,)."""
-    offsets = np.zeros(len(bands), np.float32)
-    scales = np.ones(len(bands), np.float32)
-    for b, (band, ok) in enumerate(zip(bands, known)):
-        values = band[ok]
-        if values.size:
-            offsets[b] = values.mean(dtype=np.float64)
-            scales[b] = max(values.std(dtype=np.float64), 1e-6 * max(abs(offsets[b]), 1.0), 1e-12)
+    c = len(bands)
+    offsets = np.zeros(c, np.float32)
+    scales = np.ones(c, np.float32)
+    # One pass over blocks of rows, every band at once (a file read window by window is decoded once), with
+    # float64 sums of the values less a per-band shift (the first block's mean), which keeps them accurate.
+    count, total, squares, shift = np.zeros(c), np.zeros(c), np.zeros(c), np.full(c, np.nan)
+    step = max(1, 2 ** 22 // max(1, c * bands.shape[-1]))
+    for r in range(0, bands.shape[-2], step):
+        block = np.asarray(bands[:, r:r + step], np.float64)
+        ok = np.asarray(known[:, r:r + step], bool)
+        for b in range(c):
+            values = block[b][ok[b]]
+            if values.size and np.isnan(shift[b]):
+                shift[b] = values.mean()
+            values -= shift[b]
+            count[b] += values.size
+            total[b] += values.sum()
+            squares[b] += np.dot(values, values)
+    for b in range(c):
+        if count[b]:
+            mean = total[b] / count[b]
+            offsets[b] = shift[b] + mean
+            std = math.sqrt(max(squares[b] / count[b] - mean ** 2, 0.0))
+            scales[b] = max(std, 1e-6 * max(abs(offsets[b]), 1.0), 1e-12)
     return offsets, scales
 
 
@@ -237,7 +254,8 @@ def up_block(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch
     low = F.conv2d(F.pad(x, (1, 1, 1, 1)), phases).view(n, -1, 2, 2, h + 1, w + 1)
     y = F.conv2d(skip, conv.weight[:, cx:], conv.bias, padding=1)
     pixels = y.view(n, -1, h, 2, w, 2)
-    for a in range(2):  # phase (a, b): output pixels (2i + a, 2j + b), windows starting at low-res (i − 1 + a, j − 1 + b)
+    # phase (a, b): output pixels (2i + a, 2j + b), windows starting at low-res (i − 1 + a, j − 1 + b)
+    for a in range(2):
         for b in range(2):
             pixels[:, :, :, a, :, b] += low[:, :, a, b, a:a + h, b:b + w]
     return conv_gelu(block[2], F.gelu(y))

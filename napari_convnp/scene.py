@@ -980,14 +980,16 @@ class TiffStream:
         self._rows += rows.shape[1]
         self._pending.append(rows)
         pending = sum(p.shape[1] for p in self._pending)
-        while pending >= STREAM_TILE or (pending and self._rows == h):
-            block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
-            n = min(STREAM_TILE, pending)
-            self._encode_rows(block[:, :n])
-            rest = block[:, n:].copy()  # a copy: a view would keep the whole block alive
-            self._pending = [rest] if rest.shape[1] else []
-            del block
-            pending -= n
+        if pending < STREAM_TILE and self._rows < h:
+            return
+        block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        done = 0
+        while pending - done >= STREAM_TILE or (done < pending and self._rows == h):
+            n = min(STREAM_TILE, pending - done)
+            self._encode_rows(block[:, done:done + n])
+            done += n
+        rest = block[:, done:].copy()  # a copy: a view would keep the whole block alive
+        self._pending = [rest] if rest.shape[1] else []
 
     def _encode_rows(self, block: np.ndarray) -> None:
         """One row of tiles, every band: compressed into the spool (band, then column order)."""
@@ -1003,7 +1005,7 @@ class TiffStream:
                 tile[:n, :part.shape[1]] = part
                 tiles.append(tile)
         try:
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
                 encoded = list(pool.map(lambda t: self._encode(t.tobytes()), tiles))
             for data in encoded:
                 self._chunks.append((self._spool.tell(), len(data)))
