@@ -222,12 +222,8 @@ def _reference(reference, shape, scene) -> np.ndarray | None:
         arrays = [load_reference(item, scene) for item in items]
     except SceneError as err:
         raise FillError(str(err)) from None
-    if len(arrays) > 1:
-        arrays = [merge_references(arrays)]
-    ref = arrays[0]
-    if not any(np.isfinite(band).any() for band in ref):  # band by band: `ref` may be read window by window
-        raise FillError("the reference has no known pixel over the scene (all nodata)")
-    return ref
+    # load_reference has refused a reference with no known pixel over the scene, so a merge has some too
+    return merge_references(arrays) if len(arrays) > 1 else arrays[0]
 
 
 @functools.lru_cache(maxsize=2)

@@ -935,6 +935,29 @@ def _deflate():
         return lambda data: zlib.compress(data, DEFLATE_LEVEL)
 
 
+_ENCODERS = {}  # the process's threads that compress tiles (zlib releases the GIL), made when first needed
+_ENCODERS_LOCK = threading.Lock()
+
+
+def _forget_encoders():
+    """In a forked child: none of the parent's threads came along, and the lock may have been held."""
+    global _ENCODERS_LOCK
+    _ENCODERS.clear()
+    _ENCODERS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_encoders)
+
+
+def _encoder_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _ENCODERS_LOCK:
+        if "pool" not in _ENCODERS:
+            _ENCODERS["pool"] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="deflate")
+        return _ENCODERS["pool"]
+
+
 class TiffStream:
     """A tiled GeoTIFF written as bands of rows arrive, top to bottom, so that a scene's result never has to
     be in memory whole.
@@ -993,8 +1016,6 @@ class TiffStream:
 
     def _encode_rows(self, block: np.ndarray) -> None:
         """One row of tiles, every band: compressed into the spool (band, then column order)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         size = STREAM_TILE
         c, n, w = block.shape
         tiles = []
@@ -1005,8 +1026,7 @@ class TiffStream:
                 tile[:n, :part.shape[1]] = part
                 tiles.append(tile)
         try:
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                encoded = list(pool.map(lambda t: self._encode(t.tobytes()), tiles))
+            encoded = list(_encoder_pool().map(lambda t: self._encode(t.tobytes()), tiles))
             for data in encoded:
                 self._chunks.append((self._spool.tell(), len(data)))
                 self._spool.write(data)
