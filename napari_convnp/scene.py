@@ -322,6 +322,29 @@ class _decoding:
         return False
 
 
+_THREADS = {}  # the process's threads that decode and compress blocks (the codecs release the GIL), made when needed
+_THREADS_LOCK = threading.Lock()
+
+
+def _forget_threads():
+    """In a forked child: none of the parent's threads came along, and the lock may have been held."""
+    global _THREADS_LOCK
+    _THREADS.clear()
+    _THREADS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_threads)
+
+
+def _worker_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _THREADS_LOCK:
+        if "pool" not in _THREADS:
+            _THREADS["pool"] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="codec")
+        return _THREADS["pool"]
+
+
 class TiffPixels(BandWindows):
     """The pixels of a one-image TIFF as stored (C×H×W), decoded strip by strip (or tile by tile) when
     indexed, so that a file-to-file fill never holds the whole input. The last block decoded is kept:
@@ -414,9 +437,11 @@ class TiffPixels(BandWindows):
             wanted = [p * down * across + y * across + x for p in planes
                       for y in range(r0 // length, -(-r1 // length)) for x in range(across)]
             offsets, counts = page.dataoffsets, page.databytecounts
-            for data, i in tif.filehandle.read_segments([offsets[i] for i in wanted], [counts[i] for i in wanted],
-                                                        indices=wanted, sort=True):
-                segment, (plane, _, y, x, _), _ = page.decode(data, i, jpegtables=page.jpegtables)
+            read = tif.filehandle.read_segments([offsets[i] for i in wanted], [counts[i] for i in wanted],
+                                                indices=wanted, sort=True)
+            # decoded on every core (the codecs release the GIL), in the order read
+            decoded = _worker_threads().map(lambda item: page.decode(*item, jpegtables=page.jpegtables), list(read))
+            for segment, (plane, _, y, x, _), _ in decoded:
                 if segment is None:
                     continue  # a block the file leaves out reads as 0, as tifffile does
                 rows = slice(max(y, r0), min(y + segment.shape[1], r1, h))
@@ -935,27 +960,6 @@ def _deflate():
         return lambda data: zlib.compress(data, DEFLATE_LEVEL)
 
 
-_ENCODERS = {}  # the process's threads that compress tiles (zlib releases the GIL), made when first needed
-_ENCODERS_LOCK = threading.Lock()
-
-
-def _forget_encoders():
-    """In a forked child: none of the parent's threads came along, and the lock may have been held."""
-    global _ENCODERS_LOCK
-    _ENCODERS.clear()
-    _ENCODERS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_encoders)
-
-
-def _encoder_pool():
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _ENCODERS_LOCK:
-        if "pool" not in _ENCODERS:
-            _ENCODERS["pool"] = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="deflate")
-        return _ENCODERS["pool"]
 
 
 class TiffStream:
@@ -1026,7 +1030,7 @@ class TiffStream:
                 tile[:n, :part.shape[1]] = part
                 tiles.append(tile)
         try:
-            encoded = list(_encoder_pool().map(lambda t: self._encode(t.tobytes()), tiles))
+            encoded = list(_worker_threads().map(lambda t: self._encode(t.tobytes()), tiles))
             for data in encoded:
                 self._chunks.append((self._spool.tell(), len(data)))
                 self._spool.write(data)
