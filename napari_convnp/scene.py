@@ -960,8 +960,6 @@ def _deflate():
         return lambda data: zlib.compress(data, DEFLATE_LEVEL)
 
 
-
-
 class TiffStream:
     """A tiled GeoTIFF written as bands of rows arrive, top to bottom, so that a scene's result never has to
     be in memory whole.
