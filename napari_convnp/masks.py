@@ -184,12 +184,17 @@ def transplant_gaps(shape: tuple[int, int], source: np.ndarray, *, seed: int = 0
         raise MaskError("the source gap mask has no gaps to transplant")
     rng = np.random.default_rng(seed)
     zoom = pixel_metres(source_pixel_size) / pixel_metres(pixel_size)
-    if abs(zoom - 1) > 0.01:
-        source = ndimage.zoom(source.astype(np.uint8), zoom, order=0).astype(bool)
+    zoom = 1.0 if abs(zoom - 1) <= 0.01 else zoom
+    height, width = (max(1, int(round(n * zoom))) for n in source.shape)  # the rescaled source
     if rng.random() < 0.5:
         source = source[:, ::-1]
-    reps = (math.ceil(shape[0] / source.shape[0]) + 1, math.ceil(shape[1] / source.shape[1]) + 1)
-    tiled = np.tile(source, reps)
-    r = rng.integers(0, tiled.shape[0] - shape[0] + 1)
-    c = rng.integers(0, tiled.shape[1] - shape[1] + 1)
-    return tiled[r:r + shape[0], c:c + shape[1]].copy()
+    reps = (math.ceil(shape[0] / height) + 1, math.ceil(shape[1] / width) + 1)
+    r = rng.integers(0, reps[0] * height - shape[0] + 1)
+    c = rng.integers(0, reps[1] * width - shape[1] + 1)
+    # The crop of the rescaled source tiled over the plane, each pixel looked up (nearest neighbour) rather than
+    # the whole source rescaled and tiled: training draws many small crops from scene-sized masks.
+    rows, cols = (r + np.arange(shape[0])) % height, (c + np.arange(shape[1])) % width
+    if zoom != 1.0:
+        rows = np.minimum(((rows + 0.5) / zoom).astype(int), source.shape[0] - 1)
+        cols = np.minimum(((cols + 0.5) / zoom).astype(int), source.shape[1] - 1)
+    return source[np.ix_(rows, cols)]
