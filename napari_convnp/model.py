@@ -64,9 +64,9 @@ class ModelConfig:
     min_std: float = 0.01  # floor of the predictive standard deviation, in normalised units
     harmonic_iters: int = 5  # red-black SOR sweeps per multigrid level of the harmonic base
     reference: bool = False  # takes another date of the same place as extra context (checkpoints before it: no)
-    # side of the local linear fit of the scene on the reference, chosen on the validation pairs (21 px inside the
-    # model, whose network corrects the fit; the classical `regression` baseline's own choice is 31)
-    regression_window: int = 21
+    # side(s) of the local linear fit of the scene on the reference, several: the mean of their fits; chosen on the
+    # validation pairs (inside the model, whose network corrects the fit; the classical `regression` keeps 31)
+    regression_window: int | tuple[int, ...] = (11, 21, 31)
     reference_variance_scale: float = 1.0  # calibration of the variance where a reference is known (fitted on val)
 
 
@@ -202,11 +202,14 @@ def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor,
         return trust * local + (1 - trust) * overall
 
 
-def reference_base(value, mask, ref, ref_mask, window: int, sweeps: int, harmonic_base: torch.Tensor):
-    """Local linear fit on the reference plus a harmonic fill of what it leaves (the residual is smoother
-    than the image); the harmonic base where the reference is unknown."""
+def reference_base(value, mask, ref, ref_mask, window: int | tuple[int, ...], sweeps: int,
+                   harmonic_base: torch.Tensor):
+    """Local linear fit on the reference (the mean of the fits in windows of each given side: small windows
+    follow local change, large ones are steadier) plus a harmonic fill of what it leaves (the residual is
+    smoother than the image); the harmonic base where the reference is unknown."""
+    windows = (window,) if isinstance(window, int) else window
     with torch.autocast(value.device.type, enabled=False):
-        guide = local_linear_fit(value, mask, ref, ref_mask, window)
+        guide = sum(local_linear_fit(value, mask, ref, ref_mask, w) for w in windows) / len(windows)
         both = mask.float() * ref_mask.float()
         residual = harmonic_fill((value.float() - guide) * both, both, sweeps)
         return torch.where(ref_mask > 0, guide + residual, harmonic_base.float())
