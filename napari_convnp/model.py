@@ -163,53 +163,64 @@ def harmonic_fill(value: torch.Tensor, mask: torch.Tensor, sweeps: int) -> torch
         return x
 
 
-def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over a size×size window (zero padded), as two 1-D passes."""
-    pad = size // 2
-    x = F.avg_pool2d(x, (size, 1), stride=1, padding=(pad, 0), count_include_pad=True)
-    return F.avg_pool2d(x, (1, size), stride=1, padding=(0, pad), count_include_pad=True)
+def _box_means(x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+    """Means over size×size windows (zero padded) for each size, from one table of running sums: the cost does
+    not grow with the window. The sums are float64, so that a tile's totals keep the precision of its values."""
+    h, w = x.shape[-2:]
+    pad = max(sizes) // 2
+    sums = F.pad(x.double(), (pad + 1, pad, pad + 1, pad)).cumsum(-2).cumsum(-1)
+    means = []
+    for size in sizes:
+        o = pad - size // 2  # where this window's sums start in the table
+        lo, hi = slice(o, o + h), slice(o + size, o + size + h)
+        left, right = slice(o, o + w), slice(o + size, o + size + w)
+        box = sums[..., hi, right] - sums[..., lo, right] - sums[..., hi, left] + sums[..., lo, left]
+        means.append((box / (size * size)).float())
+    return means
 
 
 def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor, ref_mask: torch.Tensor,
-                     window: int, min_pixels: float = 24.0, ridge: float = 0.05) -> torch.Tensor:
+                     window: int | tuple[int, ...], min_pixels: float = 24.0, ridge: float = 0.05) -> torch.Tensor:
     """The scene predicted from the reference by a linear fit in a window around every pixel, over the
     pixels known in both (the classical two-date gap fill: the other date carries the structure that a
-    gap hides, the local fit absorbs the change of season, sensor or light).
+    gap hides, the local fit absorbs the change of season, sensor or light). Several window sides: the mean
+    of their fits (small windows follow local change, large ones are steadier).
 
     Slopes shrink towards the tile's global fit where the reference is flat, and the fit tends to the
     global one where few pixels are shared. Meaningful only where ref_mask is 1.
     """
+    windows = (window,) if isinstance(window, int) else tuple(window)
     with torch.autocast(value.device.type, enabled=False):
         value, mask, ref, ref_mask = value.float(), mask.float(), ref.float(), ref_mask.float()
         both = mask * ref_mask
         x, y = ref * both, value * both
 
-        def fit(mean):
-            n = mean(both).clamp_min(1e-6)
-            mx, my = mean(x) / n, mean(y) / n
-            vx = (mean(x * ref) / n - mx ** 2).clamp_min(0)
-            cxy = mean(x * value) / n - mx * my
-            return n, mx, my, vx, cxy
+        def fit(n, sx, sy, sxx, sxy):
+            n = n.clamp_min(1e-6)
+            mx, my = sx / n, sy / n
+            return n, mx, my, (sxx / n - mx ** 2).clamp_min(0), sxy / n - mx * my
 
-        _, gmx, gmy, gvx, gcxy = fit(lambda t: t.mean((-2, -1), keepdim=True))
+        maps = (both, x, y, x * ref, x * value)
+        _, gmx, gmy, gvx, gcxy = fit(*(t.mean((-2, -1), keepdim=True) for t in maps))
         g_slope = gcxy / (gvx + 1e-3)
-        n, mx, my, vx, cxy = fit(lambda t: _box_mean(t, window))
-        slope = (cxy + ridge * g_slope) / (vx + ridge)
-        count = n * window * window
-        trust = count / (count + min_pixels)
-        local = my + slope * (ref - mx)
         overall = gmy + g_slope * (ref - gmx)
-        return trust * local + (1 - trust) * overall
+        boxes = [_box_means(t, windows) for t in maps]  # per map, per window
+        fits = []
+        for i, size in enumerate(windows):
+            n, mx, my, vx, cxy = fit(*(b[i] for b in boxes))
+            slope = (cxy + ridge * g_slope) / (vx + ridge)
+            count = n * size * size
+            trust = count / (count + min_pixels)
+            fits.append(trust * (my + slope * (ref - mx)) + (1 - trust) * overall)
+        return sum(fits) / len(fits)
 
 
 def reference_base(value, mask, ref, ref_mask, window: int | tuple[int, ...], sweeps: int,
                    harmonic_base: torch.Tensor):
-    """Local linear fit on the reference (the mean of the fits in windows of each given side: small windows
-    follow local change, large ones are steadier) plus a harmonic fill of what it leaves (the residual is
-    smoother than the image); the harmonic base where the reference is unknown."""
-    windows = (window,) if isinstance(window, int) else window
+    """Local linear fit on the reference plus a harmonic fill of what it leaves (the residual is smoother
+    than the image); the harmonic base where the reference is unknown."""
     with torch.autocast(value.device.type, enabled=False):
-        guide = sum(local_linear_fit(value, mask, ref, ref_mask, w) for w in windows) / len(windows)
+        guide = local_linear_fit(value, mask, ref, ref_mask, window)
         both = mask.float() * ref_mask.float()
         residual = harmonic_fill((value.float() - guide) * both, both, sweeps)
         return torch.where(ref_mask > 0, guide + residual, harmonic_base.float())
