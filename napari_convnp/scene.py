@@ -401,11 +401,12 @@ class TiffPixels(BandWindows):
         (C×H×W bool, or a broadcast False when there are none)."""
         nodata = None
         c, h, _ = self.shape
-        block = self._block_rows()
-        step = block * max(1, 256 // block)  # whole strips or tiles: none is decoded twice
+        with tifffile.TiffFile(self.path) as tif:
+            length = _block_length(tif.pages[0], h)
+        step = length * max(1, 256 // length)  # whole strips or tiles: none is decoded twice
         for r0 in range(0, h, step):
-            block = self._decode(0, c, r0, min(h, r0 + step))
-            equal = _equals_nodata(block, nodata_value)
+            pixels = self._decode(0, c, r0, min(h, r0 + step))
+            equal = _equals_nodata(pixels, nodata_value)
             if equal.any():
                 if nodata is None:
                     nodata = np.zeros(self.shape, bool)
@@ -413,11 +414,6 @@ class TiffPixels(BandWindows):
         if nodata is None:
             return np.broadcast_to(np.False_, self.shape)
         return nodata
-
-    def _block_rows(self) -> int:
-        with tifffile.TiffFile(self.path) as tif:
-            page = tif.pages[0]
-            return page.tilelength if page.is_tiled else min(page.rowsperstrip or self.shape[1], self.shape[1])
 
     def _decode(self, b0: int, b1: int, r0: int, r1: int) -> np.ndarray:
         """Bands b0…b1−1, rows r0…r1−1, every column, in the file's type."""
@@ -429,7 +425,7 @@ class TiffPixels(BandWindows):
                              "run again")
         with _decoding(self.path), tifffile.TiffFile(self.path) as tif:
             page = tif.pages[0]
-            length = page.tilelength if page.is_tiled else min(page.rowsperstrip or h, h)
+            length = _block_length(page, h)
             width = page.tilewidth if page.is_tiled else w
             down, across = -(-h // length), -(-w // width)
             separate = page.planarconfig == 2 and c > 1
@@ -454,6 +450,11 @@ class TiffPixels(BandWindows):
                 else:
                     out[:, rows.start - r0:rows.stop - r0, cols] = np.moveaxis(part[..., b0:b1], -1, 0)
         return out
+
+
+def _block_length(page, height: int) -> int:
+    """Rows of a TIFF page's strips or tiles."""
+    return page.tilelength if page.is_tiled else min(page.rowsperstrip or height, height)
 
 
 def basic_index(index, shape) -> tuple:
