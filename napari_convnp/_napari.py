@@ -99,10 +99,15 @@ def composite_name(scene_name: str, choice: str) -> str:
 DISPLAY_SAMPLE = 2 ** 22  # values: display percentiles of a larger array come from an even subsample of it
 
 
+def display_step(size: int) -> int:
+    """k: every k-th row and column of an array of `size` values is an even subsample of about DISPLAY_SAMPLE."""
+    return max(1, math.isqrt(size // DISPLAY_SAMPLE))
+
+
 def display_percentiles(values: np.ndarray, q) -> np.ndarray | None:
     """Percentiles of the finite values, for display: from every k-th row and column of an array with more
     than DISPLAY_SAMPLE values (exact ones of a whole scene take seconds and a copy of it); None if none."""
-    step = max(1, math.isqrt(values.size // DISPLAY_SAMPLE))
+    step = display_step(values.size)
     sample = values[..., ::step, ::step]
     finite = sample[np.isfinite(sample)]
     return np.percentile(finite, q) if finite.size else None

@@ -5,7 +5,6 @@ import atexit
 import dataclasses
 import functools
 import inspect
-import math
 import shutil
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from ._napari import (
     composite_name,
     composites,
     contrast_limits,
+    display_step,
     fit_placement,
     georeference,
     layer_placement,
@@ -64,7 +64,6 @@ NEEDS_REFERENCE = inpaint.NEEDS_REFERENCE
 # Results of scenes with more values than this (4096²×4) are streamed to files and shown read back window by
 # window, not held in memory: a whole Landsat scene's mean and variance would take 2.7 GB.
 STREAM_RESULTS_VALUES = 2 ** 26
-DISPLAY_SAMPLE_VALUES = 2 ** 22  # about this many values of a streamed result set its contrast limits
 
 
 class InputError(ValueError):
@@ -1010,8 +1009,8 @@ def results_folder() -> Path:
 def _fill_streamed(job: Job, options: dict):
     """The fill of a whole scene: its mean and variance are streamed into GeoTIFFs in `results_folder()` and
     come back as lazy arrays read from them; every step-th row and column is kept on the way (about
-    DISPLAY_SAMPLE_VALUES values), for the display limits. Returns (Fill, (mean, variance, mask) of that sample)."""
-    step = max(1, math.isqrt(job.scene.bands.size // DISPLAY_SAMPLE_VALUES))
+    _napari.DISPLAY_SAMPLE values), for the display limits. Returns (Fill, (mean, variance, mask) of that sample)."""
+    step = display_step(job.scene.bands.size)
     means, variances = [], []
 
     def keep(r0, mean, variance):

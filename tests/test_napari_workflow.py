@@ -449,7 +449,7 @@ def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(w
     saving such a layer writes the whole."""
     import dask.array as da
 
-    from napari_convnp import _widget
+    from napari_convnp import _napari, _widget
 
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
@@ -468,7 +468,7 @@ def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(w
         np.testing.assert_array_equal(np.asarray(layer.data), values, err_msg=name)
         assert tuple(layer.contrast_limits) == limits[name]  # a small scene: the sample is all of it
 
-    monkeypatch.setattr(_widget, "DISPLAY_SAMPLE_VALUES", 100_000)  # every 4th row and column
+    monkeypatch.setattr(_napari, "DISPLAY_SAMPLE", 100_000)  # every 4th row and column
     run(widget, qtbot, "convnp")
     for name in ("convnp mean", "convnp variance"):
         low, high = widget.viewer.layers[name].contrast_limits
