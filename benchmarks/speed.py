@@ -36,8 +36,11 @@ def make_input(height, width):
     return bands, stripes
 
 
-def run_case(size: str, method: str, device: str, precision: str, memory_fraction: str = "") -> dict:
-    """memory_fraction: cap the GPU memory torch may take (to see the fill retry on smaller tiles)."""
+def run_case(size: str, method: str, device: str, precision: str, memory_fraction: str = "", profile: str = "") -> dict:
+    """memory_fraction: cap the GPU memory torch may take (to see the fill retry on smaller tiles);
+    profile: write where the fill call's time goes (cProfile, main thread) to this text file."""
+    import cProfile
+    import pstats
     import warnings
 
     import torch
@@ -48,13 +51,22 @@ def run_case(size: str, method: str, device: str, precision: str, memory_fractio
     bands, stripes = make_input(height, width)
     if memory_fraction:
         torch.cuda.set_per_process_memory_fraction(float(memory_fraction))
+    profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if profiler:
+            profiler.enable()
         fill(bands, stripes, method=method, device=device, precision=precision)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if profiler:
+            profiler.disable()
     seconds = time.perf_counter() - start
+    if profiler:
+        with open(profile, "w") as out:
+            for order, count in (("cumulative", 45), ("tottime", 30)):
+                pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(count)
     retries = [str(w.message) for w in caught if "out of memory" in str(w.message)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # GiB (ru_maxrss is KiB)
     gpu_peak = torch.cuda.max_memory_allocated() / 1024 ** 3 if device.startswith("cuda") else None
@@ -62,6 +74,7 @@ def run_case(size: str, method: str, device: str, precision: str, memory_fractio
     return {"size": size, "shape": [BANDS, height, width], "method": method, "device": device,
             "precision": precision, "seconds": seconds, "megapixels_per_second": megapixels / seconds,
             "peak_rss_gib": peak, "gpu_peak_gib": gpu_peak, "memory_fraction": float(memory_fraction or 1),
+            "profiled": bool(profile),
             "out_of_memory_retries": retries}
 
 
@@ -90,6 +103,8 @@ def main():
     parser.add_argument("--precisions", default="float32,bfloat16")
     parser.add_argument("--memory-fraction", type=float,
                         help="also run the largest size in bfloat16 with the GPU capped at this share of its memory")
+    parser.add_argument("--profile", type=Path,
+                        help="also run the largest size in float32 under cProfile and write its statistics here")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -103,6 +118,8 @@ def main():
             cases += [(size, m, "cpu", "float32") for m in args.baselines.split(",") if m]
     if args.memory_fraction:
         cases.append((sizes[-1], "convnp", args.device, "bfloat16", str(args.memory_fraction)))
+    if args.profile:
+        cases.append((sizes[-1], "convnp", args.device, "float32", "", str(args.profile.resolve())))
     rows = []
     for case in cases:
         proc = subprocess.run([sys.executable, __file__, "--case", ":".join(case)], capture_output=True, text=True)
