@@ -105,7 +105,10 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     reference = _reference(reference, bands.shape, scene)
     if method in NEEDS_REFERENCE and reference is None:
         raise FillError(f"method '{method}' fills from another date: give a reference scene")
-    nodata = np.broadcast_to(np.asarray(False if nodata is None else nodata, bool), bands.shape)
+    # None when there is none: every pass over the scene then skips it (a full scene's pass costs seconds)
+    if nodata is not None:
+        nodata = np.broadcast_to(np.asarray(nodata, bool), bands.shape)
+        nodata = nodata if nodata.any() else None
     try:
         mask = validate_mask(mask, bands.shape)
     except MaskError as err:
@@ -113,7 +116,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     known = KnownPixels(mask, nodata)
     bad, empty = 0, []
     for b, (band_known, band) in enumerate(zip(known, bands)):  # band by band: no scene-sized temporaries
-        bad += int((band_known & ~np.isfinite(band)).sum())
+        bad += np.count_nonzero(band_known & ~np.isfinite(band))
         if not band_known.any():
             empty.append(b + 1)
     if len(empty) == len(bands):
@@ -124,13 +127,16 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     if density < 1:  # a seeded subsample, drawn band by band to bound the memory
         rng = np.random.default_rng(seed)
         context = np.stack([k & (rng.random(k.shape, dtype=np.float32) < density) for k in known])
-    for b, band_context in enumerate(context):
-        if not band_context.any():
-            raise FillError(f"band {b + 1} has no known pixels to fill from (all missing)")
+        empty = [b + 1 for b, band_context in enumerate(context) if not band_context.any()]
+    if empty:
+        raise FillError(f"band {empty[0]} has no known pixels to fill from (all missing)")
+    # The whole result in memory: the ConvNP's rows are copied straight into it (its pages touched once).
+    out = None if on_rows is not None or method != "convnp" else (np.empty(bands.shape, np.float32),
+                                                                  np.empty(bands.shape, np.float32))
     if method == "convnp":
         device = resolve_device(device)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
-                        int(adapt_steps), seed)
+                        int(adapt_steps), seed, out)
     else:
         device = "cpu"
         if progress:
@@ -145,26 +151,23 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         if progress:
             progress(1, 1)
         parts = [(0, whole, None)]
-    mean = variance = None
-    if on_rows is None:  # the whole result in memory: the rows go into two arrays (one for a classical fill)
-        mean = parts[0][1] if method != "convnp" else np.empty(bands.shape, np.float32)
-        variance = None if method != "convnp" else np.empty(bands.shape, np.float32)
+    mean, variance = out or (None, None)
     for r0, rows_mean, rows_var in parts:
         rows = slice(r0, r0 + rows_mean.shape[1])
         # In place, band by band: the results may be as large as the scene.
         for b in range(len(bands)):
-            gap, missing = mask[b, rows], nodata[b, rows]
-            np.copyto(rows_mean[b], bands[b, rows], where=~gap)
-            rows_mean[b][missing & ~gap] = np.nan
+            given = ~mask[b, rows]
+            np.copyto(rows_mean[b], bands[b, rows], where=given)
             if rows_var is not None:
-                rows_var[b][~gap] = 0
-                rows_var[b][missing & ~gap] = np.nan
+                np.copyto(rows_var[b], 0, where=given)
+            if nodata is not None:
+                lost = nodata[b, rows] & given
+                for part in (rows_mean, rows_var) if rows_var is not None else (rows_mean,):
+                    np.copyto(part[b], np.nan, where=lost)
         rows_mean = rows_mean.astype(np.float32, copy=False)
         if on_rows is not None:
             on_rows(r0, rows_mean, rows_var)
-        elif method == "convnp":
-            mean[:, rows], variance[:, rows] = rows_mean, rows_var
-        else:
+        elif out is None:  # a classical fill: one piece, the whole scene
             mean = rows_mean
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start)
@@ -174,11 +177,14 @@ class KnownPixels(BandWindows):
     """The known pixels of a scene (neither to fill nor nodata), computed window by window: the whole
     C×H×W array is 100 MB at 4096²×6."""
 
-    def __init__(self, mask: np.ndarray, nodata: np.ndarray):
+    def __init__(self, mask: np.ndarray, nodata: np.ndarray | None):
         self.mask, self.nodata, self.shape = mask, nodata, mask.shape
 
     def __getitem__(self, index) -> np.ndarray:
-        return ~self.mask[index] & ~self.nodata[index]
+        known = ~self.mask[index]
+        if self.nodata is not None:
+            known &= ~self.nodata[index]
+        return known
 
 
 class ReferenceKnown(BandWindows):
@@ -234,9 +240,10 @@ def _cached_model(device: str):
 
 
 def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
-            adapt_steps=0, seed=0):
+            adapt_steps=0, seed=0, out=None):
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
-    for bands of rows, top to bottom, in the input's units (see `predict_rows`)."""
+    for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
+    `out` (the whole result's mean and variance) when given."""
     import torch
 
     from .adapt import adapt_model
@@ -265,10 +272,11 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         try:
             for r0, mean, variance in predict_rows(model, bands, context, offsets, scales, tile, device, progress,
                                                    cancelled, precision, reference, gaps):
-                skip = max(0, emitted - r0)
-                if skip < mean.shape[1]:
-                    yield r0 + skip, mean[:, skip:], variance[:, skip:]
-                    emitted = r0 + mean.shape[1]
+                n, skip = mean.shape[1], max(0, emitted - r0)
+                if skip < n:
+                    yield r0 + skip, *_to_host((mean[:, skip:], variance[:, skip:]), out, r0 + skip)
+                    emitted = r0 + n
+                del mean, variance  # not held (on the GPU) while the next row of tiles is computed
             return
         except torch.OutOfMemoryError:
             if tile <= 128:
@@ -281,6 +289,20 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
             if isinstance(err, MemoryError) or "memory" in str(err).lower():
                 raise FillError(f"out of memory on a {tile}-pixel tile ({err}); try a smaller --tile") from None
             raise
+
+
+def _to_host(tensors, out, r0: int) -> list[np.ndarray]:
+    """Rows of the result as numpy arrays; with `out`, copied straight into it band by band (a band's rows are
+    contiguous there), so no other copy of them is made and the result's memory is touched once."""
+    import torch
+
+    if out is None:
+        return [t.cpu().numpy() for t in tensors]
+    rows = slice(r0, r0 + tensors[0].shape[1])
+    for target, tensor in zip(out, tensors):
+        for b, band in enumerate(tensor):
+            torch.from_numpy(target[b, rows]).copy_(band)
+    return [target[:, rows] for target in out]
 
 
 def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -331,24 +353,11 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def predict_tiled(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
-                  precision="float32", reference=None, gaps=None):
-    """Run the model over overlapping tiles and blend them (mixture of the tiles' Gaussians); returns
-    (mean, variance) as C×H×W arrays in the input's units. See `predict_rows`."""
-    c, h, w = bands.shape
-    mean, variance = np.empty((c, h, w), np.float32), np.empty((c, h, w), np.float32)
-    for r0, rows_mean, rows_var in predict_rows(model, bands, context, offsets, scales, tile, device, progress,
-                                                cancelled, precision, reference, gaps):
-        mean[:, r0:r0 + rows_mean.shape[1]] = rows_mean
-        variance[:, r0:r0 + rows_var.shape[1]] = rows_var
-    return mean, variance
-
-
 def predict_rows(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
                  precision="float32", reference=None, gaps=None):
     """Run the model over overlapping tiles, row of tiles by row of tiles, and blend them (mixture of the
-    tiles' Gaussians); yields (first row, mean, variance) for bands of rows, C×n×W in the input's units,
-    top to bottom, each as soon as no later tile touches it.
+    tiles' Gaussians); yields (first row, mean, variance) for bands of rows, C×n×W float32 tensors on `device`
+    in the input's units, top to bottom, each as soon as no later tile touches it.
 
     reference: None, or (normalised reference values, where known), both C×H×W. gaps: the pixels to fill
     (C×H×W bool) or None; a tile with none of them anywhere in it (overlap included) runs no network: every
@@ -420,7 +429,7 @@ def predict_rows(model, bands, context, offsets, scales, tile, device, progress=
         acc_sq *= scales ** 2
         acc_mean *= scales
         acc_mean += offsets
-        yield r, acc_mean.cpu().numpy(), acc_sq.cpu().numpy()
+        yield r, acc_mean, acc_sq
         del acc_mean, acc_sq, acc_w  # freed before the next row of tiles allocates its own
 
 
