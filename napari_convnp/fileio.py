@@ -82,7 +82,8 @@ def load_mask(path: str | os.PathLike, scene: Scene) -> np.ndarray:
 def mask_of(mask_scene: Scene, scene: Scene) -> np.ndarray:
     """A mask read as a scene (nonzero = fill) as C×H×W bool for `scene`."""
     path = mask_scene.path
-    mask = np.stack([np.nan_to_num(band) != 0 for band in mask_scene.bands])  # no float copy of the whole
+    # nonzero and not NaN (nodata), band by band: no float copy of the whole (nan_to_num made one per band)
+    mask = np.stack([(band != 0) & ~np.isnan(band) for band in mask_scene.bands])
     if mask.shape[1:] != scene.shape[1:]:
         raise MaskError(f"{path}: mask is {mask.shape[2]}×{mask.shape[1]} pixels but the scene is "
                         f"{scene.shape[2]}×{scene.shape[1]}")

@@ -114,6 +114,17 @@ def test_masks_round_trip_through_geotiff(tmp_path):
         load_mask(write_geotiff(tmp_path / "small.tif", np.ones((1, 10, 10), np.uint8)), scene)
 
 
+def test_a_float_mask_file_fills_where_nonzero_and_finite(tmp_path):
+    from napari_convnp.fileio import load_mask
+
+    from .conftest import write_geotiff
+
+    values = np.array([[[0, 1, -2, np.nan, np.inf, 0.5]]], np.float32)
+    scene = read_scene(write_geotiff(tmp_path / "s.tif", np.ones((2, 1, 6), np.float32)))
+    mask = load_mask(write_geotiff(tmp_path / "m.tif", values), scene)
+    assert mask.shape == (2, 1, 6) and mask[:, 0].tolist() == [[False, True, True, False, False, True]] * 2  # NaN, inf: nodata
+
+
 def test_detect_gaps_with_a_2d_nodata_mask_is_one_band():
     """An H×W nodata mask is one band (it used to be taken row by row: 1-D closings, half the gaps)."""
     stripes = masks.simulate_slc_off((200, 300), crop_offset=(0, 0), seed=5)
