@@ -239,6 +239,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--single-image", action="store_true",
                    help="train a model without the second-date input (checkpoints before it)")
     p.add_argument("--last", type=Path, help="also write the weights at the end of training here")
+    p.add_argument("--channels", help="UNet widths per resolution level, from scratch (default: the shipped model's "
+                                      "12,24,48,64,96)")
+    p.add_argument("--reference-share", default="0.35,0.25",
+                   help="shares of the tasks with a real other date and with a synthetic one (default: 0.35,0.25)")
 
     p = sub.add_parser("evaluate", help="score the ConvNP and the baselines on the benchmark and test sets")
     p.add_argument("--data", type=Path, default=Path("../shared/data"),
@@ -304,10 +308,7 @@ def _run(args) -> int:
         _check_writable(args.out, "--out")
         if args.last:
             _check_writable(args.last, "--last")
-        if args.warmup < 1:
-            from .fileio import OptionError
-
-            raise OptionError(f"--warmup must be 1 step or more, not {args.warmup}")
+        config, share = _check_train(args)
         from .inpaint import resolve_device
         from .train import train
 
@@ -315,7 +316,7 @@ def _run(args) -> int:
                        device=resolve_device(args.device), seed=args.seed, cache=args.cache,
                        workers=args.workers, time_limit=args.minutes * 60 if args.minutes else None,
                        init=args.init, log_every=args.log_every, warmup=args.warmup, precision=args.precision,
-                       reference=not args.single_image, last=args.last)
+                       reference=not args.single_image, last=args.last, config=config, reference_share=share)
         print(json.dumps(result["best"]))
     elif args.command == "evaluate":
         methods, sets = _check_evaluate(args)
@@ -365,6 +366,34 @@ def _adapt(args) -> dict:
     if args.adapt_steps and args.method != "convnp":
         raise OptionError(f"--adapt-steps fine-tunes the ConvNP; it does nothing for --method {args.method}")
     return {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
+
+
+def _check_train(args) -> tuple:
+    """train's options as (model config or None, reference share), checked before torch loads."""
+    from .fileio import OptionError
+
+    if args.warmup < 1:
+        raise OptionError(f"--warmup must be 1 step or more, not {args.warmup}")
+    try:
+        share = tuple(float(x) for x in args.reference_share.split(","))
+    except ValueError:
+        share = ()
+    if len(share) != 2 or min(share) < 0 or sum(share) > 1:
+        raise OptionError(f"--reference-share takes two shares ≥ 0 that add up to at most 1 (real,synthetic), "
+                          f"not '{args.reference_share}'")
+    if not args.channels:
+        return None, share
+    if args.init:
+        raise OptionError("--channels is for a model trained from scratch; --init takes the checkpoint's own widths")
+    try:
+        channels = tuple(int(x) for x in args.channels.split(","))
+    except ValueError:
+        channels = ()
+    if len(channels) < 2 or min(channels) < 1:
+        raise OptionError(f"--channels takes two or more whole widths ≥ 1 (one per level), not '{args.channels}'")
+    from .model import ModelConfig
+
+    return ModelConfig(channels=channels), share
 
 
 def _check_evaluate(args) -> tuple[list[str], tuple[str, ...]]:

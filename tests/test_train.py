@@ -18,6 +18,24 @@ def test_train_command_writes_a_loadable_checkpoint(data_dir, tmp_path, capsys):
                      "--batch", "2", "--log-every", "2", "--device", "cpu", "--cache", str(cache)]) == 0
 
 
+def test_train_command_takes_the_widths_and_the_task_mix(data_dir, tmp_path, capsys):
+    """--channels trains another architecture from scratch (its checkpoint loads as such); --reference-share sets
+    the mix of tasks; both refuse what they cannot mean, before any work."""
+    out, cache = tmp_path / "w.pt", tmp_path / "cache.npz"
+    base = ["train", "--data", str(data_dir), "--out", str(out), "--steps", "2", "--batch", "2", "--log-every", "2",
+            "--device", "cpu", "--cache", str(cache)]
+    assert cli.main(base + ["--channels", "8,16,24", "--reference-share", "0,0.5"]) == 0
+    model = load_model(out)
+    assert model.config.channels == (8, 16, 24) and model.info["reference_share"] == [0.0, 0.5]
+    for option, value, message in (("--channels", "8", "two or more"), ("--channels", "8,x", "two or more"),
+                                   ("--reference-share", "0.8,0.4", "at most 1"), ("--reference-share", "1", "two")):
+        capsys.readouterr()
+        assert cli.main(base + [option, value]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(base + ["--channels", "8,16", "--init", str(out)]) == 2
+    assert "--init takes the checkpoint's own widths" in capsys.readouterr().err
+
+
 def test_tasks_and_loss():
     rng = np.random.default_rng(0)
     images = [rng.normal(size=(4, 160, 160)).astype(np.float32)]
