@@ -378,7 +378,7 @@ def _check_train(args) -> tuple:
         share = tuple(float(x) for x in args.reference_share.split(","))
     except ValueError:
         share = ()
-    if len(share) != 2 or min(share) < 0 or sum(share) > 1:
+    if len(share) != 2 or not all(0 <= x <= 1 for x in share) or sum(share) > 1:
         raise OptionError(f"--reference-share takes two shares ≥ 0 that add up to at most 1 (real,synthetic), "
                           f"not '{args.reference_share}'")
     if not args.channels:
