@@ -85,3 +85,47 @@ def _task(rng, bands, norm, context, gaps, reference, tile):
     if reference is not None:
         parts += [part[window].astype(np.float32) for part in reference]
     return parts
+
+
+CALIBRATION_TASKS = (2, 16)  # 128² tiles, an eighth of the scene's area within these bounds: about 2-12 % more work
+
+
+def reference_variance_factor(model, bands, offsets, scales, context, gaps, reference, *, seed: int = 0,
+                              device: str = "cpu", precision: str = "float32") -> float:
+    """How much wider (> 1) or narrower the variance must be where the reference is known for this scene's 95 %
+    intervals to hold. How far another date can be trusted differs from scene to scene (eight days or a season
+    apart, a flood between), more than one constant fitted on the validation pairs can say. The model fills
+    known pixels hidden with the scene's own gap geometry (the tasks adaptation trains on); the factor is
+    (95th percentile of |error| / std, over those where the reference is known, / 1.96)², kept in [1/4, 8];
+    1 where too few such pixels are found."""
+    import torch
+
+    c, h, w = bands.shape
+    tile = min(TILE, h // model.multiple * model.multiple, w // model.multiple * model.multiple)
+    if tile < 2 * model.multiple:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    norm = (offsets[:, None, None], scales[:, None, None])
+    count = int(np.clip(round(h * w / tile ** 2 / 8), *CALIBRATION_TASKS))
+    tasks = [_task(rng, bands, norm, context, gaps, reference, tile) for _ in range(count)]
+    values, task_context, target, ref, ref_known = (torch.from_numpy(np.concatenate(p))[:, None].to(device)
+                                                    for p in zip(*tasks))
+    with torch.inference_mode(), _autocast(device, precision):
+        mean, var = model(values, task_context, c, ref, ref_known)
+    scored = (target > 0) & (ref_known > 0)
+    if int(scored.sum()) < 500:
+        return 1.0
+    z = ((values - mean.float()).abs() / var.float().sqrt())[scored]
+    q95 = float(np.quantile(z.cpu().numpy(), 0.95))
+    return float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
+
+
+def with_reference_variance(model, factor: float):
+    """The model (the same weights, not copied) with its variance where the reference is known `factor` times
+    wider."""
+    import dataclasses
+
+    scaled = copy.copy(model)
+    scaled.config = dataclasses.replace(model.config,
+                                        reference_variance_scale=model.config.reference_variance_scale * factor)
+    return scaled

@@ -22,6 +22,7 @@ NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only wor
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
 TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
+CALIBRATE_ON_SCENE = True  # with a reference: the variance where it is known calibrated on the scene itself
 
 
 class FillError(ValueError):
@@ -246,7 +247,7 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
     `out` (the whole result's mean and variance) when given."""
     import torch
 
-    from .adapt import adapt_model
+    from .adapt import adapt_model, reference_variance_factor, with_reference_variance
     from .model import band_stats
 
     model = model or _cached_model(device)
@@ -267,6 +268,10 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         if progress:
             tile_progress = progress
             progress = lambda done, n: tile_progress(adapt_steps + done, adapt_steps + n)  # noqa: E731
+    if reference is not None and CALIBRATE_ON_SCENE:
+        factor = reference_variance_factor(model, bands, offsets, scales, context, gaps, reference, seed=seed,
+                                           device=device, precision=precision)
+        model = with_reference_variance(model, factor)
     emitted = 0  # rows already handed on: a retry on smaller tiles goes on below them
     while True:
         try:

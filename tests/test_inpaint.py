@@ -197,6 +197,32 @@ def test_a_reference_date_improves_the_fill():
     assert (helped.variance[:, gaps] > 0).all()
 
 
+def test_the_variance_where_the_reference_is_known_is_calibrated_on_the_scene(monkeypatch):
+    """How far another date can be trusted is measured on the scene's own known pixels: a reference from another
+    place widens the intervals until about 95 % of the hidden truth falls inside, a faithful one narrows them."""
+    from napari_convnp import inpaint, masks
+
+    from .test_streaming import itaipu
+
+    bands = itaipu(384, 384)
+    gaps = masks.simulate_slc_off(bands.shape[1:], seed=3, pixel_size=30, crop_offset=(0, 0))
+    faithful = bands * 1.1 + 5 + np.random.default_rng(0).normal(0, 2, bands.shape).astype(np.float32)
+    elsewhere = np.ascontiguousarray(bands[:, ::-1, ::-1])
+    model = _reference_model()
+
+    def coverage_and_variance(reference, calibrate):
+        monkeypatch.setattr(inpaint, "CALIBRATE_ON_SCENE", calibrate)
+        result = fill(bands, gaps, reference=reference, model=model, device="cpu")
+        z = np.abs(result.mean - bands)[:, gaps] / np.sqrt(result.variance[:, gaps])
+        return float((z < 1.96).mean()), float(result.variance[:, gaps].mean())
+
+    (cover_fixed, var_fixed), (cover, var) = (coverage_and_variance(elsewhere, c) for c in (False, True))
+    assert cover_fixed < 0.9 and 0.92 < cover < 0.98 and var > var_fixed
+    (_, var_fixed), (cover, var) = (coverage_and_variance(faithful, c) for c in (False, True))
+    assert var < 0.5 * var_fixed and cover > 0.95
+    assert coverage_and_variance(faithful, True)[1] == var  # seeded: the same answer twice
+
+
 def test_reference_with_its_own_gaps_and_in_a_list():
     bands, gaps = smooth_bands(c=2), stripes()
     reference = bands * 1.1
