@@ -3,7 +3,8 @@
 Before filling, a copy of the model is fine-tuned on the scene itself: known pixels are hidden with the
 scene's own gap geometry, moved onto known ground, and the copy learns to predict them. What it learns
 (this scene's textures, sensor, season) then serves the real gaps. Off by default: it costs about a
-second a step on a 2-core CPU.
+second a step on a 2-core CPU. The same tasks, without training, calibrate the variance where another date is
+known (`reference_variance_factor`, on by default).
 """
 from __future__ import annotations
 
