@@ -883,7 +883,9 @@ class GapFillWidget(QWidget):
                 self._show_scores(job)
         if self.grid.enabled:
             self.viewer.reset_view()
-        self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}")
+        factor = result.reference_variance_factor
+        trust = "" if factor is None else f"; intervals ×{factor ** 0.5:.2f} where the reference is known"
+        self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{trust}")
 
     def _show_scores(self, job: Job):
         hidden = int(mask_pixels(job.mask))

@@ -46,6 +46,8 @@ class Fill:
     density: float
     device: str
     seconds: float
+    # with a reference: how much the variance where it is known was widened (> 1) or narrowed for this scene
+    reference_variance_factor: float | None = None
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -134,10 +136,11 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     # The whole result in memory: the ConvNP's rows are copied straight into it (its pages touched once).
     out = None if on_rows is not None or method != "convnp" else (np.empty(bands.shape, np.float32),
                                                                   np.empty(bands.shape, np.float32))
+    calibration = {}  # what the ConvNP learnt of the reference on this scene
     if method == "convnp":
         device = resolve_device(device)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
-                        int(adapt_steps), seed, out)
+                        int(adapt_steps), seed, out, calibration)
     else:
         device = "cpu"
         if progress:
@@ -171,7 +174,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         elif out is None:  # a classical fill: one piece, the whole scene
             mean = rows_mean
         del rows_mean, rows_var  # not held while the next rows are computed
-    return Fill(mean, variance, method, density, device, time.time() - start)
+    return Fill(mean, variance, method, density, device, time.time() - start,
+                calibration.get("reference_variance_factor"))
 
 
 class KnownPixels(BandWindows):
@@ -241,10 +245,11 @@ def _cached_model(device: str):
 
 
 def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
-            adapt_steps=0, seed=0, out=None):
+            adapt_steps=0, seed=0, out=None, calibration=None):
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
     for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
-    `out` (the whole result's mean and variance) when given."""
+    `out` (the whole result's mean and variance) when given. calibration: a dict that gets the reference's
+    variance factor for this scene."""
     import torch
 
     from .adapt import adapt_model, reference_variance_factor, with_reference_variance
@@ -272,6 +277,8 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         factor = reference_variance_factor(model, bands, offsets, scales, context, gaps, reference, seed=seed,
                                            device=device, precision=precision)
         model = with_reference_variance(model, factor)
+        if calibration is not None:
+            calibration["reference_variance_factor"] = factor
     emitted = 0  # rows already handed on: a retry on smaller tiles goes on below them
     while True:
         try:

@@ -210,9 +210,12 @@ def test_the_variance_where_the_reference_is_known_is_calibrated_on_the_scene(mo
     elsewhere = np.ascontiguousarray(bands[:, ::-1, ::-1])
     model = _reference_model()
 
+    factors = []
+
     def coverage_and_variance(reference, calibrate):
         monkeypatch.setattr(inpaint, "CALIBRATE_ON_SCENE", calibrate)
         result = fill(bands, gaps, reference=reference, model=model, device="cpu")
+        factors.append(result.reference_variance_factor)
         z = np.abs(result.mean - bands)[:, gaps] / np.sqrt(result.variance[:, gaps])
         return float((z < 1.96).mean()), float(result.variance[:, gaps].mean())
 
@@ -221,6 +224,9 @@ def test_the_variance_where_the_reference_is_known_is_calibrated_on_the_scene(mo
     (_, var_fixed), (cover, var) = (coverage_and_variance(faithful, c) for c in (False, True))
     assert var < 0.5 * var_fixed and cover > 0.95
     assert coverage_and_variance(faithful, True)[1] == var  # seeded: the same answer twice
+    # the factor is reported (None when not calibrated, and without a reference)
+    assert factors[0] is None and factors[1] > 1 and factors[2] is None and factors[3] < 1 == factors[3] / factors[4]
+    assert fill(bands, gaps, model=model, device="cpu").reference_variance_factor is None
 
 
 def test_reference_with_its_own_gaps_and_in_a_list():

@@ -122,7 +122,8 @@ def test_a_float_mask_file_fills_where_nonzero_and_finite(tmp_path):
     values = np.array([[[0, 1, -2, np.nan, np.inf, 0.5]]], np.float32)
     scene = read_scene(write_geotiff(tmp_path / "s.tif", np.ones((2, 1, 6), np.float32)))
     mask = load_mask(write_geotiff(tmp_path / "m.tif", values), scene)
-    assert mask.shape == (2, 1, 6) and mask[:, 0].tolist() == [[False, True, True, False, False, True]] * 2  # NaN, inf: nodata
+    # NaN and inf read as nodata: not filled
+    assert mask.shape == (2, 1, 6) and mask[:, 0].tolist() == [[False, True, True, False, False, True]] * 2
 
 
 def test_detect_gaps_with_a_2d_nodata_mask_is_one_band():

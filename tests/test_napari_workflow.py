@@ -428,6 +428,7 @@ def test_convnp_with_a_reference_is_named_apart(widget, qtbot, tmp_path, message
     assert {"convnp mean", "convnp+ref mean", "convnp variance", "convnp+ref variance"} <= {
         layer.name for layer in widget.viewer.layers}
     assert [row[0] for row in table(widget)] == ["convnp+ref"]
+    assert "where the reference is known" in widget.status.text()  # how far this reference was trusted
 
 
 def test_adapt_to_this_scene(widget, qtbot):
