@@ -34,7 +34,7 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
     from .model import gaussian_nll
 
     c, h, w = bands.shape
-    tile = min(TILE, h // model.multiple * model.multiple, w // model.multiple * model.multiple)
+    tile = _task_side(model, h, w)
     if steps <= 0 or tile < 2 * model.multiple:
         return model  # too small a scene to cut tasks from
     rng = np.random.default_rng(seed)
@@ -59,6 +59,11 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
         if progress:
             progress(step + 1, steps)
     return tuned.eval()
+
+
+def _task_side(model, h: int, w: int) -> int:
+    """The side of the tasks cut from an h×w scene: TILE, or the largest multiple of the UNet's that fits."""
+    return min(TILE, h // model.multiple * model.multiple, w // model.multiple * model.multiple)
 
 
 def _task(rng, bands, norm, context, gaps, reference, tile):
@@ -102,7 +107,7 @@ def reference_variance_factor(model, bands, offsets, scales, context, gaps, refe
     import torch
 
     c, h, w = bands.shape
-    tile = min(TILE, h // model.multiple * model.multiple, w // model.multiple * model.multiple)
+    tile = _task_side(model, h, w)
     if tile < 2 * model.multiple:
         return 1.0
     rng = np.random.default_rng(seed)
