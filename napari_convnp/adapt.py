@@ -45,8 +45,7 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
     for step in range(steps):
         if cancelled and cancelled():
             raise Cancelled()
-        tasks = [_task(rng, bands, norm, context, gaps, reference, tile) for _ in range(BATCH)]
-        tensors = [torch.from_numpy(np.concatenate(parts))[:, None].to(device) for parts in zip(*tasks)]
+        tensors = _batch(BATCH, device, rng, bands, norm, context, gaps, reference, tile)
         values, task_context, target = tensors[:3]
         with _autocast(device, precision):
             mean, var = tuned(values, task_context, c, *tensors[3:])
@@ -64,6 +63,15 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
 def _task_side(model, h: int, w: int) -> int:
     """The side of the tasks cut from an h×w scene: TILE, or the largest multiple of the UNet's that fits."""
     return min(TILE, h // model.multiple * model.multiple, w // model.multiple * model.multiple)
+
+
+def _batch(count: int, device: str, *task_args) -> list:
+    """`count` tasks (`_task`'s arguments) stacked as the model takes them: values, context, target (and the
+    reference, where it is known), each N·C×1×T×T on `device`."""
+    import torch
+
+    tasks = [_task(*task_args) for _ in range(count)]
+    return [torch.from_numpy(np.concatenate(parts))[:, None].to(device) for parts in zip(*tasks)]
 
 
 def _task(rng, bands, norm, context, gaps, reference, tile):
@@ -113,9 +121,8 @@ def reference_variance_factor(model, bands, offsets, scales, context, gaps, refe
     rng = np.random.default_rng(seed)
     norm = (offsets[:, None, None], scales[:, None, None])
     count = int(np.clip(round(h * w / tile ** 2 / 8), *CALIBRATION_TASKS))
-    tasks = [_task(rng, bands, norm, context, gaps, reference, tile) for _ in range(count)]
-    values, task_context, target, ref, ref_known = (torch.from_numpy(np.concatenate(p))[:, None].to(device)
-                                                    for p in zip(*tasks))
+    values, task_context, target, ref, ref_known = _batch(count, device, rng, bands, norm, context, gaps, reference,
+                                                          tile)
     with torch.inference_mode(), _autocast(device, precision):
         mean, var = model(values, task_context, c, ref, ref_known)
     scored = (target > 0) & (ref_known > 0)
