@@ -7,8 +7,8 @@
 #      share of its memory (the out-of-memory retry on smaller tiles);
 #   3. benchmarks/end_to_end.py on CUDA (CASES, default 1024,full): what a user waits for, process start to file
 #      written; with PROFILE=1 the full-scene command once more under cProfile (profile.txt);
-#   4. when a training cache is at .gpu/cache.npz(.xz), a time-boxed training run from the shipped weights, with
-#      whatever is left of BUDGET (seconds for all of it, default 540).
+#   4. when a training cache is at .gpu/cache.npz(.xz), a time-boxed training run from the shipped weights
+#      (benchmarks/gpu_training.sh), with whatever is left of BUDGET (seconds for all of it, default 540).
 # Results go to $OUT (default benchmarks/gpu/), in 8 files at most.
 # Run from the repository root: bash benchmarks/gpu_session.sh (DEVICE=cpu SIZES=512 CASES=1024 BUDGET=200: a dry run)
 set -u
@@ -62,11 +62,8 @@ wait
 left=$((BUDGET - SECONDS - 45))
 if [ -f .gpu/cache.npz ] && [ $left -gt 90 ]; then
   log "training ($left s left)"
-  minutes=$(python3 -c "print(round(($left - 40) / 60, 2))")
-  timeout $left python3 -m napari_convnp.cli train --data .gpu --cache .gpu/cache.npz --device "$DEVICE" --workers 14 \
-    --batch 32 --lr 3e-4 --warmup 100 --log-every 250 --precision bfloat16 --minutes "$minutes" \
-    --init napari_convnp/weights/convcnp.pt --out "$OUT/trained.pt" --last "$OUT/trained_last.pt" \
-    > "$OUT/train.log" 2>&1
+  OUT=$OUT BUDGET=$((BUDGET - SECONDS)) DEVICE=$DEVICE BATCH=32 \
+    RUNS="trained|--init napari_convnp/weights/convcnp.pt --lr 3e-4 --warmup 100" bash benchmarks/gpu_training.sh
   log "training done ($?)"
 fi
 log "end"
