@@ -3,8 +3,8 @@
 Before filling, a copy of the model is fine-tuned on the scene itself: known pixels are hidden with the
 scene's own gap geometry, moved onto known ground, and the copy learns to predict them. What it learns
 (this scene's textures, sensor, season) then serves the real gaps. Off by default: it costs about a
-second a step on a 2-core CPU. The same tasks, without training, calibrate the variance where another date is
-known (`reference_variance_factor`, on by default).
+second a step on a 2-core CPU. The same tasks, without training, choose how far the mean leans on the biharmonic
+fill and calibrate the variance where another date is known (`scene_calibration`, on by default).
 """
 from __future__ import annotations
 
@@ -101,44 +101,85 @@ def _task(rng, bands, norm, context, gaps, reference, tile):
     return parts
 
 
-CALIBRATION_TASKS = (2, 16)  # 128² tiles, an eighth of the scene's area within these bounds: about 2-12 % more work
+CALIBRATION_TASKS = (8, 32)  # 128² tiles, an eighth of the scene's area within these bounds
+MIN_SCORED = 500  # hidden pixels a calibration needs; below, the defaults hold
 
 
-def reference_variance_factor(model, bands, offsets, scales, context, gaps, reference, *, seed: int = 0,
-                              device: str = "cpu", precision: str = "float32") -> float:
-    """How much wider (> 1) or narrower the variance must be where the reference is known for this scene's 95 %
-    intervals to hold. How far another date can be trusted differs from scene to scene (eight days or a season
-    apart, a flood between), more than one constant fitted on the validation pairs can say. The model fills
-    known pixels hidden with the scene's own gap geometry (the tasks adaptation trains on); the factor is
-    (95th percentile of |error| / std, over those where the reference is known, / 1.96)², kept in [1/4, 8];
-    1 where too few such pixels are found."""
+def scene_calibration(model, bands, offsets, scales, context, gaps, reference=None, *, seed: int = 0,
+                      device: str = "cpu", precision: str = "float32") -> dict:
+    """What this scene's own known pixels, hidden with its gap geometry (the tasks adaptation trains on), say
+    about the fill; returns the keyword arguments of `calibrated`:
+
+    biharmonic_weight: how far the mean leans on the biharmonic fill where no reference is known. The two err
+    differently; which blend is best differs from scene to scene (0.05-0.6 on the validation and test scenes),
+    with texture and noise. It is the least-squares weight on the hidden pixels, shrunk towards the checkpoint's
+    (fitted on validation scenes) as far as the sample is small, kept in [0, BLEND_MAX].
+    reference_variance_factor (with a reference): how much wider (> 1) or narrower the variance must be where
+    the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
+    scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
+    validation pairs can say. (95th percentile of |error| / std there / 1.96)², kept in [1/4, 8]; 1 where too
+    few such pixels are found."""
+    import dataclasses
+
     import torch
 
+    from .model import biharmonic_fill, harmonic_fill
+
     c, h, w = bands.shape
+    found = {"biharmonic_weight": model.config.biharmonic_weight}
+    if reference is not None:
+        found["reference_variance_factor"] = 1.0
     tile = _task_side(model, h, w)
     if tile < 2 * model.multiple:
-        return 1.0
+        return found
     rng = np.random.default_rng(seed)
     norm = (offsets[:, None, None], scales[:, None, None])
     count = int(np.clip(round(h * w / tile ** 2 / 8), *CALIBRATION_TASKS))
-    values, task_context, target, ref, ref_known = _batch(count, device, rng, bands, norm, context, gaps, reference,
-                                                          tile)
-    with torch.inference_mode(), _autocast(device, precision):
-        mean, var = model(values, task_context, c, ref, ref_known)
-    scored = (target > 0) & (ref_known > 0)
-    if int(scored.sum()) < 500:
-        return 1.0
-    z = ((values - mean.float()).abs() / var.float().sqrt())[scored]
-    q95 = float(np.quantile(z.cpu().numpy(), 0.95))
-    return float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
+    values, task_context, target, *ref = _batch(count, device, rng, bands, norm, context, gaps, reference, tile)
+    network = copy.copy(model)  # the network's own mean, to weigh against the biharmonic fill
+    network.config = dataclasses.replace(model.config, biharmonic_weight=0.0)
+    with torch.inference_mode():
+        with _autocast(device, precision):
+            mean, var = network(values, task_context, c, *ref)
+        mean, var = mean.float(), var.float()
+        if model.config.biharmonic_weight > 0:
+            smooth = biharmonic_fill(task_context, harmonic_fill(values * task_context, task_context,
+                                                                 model.config.harmonic_iters),
+                                     model.config.biharmonic_iters)
+            alone = (target > 0) & (ref[1] == 0) if ref else target > 0
+            found["biharmonic_weight"] = blend_weight(model.config.biharmonic_weight, (mean - values)[alone],
+                                                      (smooth - values)[alone])
+        if ref:
+            scored = (target > 0) & (ref[1] > 0)
+            if int(scored.sum()) >= MIN_SCORED:
+                z = ((values - mean).abs() / var.sqrt())[scored]
+                q95 = float(np.quantile(z.cpu().numpy(), 0.95))
+                found["reference_variance_factor"] = float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
+    return found
 
 
-def with_reference_variance(model, factor: float):
-    """The model (the same weights, not copied) with its variance where the reference is known `factor` times
-    wider."""
+BLEND_MAX = 0.6  # the most weight the biharmonic fill gets; the network's mean keeps the larger share
+BLEND_TRUST = 0.5  # the share of the scene's own estimate in the weight, against the checkpoint's
+
+
+def blend_weight(prior: float, network_error, biharmonic_error) -> float:
+    """The weight w minimising the squared error of (1 - w)·network + w·biharmonic on the hidden pixels, halfway
+    to `prior`: a few tiles of hidden pixels give a noisy estimate (chosen on the validation scenes, where this
+    did better than either alone or the prior everywhere; benchmarks/biharmonic_blend.json)."""
+    if network_error.numel() < MIN_SCORED:
+        return prior
+    diff = network_error - biharmonic_error
+    own = float((network_error * diff).sum() / (diff * diff).sum().clamp_min(1e-12))
+    return float(np.clip(BLEND_TRUST * own + (1 - BLEND_TRUST) * prior, 0.0, BLEND_MAX))
+
+
+def calibrated(model, biharmonic_weight: float | None = None, reference_variance_factor: float = 1.0):
+    """The model (the same weights, not copied) with the scene's blend weight and its variance where the
+    reference is known `reference_variance_factor` times wider."""
     import dataclasses
 
     scaled = copy.copy(model)
-    scaled.config = dataclasses.replace(model.config,
-                                        reference_variance_scale=model.config.reference_variance_scale * factor)
+    scaled.config = dataclasses.replace(
+        model.config, reference_variance_scale=model.config.reference_variance_scale * reference_variance_factor,
+        biharmonic_weight=model.config.biharmonic_weight if biharmonic_weight is None else biharmonic_weight)
     return scaled

@@ -22,7 +22,7 @@ NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only wor
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
 TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
-CALIBRATE_ON_SCENE = True  # with a reference: the variance where it is known calibrated on the scene itself
+CALIBRATE_ON_SCENE = True  # the biharmonic blend, and the variance where a reference is known, chosen on the scene
 
 
 class FillError(ValueError):
@@ -48,6 +48,8 @@ class Fill:
     seconds: float
     # with a reference: how much the variance where it is known was widened (> 1) or narrowed for this scene
     reference_variance_factor: float | None = None
+    # the ConvNP: the weight of the biharmonic fill in its mean where no reference is known, chosen on this scene
+    biharmonic_weight: float | None = None
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -136,7 +138,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     # The whole result in memory: the ConvNP's rows are copied straight into it (its pages touched once).
     out = None if on_rows is not None or method != "convnp" else (np.empty(bands.shape, np.float32),
                                                                   np.empty(bands.shape, np.float32))
-    calibration = {}  # what the ConvNP learnt of the reference on this scene
+    calibration = {}  # what the ConvNP learnt of this scene (adapt.scene_calibration)
     if method == "convnp":
         device = resolve_device(device)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
@@ -175,7 +177,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             mean = rows_mean
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start,
-                calibration.get("reference_variance_factor"))
+                calibration.get("reference_variance_factor"), calibration.get("biharmonic_weight"))
 
 
 class KnownPixels(BandWindows):
@@ -248,11 +250,11 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
             adapt_steps=0, seed=0, out=None, calibration=None):
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
     for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
-    `out` (the whole result's mean and variance) when given. calibration: a dict that gets the reference's
-    variance factor for this scene."""
+    `out` (the whole result's mean and variance) when given. calibration: a dict that gets what
+    `adapt.scene_calibration` chose for this scene."""
     import torch
 
-    from .adapt import adapt_model, reference_variance_factor, with_reference_variance
+    from .adapt import adapt_model, calibrated, scene_calibration
     from .model import band_stats
 
     model = model or _cached_model(device)
@@ -273,12 +275,12 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         if progress:
             tile_progress = progress
             progress = lambda done, n: tile_progress(adapt_steps + done, adapt_steps + n)  # noqa: E731
-    if reference is not None and CALIBRATE_ON_SCENE:
-        factor = reference_variance_factor(model, bands, offsets, scales, context, gaps, reference, seed=seed,
-                                           device=device, precision=precision)
-        model = with_reference_variance(model, factor)
+    if CALIBRATE_ON_SCENE and (reference is not None or model.config.biharmonic_weight > 0):
+        found = scene_calibration(model, bands, offsets, scales, context, gaps, reference, seed=seed, device=device,
+                                  precision=precision)
+        model = calibrated(model, **found)
         if calibration is not None:
-            calibration["reference_variance_factor"] = factor
+            calibration.update(found)
     emitted = 0  # rows already handed on: a retry on smaller tiles goes on below them
     while True:
         try:

@@ -68,6 +68,10 @@ class ModelConfig:
     # validation pairs (inside the model, whose network corrects the fit; the classical `regression` keeps 31)
     regression_window: int | tuple[int, ...] = (11, 21, 31)
     reference_variance_scale: float = 1.0  # calibration of the variance where a reference is known (fitted on val)
+    # the mean blended with the biharmonic fill by this weight where no reference is known (chosen per scene by
+    # `adapt.scene_calibration`; 0 = the network's mean alone), and the conjugate-gradient steps of that fill
+    biharmonic_weight: float = 0.0
+    biharmonic_iters: int = 50
 
 
 class SetConv(nn.Module):
@@ -160,6 +164,43 @@ def harmonic_fill(value: torch.Tensor, mask: torch.Tensor, sweeps: int) -> torch
                 p = F.pad(x, (1, 1, 1, 1), mode="replicate")
                 neighbours = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
                 x = x * keep + step * neighbours
+        return x
+
+
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    """The 5-point Laplacian with edge-replicated borders (symmetric: its square is the biharmonic energy's)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    out = p[..., :-2, 1:-1] + p[..., 2:, 1:-1]
+    out += p[..., 1:-1, :-2]
+    out += p[..., 1:-1, 2:]
+    return out.sub_(x, alpha=4)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image (first axis) dot products, shaped to broadcast over the images."""
+    return torch.einsum("nchw,nchw->n", a, b).view(-1, 1, 1, 1)
+
+
+def biharmonic_fill(mask: torch.Tensor, start: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Biharmonic interpolation of the context (the surface of least squared Laplacian through the known pixels,
+    as scikit-image's inpaint_biharmonic): `iterations` conjugate-gradient steps from `start` (the harmonic fill,
+    whose known pixels hold their values), which settle the short distances across a stripe first. A biharmonic
+    surface carries the slopes on both sides of a gap into it where the harmonic one flattens them; its errors
+    differ enough from the network's that a blend of the two beats each (`ConvCNP.forward`). Always float32."""
+    with torch.autocast(start.device.type, enabled=False):
+        free = 1 - mask.float()
+        x = start.float().clone()
+        residual = _laplacian(_laplacian(x)).mul_(free).neg_()
+        direction = residual.clone()
+        norm = _dot(residual, residual)
+        for _ in range(iterations):
+            product = _laplacian(_laplacian(direction)).mul_(free)
+            step = norm / _dot(direction, product).clamp_min(1e-30)
+            x.addcmul_(step, direction)
+            residual.addcmul_(step, product, value=-1)
+            new_norm = _dot(residual, residual)
+            direction.mul_(new_norm / norm.clamp_min(1e-30)).add_(residual)
+            norm = new_norm
         return x
 
 
@@ -346,7 +387,8 @@ class ConvCNP(nn.Module):
         None, or a ref_mask of zeros, is the single-image fill."""
         value = value * mask
         smooth = self.setconv(value, mask)
-        base = harmonic_fill(value, mask, self.config.harmonic_iters).to(smooth.dtype)
+        harmonic = harmonic_fill(value, mask, self.config.harmonic_iters)
+        base = harmonic.to(smooth.dtype)
         feats = [value, mask, smooth, base]
         ref_base = base
         # Without a known reference pixel the reference features are all 0: left out, with their weights.
@@ -359,6 +401,7 @@ class ConvCNP(nn.Module):
             feats += [ref, ref_mask.to(smooth.dtype), ref_base - base]
         feats = torch.cat(feats, 1)
         reference_known = feats[:, -2:-1] > 0 if with_reference else None
+        mask_for_blend = mask if self.config.biharmonic_weight > 0 else None
         del value, mask, smooth, ref, ref_mask  # memory: a tile's features are held in `feats` alone
         x = self._encode(feats, n_bands)
         del feats
@@ -375,6 +418,13 @@ class ConvCNP(nn.Module):
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         if with_reference:  # leaning on the reference's fill as far as the network trusts it
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
+        if self.config.biharmonic_weight > 0:
+            weight = self.config.biharmonic_weight
+            if with_reference:
+                weight = weight * (~reference_known[:, 0]).float()
+            smooth_fill = biharmonic_fill(mask_for_blend, harmonic, self.config.biharmonic_iters)[:, 0]
+            mean = mean.float() + weight * (smooth_fill - mean.float())
+        del harmonic
         std = self.config.min_std + F.softplus(raw_std + 0.5)
         var = (std ** 2)[:, None]
         if with_reference and self.config.reference_variance_scale != 1:
