@@ -883,9 +883,10 @@ class GapFillWidget(QWidget):
                 self._show_scores(job)
         if self.grid.enabled:
             self.viewer.reset_view()
-        factor = result.reference_variance_factor
-        trust = "" if factor is None else f"; intervals ×{factor ** 0.5:.2f} where the reference is known"
-        self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{trust}")
+        notes = [f"; {result.biharmonic_weight:.0%} biharmonic in the mean" if result.biharmonic_weight else "",
+                 "" if result.reference_variance_factor is None else
+                 f"; intervals ×{result.reference_variance_factor ** 0.5:.2f} where the reference is known"]
+        self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{''.join(notes)}")
 
     def _show_scores(self, job: Job):
         hidden = int(mask_pixels(job.mask))

@@ -300,8 +300,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
-            **({"reference_variance_factor": round(result.reference_variance_factor, 3)}
-               if result.reference_variance_factor is not None else {})}
+            **{key: round(value, 3) for key in ("biharmonic_weight", "reference_variance_factor")
+               if (value := getattr(result, key)) is not None}}
 
 
 def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: str, on_rows=None, **options):

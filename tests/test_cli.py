@@ -391,12 +391,16 @@ def test_outputs_keep_nodata_metadata_and_record_provenance(tmp_path):
     assert not (tmp_path / "n_filled_mask.tif").exists()
 
 
-def test_the_summary_says_how_far_the_reference_was_trusted(tmp_path, smooth_scene):
+def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
+    """How far the reference was trusted, and how much biharmonic fill went into the ConvNP's mean."""
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
     ref = make_tiff(tmp_path / "ref.tif", smooth(3, 160, 192))
     with_ref = cli.fill_file(smooth_scene, tmp_path / "o.tif", mask=mask, reference=[ref], device="cpu")
     alone = cli.fill_file(smooth_scene, tmp_path / "a.tif", mask=mask, device="cpu")
+    classical = cli.fill_file(smooth_scene, tmp_path / "c.tif", mask=mask, method="idw")
     assert 0.25 <= with_ref["reference_variance_factor"] <= 8 and "reference_variance_factor" not in alone
+    assert 0 <= alone["biharmonic_weight"] <= 0.6 and 0 <= with_ref["biharmonic_weight"] <= 0.6
+    assert "biharmonic_weight" not in classical
 
 
 def test_fill_file_passes_references_and_options_to_fill(tmp_path, monkeypatch, smooth_scene):

@@ -284,3 +284,25 @@ def test_adaptation_can_be_cancelled_and_checks_its_steps():
         fill(bands, gaps, device="cpu", adapt_steps=50, cancelled=lambda: True)
     with pytest.raises(FillError, match="adaptation steps"):
         fill(bands, gaps, device="cpu", adapt_steps=-1)
+
+
+def test_the_biharmonic_share_of_the_mean_is_chosen_on_the_scene(monkeypatch):
+    """On a smooth surface the biharmonic fill is all but exact and gets the most weight; on rough texture, where
+    it carries noise into the gaps, less than the prior. Without the calibration, the checkpoint's prior."""
+    from napari_convnp import adapt, inpaint, masks
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:256, :256] / 256
+    surface = np.stack([1000 + 300 * x ** 2 - 200 * x * y + 150 * y + 80 * b * y ** 2 for b in range(3)])
+    texture = np.cumsum(rng.normal(size=(3, 256, 256)), axis=2) * 10 + rng.normal(0, 20, (3, 256, 256)) + 1000
+    gaps = masks.simulate_slc_off((256, 256), seed=2, pixel_size=30, crop_offset=(0, 0))
+    model = _reference_model()
+    smooth = fill(surface.astype(np.float32), gaps, model=model, device="cpu")
+    rough = fill(texture.astype(np.float32), gaps, model=model, device="cpu")
+    prior = model.config.biharmonic_weight
+    assert smooth.biharmonic_weight == adapt.BLEND_MAX and rough.biharmonic_weight < prior
+    assert fill(surface.astype(np.float32), gaps, model=model, device="cpu").mean.tobytes() == \
+        smooth.mean.tobytes()  # seeded
+    monkeypatch.setattr(inpaint, "CALIBRATE_ON_SCENE", False)
+    assert fill(texture.astype(np.float32), gaps, model=model, device="cpu").biharmonic_weight is None
+    assert fill(texture.astype(np.float32), gaps, method="idw").biharmonic_weight is None

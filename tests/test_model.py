@@ -65,6 +65,56 @@ def test_harmonic_fill_keeps_known_pixels_and_solves_laplace(shape):
     assert (filled - neighbours)[~known].abs().max() < 1e-4  # each unknown pixel the mean of its neighbours
 
 
+def test_biharmonic_fill_converges_to_scikit_images():
+    """Run long enough, the conjugate gradients reach scikit-image's biharmonic inpainting (which the `biharmonic`
+    baseline is), away from the image's edge, whose stencils the two treat differently."""
+    from skimage.restoration import inpaint_biharmonic
+
+    from napari_convnp.masks import simulate_slc_off
+
+    y, x = np.mgrid[:96, :96] / 20
+    image = np.sin(x) * np.cos(1.3 * y) + 0.1 * np.random.default_rng(0).normal(size=x.shape)
+    gaps = simulate_slc_off((96, 96), seed=1, pixel_size=30, crop_offset=(0, 0))
+    want = inpaint_biharmonic(image * ~gaps, gaps)
+    value = torch.from_numpy(image.astype(np.float32))[None, None]
+    mask = torch.from_numpy(~gaps).float()[None, None]
+    start = M.harmonic_fill(value * mask, mask, 5)
+    got = M.biharmonic_fill(mask, start, 1000)[0, 0].numpy()
+    inside = np.zeros_like(gaps)
+    inside[4:-4, 4:-4] = True
+    assert np.array_equal(got[~gaps], image.astype(np.float32)[~gaps])
+    assert np.abs(got - want)[gaps & inside].max() < 1e-4
+    assert np.abs(start[0, 0].numpy() - want)[gaps & inside].mean() > 0.05  # the harmonic start is not it
+
+
+def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is_known():
+    import dataclasses
+
+    model = M.load_model()
+    value, mask = _scene()
+    with_weight = {w: copy_with(model, biharmonic_weight=w) for w in (0.0, 0.4, 1.0)}
+    with torch.no_grad():
+        (network, var0), (blend, var), (smooth, _) = (m(value, mask, 3) for m in with_weight.values())
+        start = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
+        np.testing.assert_allclose(smooth.numpy(), M.biharmonic_fill(mask, start, model.config.biharmonic_iters)
+                                   .numpy(), atol=1e-5)
+        np.testing.assert_allclose(blend.numpy(), (0.6 * network + 0.4 * smooth).numpy(), atol=1e-5)
+        assert torch.equal(var, var0)  # the variance is the network's
+        reference, known = value * 1.2 + 0.1, torch.ones_like(mask)
+        assert torch.equal(with_weight[0.4](value, mask, 3, reference, known)[0],
+                           with_weight[0.0](value, mask, 3, reference, known)[0])
+    assert dataclasses.asdict(model.config)["biharmonic_weight"] > 0  # the shipped prior blends
+
+
+def copy_with(model, **config):
+    import copy
+    import dataclasses
+
+    changed = copy.copy(model)
+    changed.config = dataclasses.replace(model.config, **config)
+    return changed
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_up_block_is_the_block_on_the_upsampled_concatenation(dtype):
     """The decoder's phase-kernel form gives what the block gives on cat([nearest ×2 upsampling, skip]),
