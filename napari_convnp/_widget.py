@@ -883,7 +883,7 @@ class GapFillWidget(QWidget):
                 self._show_scores(job)
         if self.grid.enabled:
             self.viewer.reset_view()
-        notes = [f"; {result.biharmonic_weight:.0%} biharmonic in the mean" if result.biharmonic_weight else "",
+        notes = ["" if result.biharmonic_weight is None else f"; {result.biharmonic_weight:.0%} biharmonic in the mean",
                  "" if result.reference_variance_factor is None else
                  f"; intervals ×{result.reference_variance_factor ** 0.5:.2f} where the reference is known"]
         self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{''.join(notes)}")

@@ -423,6 +423,7 @@ def test_convnp_with_a_reference_is_named_apart(widget, qtbot, tmp_path, message
     widget.load(a)
     widget.simulate()
     run(widget, qtbot, "convnp")
+    assert "biharmonic in the mean" in widget.status.text()  # the blend chosen on this scene
     widget.reference_combo.value = widget.viewer.layers["LE07_date_b"]
     run(widget, qtbot, "convnp")
     assert {"convnp mean", "convnp+ref mean", "convnp variance", "convnp+ref variance"} <= {
