@@ -9,6 +9,7 @@ fill and calibrate the variance where another date is known (`scene_calibration`
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 
@@ -119,8 +120,6 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
     validation pairs can say. (95th percentile of |error| / std there / 1.96)², kept in [1/4, 8]; 1 where too
     few such pixels are found."""
-    import dataclasses
-
     import torch
 
     from .model import biharmonic_fill, harmonic_fill
@@ -176,8 +175,6 @@ def blend_weight(prior: float, network_error, biharmonic_error) -> float:
 def calibrated(model, biharmonic_weight: float | None = None, reference_variance_factor: float = 1.0):
     """The model (the same weights, not copied) with the scene's blend weight and its variance where the
     reference is known `reference_variance_factor` times wider."""
-    import dataclasses
-
     scaled = copy.copy(model)
     scaled.config = dataclasses.replace(
         model.config, reference_variance_scale=model.config.reference_variance_scale * reference_variance_factor,
