@@ -104,6 +104,7 @@ def _task(rng, bands, norm, context, gaps, reference, tile):
 
 CALIBRATION_TASKS = (8, 32)  # 128² tiles, an eighth of the scene's area within these bounds
 MIN_SCORED = 500  # hidden pixels a calibration needs; below, the defaults hold
+TASKS_A_PASS = 8  # 128² tasks run through the network at once (all bands): 8 hold no more than a 512² tile
 
 
 def scene_calibration(model, bands, offsets, scales, context, gaps, reference=None, *, seed: int = 0,
@@ -137,14 +138,19 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     values, task_context, target, *ref = _batch(count, device, rng, bands, norm, context, gaps, reference, tile)
     network = copy.copy(model)  # the network's own mean, to weigh against the biharmonic fill
     network.config = dataclasses.replace(model.config, biharmonic_weight=0.0)
+    blend = model.config.biharmonic_weight > 0
     with torch.inference_mode():
-        with _autocast(device, precision):
-            mean, var = network(values, task_context, c, *ref)
-        mean, var = mean.float(), var.float()
-        if model.config.biharmonic_weight > 0:
-            smooth = biharmonic_fill(task_context, harmonic_fill(values * task_context, task_context,
-                                                                 model.config.harmonic_iters),
-                                     model.config.biharmonic_iters)
+        parts = []
+        for i in range(0, len(values), TASKS_A_PASS * c):  # a few tasks a pass: the memory of a fill's tile
+            part = slice(i, i + TASKS_A_PASS * c)
+            known = task_context[part]
+            with _autocast(device, precision):
+                mean, var = network(values[part], known, c, *(t[part] for t in ref))
+            smooth = biharmonic_fill(known, harmonic_fill(values[part] * known, known, model.config.harmonic_iters),
+                                     model.config.biharmonic_iters) if blend else mean
+            parts.append((mean.float(), var.float(), smooth))
+        mean, var, smooth = (torch.cat(p) for p in zip(*parts))
+        if blend:
             alone = (target > 0) & (ref[1] == 0) if ref else target > 0
             found["biharmonic_weight"] = blend_weight(model.config.biharmonic_weight, (mean - values)[alone],
                                                       (smooth - values)[alone])
