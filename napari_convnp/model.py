@@ -182,31 +182,33 @@ CG_TOLERANCE = 1e-3  # conjugate gradients stop early once the residual is this 
 def biharmonic_fill(mask: torch.Tensor, start: torch.Tensor, iterations: int) -> torch.Tensor:
     """Biharmonic interpolation of the context (the surface of least squared Laplacian through the known pixels,
     as scikit-image's inpaint_biharmonic): up to `iterations` conjugate-gradient steps from `start` (the harmonic
-    fill, whose known pixels hold their values), which settle the short distances across a stripe first. A
-    biharmonic surface carries the slopes on both sides of a gap into it where the harmonic one flattens them; its
-    errors differ enough from the network's that a blend of the two beats each (`ConvCNP.forward`). Always
-    float32; one image (band) at a time, whose few planes stay in the CPU's caches (1.3-1.5× faster)."""
+    fill, whose known pixels hold their values), which settle the short distances across a stripe first; they stop
+    early once every image has converged (thin gaps, as in a scene's centre). A biharmonic surface carries the
+    slopes on both sides of a gap into it where the harmonic one flattens them; its errors differ enough from the
+    network's that a blend of the two beats each (`ConvCNP.forward`). Always float32. All images at once: few,
+    large operations (one image at a time is 3x slower where OpenMP threads sleep between them)."""
     with torch.autocast(start.device.type, enabled=False):
-        return torch.cat([_conjugate_gradients(1 - m.float(), s.float().clone(), iterations)
-                          for m, s in zip(mask.split(1), start.split(1))])
+        free = 1 - mask.float()
+        x = start.float().clone()
+        residual = _laplacian(_laplacian(x)).mul_(free).neg_()
+        direction = residual.clone()
+        norm = first = _dot(residual, residual)
+        for step in range(iterations):
+            if step and step % 10 == 0 and bool((norm <= CG_TOLERANCE ** 2 * first).all()):  # a sync: now and then
+                break
+            product = _laplacian(_laplacian(direction)).mul_(free)
+            alpha = norm / _dot(direction, product).clamp_min(1e-30)
+            x.addcmul_(alpha, direction)
+            residual.addcmul_(alpha, product, value=-1)
+            new_norm = _dot(residual, residual)
+            direction.mul_(new_norm / norm.clamp_min(1e-30)).add_(residual)
+            norm = new_norm
+        return x
 
 
-def _conjugate_gradients(free: torch.Tensor, x: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Minimises the squared Laplacian of x over its `free` pixels, in place."""
-    residual = _laplacian(_laplacian(x)).mul_(free).neg_()
-    direction = residual.clone()
-    norm = first = torch.dot(residual.reshape(-1), residual.reshape(-1))
-    for step in range(iterations):
-        if step % 10 == 0 and step and bool(norm <= CG_TOLERANCE ** 2 * first):  # a sync: only now and then
-            break
-        product = _laplacian(_laplacian(direction)).mul_(free)
-        alpha = norm / torch.dot(direction.reshape(-1), product.reshape(-1)).clamp_min(1e-30)
-        x.addcmul_(direction, alpha)
-        residual.addcmul_(product, alpha, value=-1)
-        new_norm = torch.dot(residual.reshape(-1), residual.reshape(-1))
-        direction.mul_(new_norm / norm.clamp_min(1e-30)).add_(residual)
-        norm = new_norm
-    return x
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image (first axis) dot products, shaped to broadcast over the images."""
+    return torch.einsum("nchw,nchw->n", a, b).view(-1, 1, 1, 1)
 
 
 def _box_means(x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
