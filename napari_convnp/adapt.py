@@ -135,21 +135,21 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     rng = np.random.default_rng(seed)
     norm = (offsets[:, None, None], scales[:, None, None])
     count = int(np.clip(round(h * w / tile ** 2 / 8), *CALIBRATION_TASKS))
-    values, task_context, target, *ref = _batch(count, device, rng, bands, norm, context, gaps, reference, tile)
+    # the tasks made as they are used, a pass at a time (the same ones as all at once)
+    chunks = (_batch(min(TASKS_A_PASS, count - i), device, rng, bands, norm, context, gaps, reference, tile)
+              for i in range(0, count, TASKS_A_PASS))
     network = copy.copy(model)  # the network's own mean, to weigh against the biharmonic fill
     network.config = dataclasses.replace(model.config, biharmonic_weight=0.0)
     blend = model.config.biharmonic_weight > 0
     with torch.inference_mode():
         parts = []
-        for i in range(0, len(values), TASKS_A_PASS * c):  # a few tasks a pass: the memory of a fill's tile
-            part = slice(i, i + TASKS_A_PASS * c)
-            known = task_context[part]
+        for values, known, target, *ref in chunks:  # a few tasks a pass: the memory of a fill's tile
             with _autocast(device, precision):
-                mean, var = network(values[part], known, c, *(t[part] for t in ref))
-            smooth = biharmonic_fill(known, harmonic_fill(values[part] * known, known, model.config.harmonic_iters),
+                mean, var = network(values, known, c, *ref)
+            smooth = biharmonic_fill(known, harmonic_fill(values * known, known, model.config.harmonic_iters),
                                      model.config.biharmonic_iters) if blend else mean
-            parts.append((mean.float(), var.float(), smooth))
-        mean, var, smooth = (torch.cat(p) for p in zip(*parts))
+            parts.append((values, target, *ref, mean.float(), var.float(), smooth))
+        values, target, *ref, mean, var, smooth = (torch.cat(p) for p in zip(*parts))
         if blend:
             alone = (target > 0) & (ref[1] == 0) if ref else target > 0
             found["biharmonic_weight"] = blend_weight(model.config.biharmonic_weight, (mean - values)[alone],

@@ -421,6 +421,7 @@ class ConvCNP(nn.Module):
             skip = skips.pop()
             x = up_block(up, x, skip)
         raw = self.head(x)
+        del x, skip  # memory: the full-resolution features are not held while the biharmonic fill runs
         raw_mean, raw_std = raw[:, 0], raw[:, 1]
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         if with_reference:  # leaning on the reference's fill as far as the network trusts it
