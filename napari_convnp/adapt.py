@@ -141,25 +141,26 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     network = copy.copy(model)  # the network's own mean, to weigh against the biharmonic fill
     network.config = dataclasses.replace(model.config, biharmonic_weight=0.0)
     blend = model.config.biharmonic_weight > 0
+    network_errors, biharmonic_errors, z_scores = [], [], []  # only the scored pixels' are kept (memory)
     with torch.inference_mode():
-        parts = []
         for values, known, target, *ref in chunks:  # a few tasks a pass: the memory of a fill's tile
             with _autocast(device, precision):
-                mean, var = network(values, known, c, *ref)
-            smooth = biharmonic_fill(known, harmonic_fill(values * known, known, model.config.harmonic_iters),
-                                     model.config.biharmonic_iters) if blend else mean
-            parts.append((values, target, *ref, mean.float(), var.float(), smooth))
-        values, target, *ref, mean, var, smooth = (torch.cat(p) for p in zip(*parts))
-        if blend:
-            alone = (target > 0) & (ref[1] == 0) if ref else target > 0
-            found["biharmonic_weight"] = blend_weight(model.config.biharmonic_weight, (mean - values)[alone],
-                                                      (smooth - values)[alone])
-        if ref:
-            scored = (target > 0) & (ref[1] > 0)
-            if int(scored.sum()) >= MIN_SCORED:
-                z = ((values - mean).abs() / var.sqrt())[scored]
-                q95 = float(np.quantile(z.cpu().numpy(), 0.95))
-                found["reference_variance_factor"] = float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
+                mean, var = (t.float() for t in network(values, known, c, *ref))
+            if blend:
+                smooth = biharmonic_fill(known, harmonic_fill(values * known, known, model.config.harmonic_iters),
+                                         model.config.biharmonic_iters)
+                alone = (target > 0) & (ref[1] == 0) if ref else target > 0
+                network_errors.append((mean - values)[alone])
+                biharmonic_errors.append((smooth - values)[alone])
+            if ref:
+                scored = (target > 0) & (ref[1] > 0)
+                z_scores.append(((values - mean).abs() / var.sqrt())[scored])
+    if blend:
+        found["biharmonic_weight"] = blend_weight(model.config.biharmonic_weight, torch.cat(network_errors),
+                                                  torch.cat(biharmonic_errors))
+    if reference is not None and sum(len(z) for z in z_scores) >= MIN_SCORED:
+        q95 = float(np.quantile(torch.cat(z_scores).cpu().numpy(), 0.95))
+        found["reference_variance_factor"] = float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
     return found
 
 
