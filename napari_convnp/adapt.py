@@ -137,8 +137,7 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     # the tasks made as they are used, a pass at a time (the same ones as all at once)
     chunks = (_batch(min(TASKS_A_PASS, count - i), device, rng, bands, norm, context, gaps, reference, tile)
               for i in range(0, count, TASKS_A_PASS))
-    network = copy.copy(model)  # the network's own mean, to weigh against the biharmonic fill
-    network.config = dataclasses.replace(model.config, biharmonic_weight=0.0)
+    network = calibrated(model, biharmonic_weight=0.0)  # the network's own mean, to weigh against the biharmonic
     blend = model.config.biharmonic_weight > 0
     network_errors, biharmonic_errors, z_scores = [], [], []  # only the scored pixels' are kept (memory)
     with torch.inference_mode():

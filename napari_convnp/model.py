@@ -155,25 +155,28 @@ def harmonic_fill(value: torch.Tensor, mask: torch.Tensor, sweeps: int) -> torch
         free = 1 - mask
         x = value * mask + free * x
         parity = (torch.arange(h, device=value.device)[:, None] + torch.arange(w, device=value.device)) % 2
-        # x ← x + ω·colour·(mean of 4 neighbours − x), written as x·keep + step·(sum of 4 neighbours): the
-        # neighbours as four shifted slices of the edge-padded x (a 1-channel conv2d is ~5× slower on CPUs)
+        # x ← x + ω·colour·(mean of 4 neighbours − x), written as x·keep + step·(sum of 4 neighbours)
         steps = [(SOR_OMEGA / 4) * free * (parity == p) for p in (0, 1)]
         keeps = [1 - 4 * step for step in steps]
         for _ in range(sweeps):
             for step, keep in zip(steps, keeps):
-                p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-                neighbours = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
-                x = x * keep + step * neighbours
+                x = x * keep + step * _neighbour_sum(x)
         return x
 
 
-def _laplacian(x: torch.Tensor) -> torch.Tensor:
-    """The 5-point Laplacian with edge-replicated borders (symmetric: its square is the biharmonic energy's)."""
+def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of each pixel's four neighbours, the edges replicated: four shifted slices of the padded image (a
+    1-channel conv2d is ~5× slower on CPUs)."""
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     out = p[..., :-2, 1:-1] + p[..., 2:, 1:-1]
     out += p[..., 1:-1, :-2]
     out += p[..., 1:-1, 2:]
-    return out.sub_(x, alpha=4)
+    return out
+
+
+def _laplacian(x: torch.Tensor) -> torch.Tensor:
+    """The 5-point Laplacian with edge-replicated borders (symmetric: its square is the biharmonic energy's)."""
+    return _neighbour_sum(x).sub_(x, alpha=4)
 
 
 CG_TOLERANCE = 1e-3  # conjugate gradients stop early once the residual is this fraction of the first one
@@ -432,10 +435,9 @@ class ConvCNP(nn.Module):
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         if with_reference:  # leaning on the reference's fill as far as the network trusts it
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
-        if self.config.biharmonic_weight > 0:
-            weight = self.config.biharmonic_weight
-            if with_reference:
-                weight = weight * (~reference_known[:, 0]).float()
+        alone = ~reference_known[:, 0] if with_reference else None  # the pixels without a reference
+        if self.config.biharmonic_weight > 0 and (alone is None or bool(alone.any())):
+            weight = self.config.biharmonic_weight if alone is None else self.config.biharmonic_weight * alone.float()
             smooth_fill = biharmonic_fill(mask_for_blend, harmonic, self.config.biharmonic_iters)[:, 0]
             mean = mean.float() + weight * (smooth_fill - mean.float())
         del harmonic

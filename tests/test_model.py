@@ -91,9 +91,11 @@ def test_biharmonic_fill_converges_to_scikit_images(monkeypatch):
 def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is_known():
     import dataclasses
 
+    from napari_convnp.adapt import calibrated
+
     model = M.load_model()
     value, mask = _scene()
-    with_weight = {w: copy_with(model, biharmonic_weight=w) for w in (0.0, 0.4, 1.0)}
+    with_weight = {w: calibrated(model, biharmonic_weight=w) for w in (0.0, 0.4, 1.0)}
     with torch.no_grad():
         (network, var0), (blend, var), (smooth, _) = (m(value, mask, 3) for m in with_weight.values())
         start = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
@@ -105,15 +107,6 @@ def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is
         assert torch.equal(with_weight[0.4](value, mask, 3, reference, known)[0],
                            with_weight[0.0](value, mask, 3, reference, known)[0])
     assert dataclasses.asdict(model.config)["biharmonic_weight"] > 0  # the shipped prior blends
-
-
-def copy_with(model, **config):
-    import copy
-    import dataclasses
-
-    changed = copy.copy(model)
-    changed.config = dataclasses.replace(model.config, **config)
-    return changed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
