@@ -219,6 +219,7 @@ class Job:
     reference_name: str = ""
     adapt_steps: int = 0
     show_std: bool = False
+    biharmonic_weight: float | None = None  # None: the ConvNP chooses it on the scene
     cancel: threading.Event = field(default_factory=threading.Event)
     scores: dict = field(default_factory=dict)
     worker: object = None
@@ -684,6 +685,16 @@ class GapFillWidget(QWidget):
         row.addWidget(self.adapt)
         row.addWidget(self.adapt_steps)
         form.addRow(row)
+        self.blend = QSpinBox()
+        self.blend.setRange(-1, 100)
+        self.blend.setValue(-1)
+        self.blend.setSuffix(" %")
+        self.blend.setSpecialValueText("chosen on the scene")  # shown at -1
+        self.blend.setToolTip(
+            "ConvNP: the share of the biharmonic fill in the mean where no reference is known. The two err "
+            "differently, so a blend beats both; by default the share is chosen on the scene's own known "
+            "pixels. 0 % is the network alone (about a quarter faster).")
+        form.addRow("Biharmonic in the mean", self.blend)
         self.device = QComboBox()
         self.device.addItems(_device_choices())
         self.device.setToolTip("Where the ConvNP runs: auto takes the GPU when torch finds one (the classical "
@@ -766,8 +777,9 @@ class GapFillWidget(QWidget):
             raise InputError("choose at least one method")
         reference, reference_name = self._reference_for(layer, scene, source)
         adapt = self.adapt_steps.value() if self.adapt.isChecked() else 0
+        blend = None if self.blend.value() < 0 else self.blend.value() / 100
         return Job(layer.name, scene, mask, methods, self.density.value() / 100, self.device.currentText(),
-                   layer_placement(layer), reference, reference_name, adapt, self.show_std.isChecked())
+                   layer_placement(layer), reference, reference_name, adapt, self.show_std.isChecked(), blend)
 
     @_reports_input_errors
     def run(self):
@@ -810,6 +822,8 @@ class GapFillWidget(QWidget):
                     options["scene"] = job.scene  # fill aligns the reference Scene to this one
             if job.adapt_steps and method == "convnp":
                 options["adapt_steps"] = job.adapt_steps
+            if job.biharmonic_weight is not None and method == "convnp":
+                options["biharmonic_weight"] = job.biharmonic_weight
             options.update(method=method, density=job.density, nodata=nodata, device=job.device, progress=report,
                            cancelled=job.cancel.is_set)
             try:

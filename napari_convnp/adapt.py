@@ -108,7 +108,7 @@ TASKS_A_PASS = 8  # 128² tasks run through the network at once (all bands): 8 h
 
 
 def scene_calibration(model, bands, offsets, scales, context, gaps, reference=None, *, seed: int = 0,
-                      device: str = "cpu", precision: str = "float32") -> dict:
+                      device: str = "cpu", precision: str = "float32", choose_blend: bool = True) -> dict:
     """What this scene's own known pixels, hidden with its gap geometry (the tasks adaptation trains on), say
     about the fill; returns the keyword arguments of `calibrated`:
 
@@ -119,7 +119,7 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
     validation pairs can say. (95th percentile of |error| / std there / 1.96)², kept in [1/4, 8]; 1 where too
-    few such pixels are found."""
+    few such pixels are found. choose_blend=False keeps the model's biharmonic weight (one the user fixed)."""
     import torch
 
     from .model import biharmonic_fill, harmonic_fill
@@ -138,7 +138,7 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     chunks = (_batch(min(TASKS_A_PASS, count - i), device, rng, bands, norm, context, gaps, reference, tile)
               for i in range(0, count, TASKS_A_PASS))
     network = calibrated(model, biharmonic_weight=0.0)  # the network's own mean, to weigh against the biharmonic
-    blend = model.config.biharmonic_weight > 0
+    blend = choose_blend and model.config.biharmonic_weight > 0
     network_errors, biharmonic_errors, z_scores = [], [], []  # only the scored pixels' are kept (memory)
     with torch.inference_mode():
         for values, known, target, *ref in chunks:  # a few tasks a pass: the memory of a fill's tile

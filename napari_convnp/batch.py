@@ -133,7 +133,7 @@ def fill_many(inputs: list[str], out_dir: Path, *, scheduler: str | None = None,
         raise OptionError(f"--workers must be 1 or more, not {workers}")
     options = {"density": 1.0, "seed": 0, "tile": None, "precision": "float32", "dtype": "auto", "device": "auto"}
     options.update((k, v) for k, v in fill_kwargs.items() if k in options)
-    check_options(method=method, variance=variance, **options)
+    check_options(method=method, variance=variance, biharmonic_weight=fill_kwargs.get("biharmonic_weight"), **options)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SceneError(f"{out_dir}: the output folder is a file")

@@ -279,6 +279,9 @@ def _fill_options(p, methods, dtypes):
                    metavar="STEPS", help="ConvNP: fine-tune on the scene itself first (test-time adaptation), "
                                          f"for STEPS steps ({DEFAULT_STEPS} when given alone; default: off)")
     p.add_argument("--adapt-steps", dest="adapt_steps", type=int, help="the same as --adapt STEPS")
+    p.add_argument("--biharmonic-weight", type=float, metavar="W",
+                   help="ConvNP: the share of the biharmonic fill in the mean where no reference is known, 0-1 "
+                        "(default: chosen on the scene; 0: the network alone, about a quarter faster)")
 
 
 def _run(args) -> int:
@@ -289,7 +292,7 @@ def _run(args) -> int:
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
                             precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
                             reference=args.reference, cancelled=_stop_requested,
-                            progress=_progress_bar(f"filling {args.input.name}"), **_adapt(args))
+                            progress=_progress_bar(f"filling {args.input.name}"), **_convnp_options(args))
         print(json.dumps(summary))
     elif args.command == "fill-many":
         from .batch import fill_many
@@ -297,7 +300,7 @@ def _run(args) -> int:
         report = fill_many(args.inputs, args.out_dir, scheduler=args.scheduler, workers=args.workers,
                            variance=args.variance, method=args.method, density=args.density,
                            device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
-                           dtype=args.dtype, filled_mask=not args.no_filled_mask, **_adapt(args))
+                           dtype=args.dtype, filled_mask=not args.no_filled_mask, **_convnp_options(args))
         if _received:
             raise Interrupted(_received[0])
         print(json.dumps(report, indent=1), flush=True)
@@ -357,15 +360,24 @@ def _write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _adapt(args) -> dict:
-    """--adapt-steps as a fill option, only when asked for (0 is the fill's own default)."""
+def _convnp_options(args) -> dict:
+    """--adapt-steps and --biharmonic-weight as fill options, only when asked for (the fill's defaults hold
+    otherwise); checked before any file is read."""
     from .fileio import OptionError
+    from .inpaint import FillError, check_biharmonic_weight
 
     if args.adapt_steps < 0:
         raise OptionError(f"--adapt-steps must be 0 or more, not {args.adapt_steps}")
     if args.adapt_steps and args.method != "convnp":
         raise OptionError(f"--adapt-steps fine-tunes the ConvNP; it does nothing for --method {args.method}")
-    return {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
+    try:
+        check_biharmonic_weight(args.biharmonic_weight, args.method)
+    except FillError as err:
+        raise OptionError(f"--biharmonic-weight: {err}") from None
+    options = {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
+    if args.biharmonic_weight is not None:
+        options["biharmonic_weight"] = args.biharmonic_weight
+    return options
 
 
 def _check_train(args) -> tuple:

@@ -125,9 +125,9 @@ def weights_id() -> str:
 
 
 def check_options(*, method: str, density, seed, tile, precision: str, dtype: str, device: str = "auto",
-                  variance: bool = False, reference=None) -> None:
+                  variance: bool = False, reference=None, biharmonic_weight=None) -> None:
     """Raise OptionError (or FillError) for option values that cannot work, before any file is read."""
-    from .inpaint import METHODS, PRECISIONS, resolve_device
+    from .inpaint import METHODS, PRECISIONS, check_biharmonic_weight, resolve_device
 
     if method not in METHODS:
         raise OptionError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
@@ -146,6 +146,7 @@ def check_options(*, method: str, density, seed, tile, precision: str, dtype: st
 
     if method in inpaint.NEEDS_REFERENCE and not reference:
         raise OptionError(f"method '{method}' fills from another date: give a reference scene")
+    check_biharmonic_weight(biharmonic_weight, method)
     if method == "convnp":
         resolve_device(device)
 
@@ -201,7 +202,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         check_output_path(path, inputs)
     try:
         check_options(method=method, density=density, seed=seed, tile=tile, precision=precision, dtype=dtype,
-                      device=device, variance=outputs.variance is not None, reference=references)
+                      device=device, variance=outputs.variance is not None, reference=references,
+                      biharmonic_weight=fill_options.get("biharmonic_weight"))
     except (OptionError, FillError) as err:
         raise OptionError(f"{input}: {err}") from None
     for ref in references:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import time
 import warnings
 from dataclasses import dataclass
@@ -52,6 +53,16 @@ class Fill:
     biharmonic_weight: float | None = None
 
 
+def check_biharmonic_weight(weight, method: str) -> None:
+    """A blend weight the caller fixes: a number in [0, 1], and only for the ConvNP (the one fill that blends)."""
+    if weight is None:
+        return
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= float(weight) <= 1:
+        raise FillError(f"the biharmonic weight must be a number in [0, 1] (0 = the network alone), not {weight}")
+    if method != "convnp":
+        raise FillError(f"the biharmonic weight blends the ConvNP's mean; method '{method}' has none")
+
+
 def resolve_device(device: str = "auto") -> str:
     """'auto' picks CUDA when torch sees a GPU, else the CPU; asking for a missing GPU is an error."""
     import torch
@@ -69,7 +80,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
          nodata: np.ndarray | None = None, device: str = "auto", seed: int = 0, tile: int | None = None,
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
          model=None, precision: str = "float32", reference=None, scene=None, adapt_steps: int = 0,
-         on_rows: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None) -> Fill:
+         on_rows: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
+         biharmonic_weight: float | None = None) -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
@@ -80,6 +92,9 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     `bands` (NaN = unknown), or of GeoTIFF / Landsat folder paths or Scenes, aligned to `scene` (the Scene
     `bands` came from) by their georeferencing, several merged into one. adapt_steps: fine-tune a copy
     of the ConvNP on the scene itself for this many steps first (test-time adaptation; 0 = off).
+    biharmonic_weight: the ConvNP's share of the biharmonic fill in its mean where no reference is known, in
+    [0, 1]; None (the default) chooses it on the scene's own known pixels; 0 is the network alone, about a
+    quarter faster (no biharmonic solve, and without a reference no scene calibration).
     on_rows: stream the result instead of returning it: called as on_rows(first row, mean, variance) with
     bands of rows (C×n×W, as `Fill` describes them; variance None for the classical fills), top to bottom,
     each as soon as it is final; the returned Fill then has mean and variance None. The ConvNP's memory is
@@ -107,6 +122,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError(f"seed must be a whole number, 0 or more, not {seed}")
     if adapt_steps < 0 or int(adapt_steps) != adapt_steps:
         raise FillError(f"adaptation steps must be a whole number ≥ 0, not {adapt_steps}")
+    check_biharmonic_weight(biharmonic_weight, method)
     reference = _reference(reference, bands.shape, scene)
     if method in NEEDS_REFERENCE and reference is None:
         raise FillError(f"method '{method}' fills from another date: give a reference scene")
@@ -142,7 +158,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     if method == "convnp":
         device = resolve_device(device)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
-                        int(adapt_steps), seed, out, calibration)
+                        int(adapt_steps), seed, out, calibration, biharmonic_weight)
     else:
         device = "cpu"
         if progress:
@@ -247,11 +263,12 @@ def _cached_model(device: str):
 
 
 def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
-            adapt_steps=0, seed=0, out=None, calibration=None):
+            adapt_steps=0, seed=0, out=None, calibration=None, biharmonic_weight=None):
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
     for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
     `out` (the whole result's mean and variance) when given. calibration: a dict that gets what
-    `adapt.scene_calibration` chose for this scene."""
+    `adapt.scene_calibration` chose for this scene; biharmonic_weight: None, or the blend weight the caller
+    fixed (not chosen on the scene)."""
     import torch
 
     from .adapt import adapt_model, calibrated, scene_calibration
@@ -275,9 +292,14 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         if progress:
             tile_progress = progress
             progress = lambda done, n: tile_progress(adapt_steps + done, adapt_steps + n)  # noqa: E731
-    if CALIBRATE_ON_SCENE and (reference is not None or model.config.biharmonic_weight > 0):
+    choose_blend = biharmonic_weight is None and model.config.biharmonic_weight > 0
+    if biharmonic_weight is not None:
+        model = calibrated(model, biharmonic_weight=float(biharmonic_weight))
+        if calibration is not None:
+            calibration["biharmonic_weight"] = float(biharmonic_weight)
+    if CALIBRATE_ON_SCENE and (reference is not None or choose_blend):
         found = scene_calibration(model, bands, offsets, scales, context, gaps, reference, seed=seed, device=device,
-                                  precision=precision)
+                                  precision=precision, choose_blend=choose_blend)
         model = calibrated(model, **found)
         if calibration is not None:
             calibration.update(found)

@@ -403,6 +403,22 @@ def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
     assert "biharmonic_weight" not in classical
 
 
+def test_the_biharmonic_share_can_be_fixed_on_the_command_line(tmp_path, smooth_scene, capsys):
+    """--biharmonic-weight reaches the fill, its summary and the provenance; bad values stop before any work."""
+    mask = gap_mask(tmp_path / "mask.tif", 160, 192)
+    assert cli.main(["fill", str(smooth_scene), "--mask", str(mask), "--out", str(tmp_path / "o.tif"),
+                     "--device", "cpu", "--biharmonic-weight", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["biharmonic_weight"] == 0
+    assert metadata_items(tmp_path / "o.tif")[("CONVNP_BIHARMONIC_WEIGHT", None)] == "0.0"
+    for args, message in ((["--biharmonic-weight", "1.2"], "must be a number in"),
+                          (["--biharmonic-weight", "0.3", "--method", "idw"], "method 'idw' has none")):
+        assert cli.main(["fill", str(smooth_scene), "--out", str(tmp_path / "x.tif"), *args]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x.tif").exists()
+    with pytest.raises(cli.OptionError, match="must be a number in"):
+        cli.fill_file(smooth_scene, tmp_path / "y.tif", biharmonic_weight=-1)
+
+
 def test_fill_file_passes_references_and_options_to_fill(tmp_path, monkeypatch, smooth_scene):
     """The lead's `reference=` and `adapt_steps=` reach inpaint.fill; provenance records them."""
     import napari_convnp.inpaint as inpaint

@@ -306,3 +306,23 @@ def test_the_biharmonic_share_of_the_mean_is_chosen_on_the_scene(monkeypatch):
     monkeypatch.setattr(inpaint, "CALIBRATE_ON_SCENE", False)
     assert fill(texture.astype(np.float32), gaps, model=model, device="cpu").biharmonic_weight is None
     assert fill(texture.astype(np.float32), gaps, method="idw").biharmonic_weight is None
+
+
+def test_a_fixed_biharmonic_share_is_taken_as_given():
+    """A weight the caller fixes is used, not chosen on the scene: the mean is then exactly the blend of the
+    network alone (weight 0) and the biharmonic fill (weight 1); out-of-range weights and other methods refuse."""
+    rng = np.random.default_rng(3)
+    bands = (np.cumsum(rng.normal(size=(2, 128, 128)), axis=2) * 10 + 1000).astype(np.float32)
+    gaps = stripes(128, 128)
+    model = _reference_model()
+    fills = {w: fill(bands, gaps, model=model, device="cpu", biharmonic_weight=w) for w in (0, 0.4, 1)}
+    assert [fills[w].biharmonic_weight for w in (0, 0.4, 1)] == [0, 0.4, 1]
+    blend = 0.6 * fills[0].mean + 0.4 * fills[1].mean
+    np.testing.assert_allclose(fills[0.4].mean, blend, rtol=1e-5)  # float32 rounding of values near 1e4
+    assert np.abs(fills[0].mean - fills[1].mean)[np.broadcast_to(gaps, bands.shape)].mean() > 1  # they differ
+    np.testing.assert_allclose(fills[0.4].variance, fills[0].variance, rtol=1e-5)  # the variance: the network's
+    for bad in (-0.1, 1.5, float("nan"), True, "0.3"):
+        with pytest.raises(FillError, match="biharmonic weight must be a number in"):
+            fill(bands, gaps, model=model, device="cpu", biharmonic_weight=bad)
+    with pytest.raises(FillError, match="method 'idw' has none"):
+        fill(bands, gaps, method="idw", biharmonic_weight=0.2)

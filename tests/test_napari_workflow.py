@@ -443,6 +443,27 @@ def test_adapt_to_this_scene(widget, qtbot):
     assert {"convnp+adapt mean", "convnp+adapt variance", "idw mean"} <= names  # idw is not adapted
 
 
+def test_the_biharmonic_share_can_be_fixed_in_the_widget(widget, qtbot, monkeypatch):
+    """By default the ConvNP chooses it on the scene; a value in the box is passed to the fill as given (only
+    to the ConvNP)."""
+    from napari_convnp import _widget
+
+    seen = {}
+    real = _widget.fill
+
+    def recorder(bands, mask, **options):
+        seen[options["method"]] = options.get("biharmonic_weight", "chosen")
+        return real(bands, mask, **options)
+
+    monkeypatch.setattr(_widget, "fill", recorder)
+    widget.load(SAMPLES / "LE07_L2SP_225078_20110306_slc_off_B1.tif")
+    widget.detect()
+    assert widget.blend.text() == "chosen on the scene"
+    widget.blend.setValue(25)
+    job = run(widget, qtbot, "convnp", "idw")
+    assert job.biharmonic_weight == 0.25 and seen == {"convnp": 0.25, "idw": "chosen"}
+
+
 # --- whole scenes: results streamed to files and read back lazily (issue 13) -------------------------
 
 def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(widget, qtbot, monkeypatch):
