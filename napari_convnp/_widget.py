@@ -899,7 +899,10 @@ class GapFillWidget(QWidget):
             self.viewer.reset_view()
         notes = ["" if result.biharmonic_weight is None else f"; {result.biharmonic_weight:.0%} biharmonic in the mean",
                  "" if result.reference_variance_factor is None else
-                 f"; intervals ×{result.reference_variance_factor ** 0.5:.2f} where the reference is known"]
+                 f"; intervals ×{result.reference_variance_factor ** 0.5:.2f} where the reference is known",
+                 "" if result.reference_base_weight is None else
+                 f" (mean there: {result.reference_base_weight:.0%} reference base, "
+                 f"{result.regression_weight:.0%} regression fill)"]
         self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{''.join(notes)}")
 
     def _show_scores(self, job: Job):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -115,6 +116,8 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     biharmonic_weight: how far the mean leans on the biharmonic fill where no reference is known. The two err
     differently; which blend is best differs from scene to scene (from below 0 to above 1 on the validation
     scenes), with texture and noise: see `blend_weight`.
+    reference_base_weight, regression_weight (with a reference): how far the mean moves towards the reference
+    base and the regression fill where the reference is known (`model.blend_reference_fills`; `blend_weights`).
     reference_variance_factor (with a reference): how much wider (> 1) or narrower the variance must be where
     the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
@@ -122,12 +125,14 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     few such pixels are found. choose_blend=False keeps the model's biharmonic weight (one the user fixed)."""
     import torch
 
-    from .model import biharmonic_fill, harmonic_fill
+    from .model import biharmonic_fill, harmonic_fill, reference_fills
 
     c, h, w = bands.shape
-    found = {"biharmonic_weight": model.config.biharmonic_weight}
+    config = model.config
+    found = {"biharmonic_weight": config.biharmonic_weight}
     if reference is not None:
-        found["reference_variance_factor"] = 1.0
+        found.update(reference_variance_factor=1.0, reference_base_weight=config.reference_base_weight,
+                     regression_weight=config.regression_weight)
     tile = _task_side(model, h, w)
     if tile < 2 * model.multiple:
         return found
@@ -137,27 +142,36 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     # the tasks made as they are used, a pass at a time (the same ones as all at once)
     chunks = (_batch(min(TASKS_A_PASS, count - i), device, rng, bands, norm, context, gaps, reference, tile)
               for i in range(0, count, TASKS_A_PASS))
-    network = calibrated(model, biharmonic_weight=0.0)  # the network's own mean, to weigh against the biharmonic
-    blend = choose_blend and model.config.biharmonic_weight > 0
-    network_errors, biharmonic_errors, z_scores = [], [], []  # only the scored pixels' are kept (memory)
+    # the network's own mean, to weigh against the other fills
+    network = calibrated(model, biharmonic_weight=0.0, reference_base_weight=0.0, regression_weight=0.0)
+    blend = choose_blend and config.biharmonic_weight > 0
+    alone_errors, biharmonic_errors = [], []  # only the scored pixels' are kept (memory)
+    scored_parts = []  # with a reference, where it is known: (network error, towards each fill, std)
     with torch.inference_mode():
         for values, known, target, *ref in chunks:  # a few tasks a pass: the memory of a fill's tile
             with _autocast(device, precision):
                 mean, var = (t.float() for t in network(values, known, c, *ref))
+            harmonic = harmonic_fill(values * known, known, config.harmonic_iters)
             if blend:
-                smooth = biharmonic_fill(known, harmonic_fill(values * known, known, model.config.harmonic_iters),
-                                         model.config.biharmonic_iters)
+                smooth = biharmonic_fill(known, harmonic, config.biharmonic_iters)
                 alone = (target > 0) & (ref[1] == 0) if ref else target > 0
-                network_errors.append((mean - values)[alone])
+                alone_errors.append((mean - values)[alone])
                 biharmonic_errors.append((smooth - values)[alone])
             if ref:
                 scored = (target > 0) & (ref[1] > 0)
-                z_scores.append(((values - mean).abs() / var.sqrt())[scored])
+                fills = reference_fills(values * known, known, ref[0] * ref[1], ref[1], config.regression_window,
+                                        config.harmonic_iters, harmonic, config.biharmonic_iters)
+                scored_parts.append([(mean - values)[scored], *((f - mean)[scored] for f in fills),
+                                     var.sqrt()[scored]])
     if blend:
-        found["biharmonic_weight"] = blend_weight(model.config.biharmonic_weight, torch.cat(network_errors),
+        found["biharmonic_weight"] = blend_weight(config.biharmonic_weight, torch.cat(alone_errors),
                                                   torch.cat(biharmonic_errors))
-    if reference is not None and sum(len(z) for z in z_scores) >= MIN_SCORED:
-        q95 = float(np.quantile(torch.cat(z_scores).cpu().numpy(), 0.95))
+    if reference is not None and sum(len(p[0]) for p in scored_parts) >= MIN_SCORED:
+        error, *towards, std = (torch.cat(parts) for parts in zip(*scored_parts))
+        weights = blend_weights((config.reference_base_weight, config.regression_weight), error, towards)
+        found.update(reference_base_weight=weights[0], regression_weight=weights[1])
+        error = error + sum(w * t for w, t in zip(weights, towards))  # the errors of the blended mean
+        q95 = float(np.quantile((error.abs() / std).cpu().numpy(), 0.95))
         found["reference_variance_factor"] = float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
     return found
 
@@ -178,11 +192,47 @@ def blend_weight(prior: float, network_error, biharmonic_error) -> float:
     return float(np.clip(BLEND_TRUST * own + (1 - BLEND_TRUST) * prior, 0.0, BLEND_MAX))
 
 
-def calibrated(model, biharmonic_weight: float | None = None, reference_variance_factor: float = 1.0):
-    """The model (the same weights, not copied) with the scene's blend weight and its variance where the
+REFERENCE_BLEND_MAX = 1.0  # the most either reference fill gets: the mean is that fill where the reference is known
+REFERENCE_TRUST = 1.0  # the share of the scene's own estimate in the weights, against the priors (chosen on val)
+
+
+def blend_weights(priors, error, towards) -> tuple[float, ...]:
+    """The weights a in [0, REFERENCE_BLEND_MAX] minimising the squared error of error + Σ a_i·towards_i (the
+    network's mean moved towards other fills) on the hidden pixels, taken REFERENCE_TRUST of the way from the
+    `priors`. The fills are alike (two fits on the same reference), so the free least-squares weights can be large
+    and of opposite signs: the box is part of the fit, not a clip after it."""
+    d = np.stack([t.double().cpu().numpy() for t in towards])
+    own = box_least_squares(d @ d.T, -(d @ error.double().cpu().numpy()), REFERENCE_BLEND_MAX)
+    return tuple(float(np.clip(REFERENCE_TRUST * o + (1 - REFERENCE_TRUST) * p, 0.0, REFERENCE_BLEND_MAX))
+                 for o, p in zip(own, priors))
+
+
+def box_least_squares(gram: np.ndarray, rhs: np.ndarray, high: float) -> np.ndarray:
+    """argmin over w in [0, high]^n of w·gram·w − 2·rhs·w, for a few weights: every face of the box (each weight
+    free, at 0 or at `high`) solved, the best kept."""
+    n = len(rhs)
+    best, best_value = np.zeros(n), 0.0
+    for states in itertools.product(("free", 0.0, high), repeat=n):
+        w = np.array([0.0 if s == "free" else s for s in states])
+        free = [i for i, s in enumerate(states) if s == "free"]
+        if free:
+            fixed = [i for i in range(n) if i not in free]
+            sub = gram[np.ix_(free, free)] + 1e-12 * np.trace(gram) * np.eye(len(free))
+            w[free] = np.linalg.solve(sub, rhs[free] - gram[np.ix_(free, fixed)] @ w[fixed])
+            if (w[free] < 0).any() or (w[free] > high).any():
+                continue
+        value = w @ gram @ w - 2 * rhs @ w
+        if value < best_value:
+            best, best_value = w, value
+    return best
+
+
+def calibrated(model, reference_variance_factor: float = 1.0, **weights):
+    """The model (the same weights, not copied) with the scene's blend weights (biharmonic_weight,
+    reference_base_weight, regression_weight: those given replace the model's) and its variance where the
     reference is known `reference_variance_factor` times wider."""
     scaled = copy.copy(model)
     scaled.config = dataclasses.replace(
         model.config, reference_variance_scale=model.config.reference_variance_scale * reference_variance_factor,
-        biharmonic_weight=model.config.biharmonic_weight if biharmonic_weight is None else biharmonic_weight)
+        **{name: weight for name, weight in weights.items() if weight is not None})
     return scaled

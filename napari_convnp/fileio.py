@@ -302,7 +302,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
-            **{key: round(value, 3) for key in ("biharmonic_weight", "reference_variance_factor")
+            **{key: round(value, 3) for key in ("biharmonic_weight", "reference_variance_factor",
+                                                "reference_base_weight", "regression_weight")
                if (value := getattr(result, key)) is not None}}
 
 

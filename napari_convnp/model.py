@@ -72,6 +72,10 @@ class ModelConfig:
     # `adapt.scene_calibration`; 0 = the network's mean alone), and the conjugate-gradient steps of that fill
     biharmonic_weight: float = 0.0
     biharmonic_iters: int = 50
+    # where the reference is known, the mean moved towards the reference base and the regression fill
+    # (`reference_fills`) by these weights (chosen per scene by `adapt.scene_calibration`; 0 = the network's mean)
+    reference_base_weight: float = 0.0
+    regression_weight: float = 0.0
 
 
 class SetConv(nn.Module):
@@ -272,15 +276,19 @@ def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor,
         return sum(fits) / len(fits)
 
 
-def reference_base(value, mask, ref, ref_mask, window: int | tuple[int, ...], sweeps: int,
-                   harmonic_base: torch.Tensor):
-    """Local linear fit on the reference plus a harmonic fill of what it leaves (the residual is smoother
-    than the image); the harmonic base where the reference is unknown."""
+def reference_fills(value, mask, ref, ref_mask, window: int | tuple[int, ...], sweeps: int,
+                    harmonic_base: torch.Tensor, biharmonic_iters: int = 0):
+    """(the reference base, the regression fill). The base: a local linear fit on the reference plus a harmonic
+    fill of what it leaves (the residual is smoother than the image), the harmonic base where the reference is
+    unknown: the network's input. The regression fill (with biharmonic_iters > 0, else None): the same fit plus a
+    biharmonic fill of the residual, as the classical `regression` (meaningful where the reference is known)."""
     with torch.autocast(value.device.type, enabled=False):
         guide = local_linear_fit(value, mask, ref, ref_mask, window)
         both = mask.float() * ref_mask.float()
         residual = harmonic_fill((value.float() - guide) * both, both, sweeps)
-        return torch.where(ref_mask > 0, guide + residual, harmonic_base.float())
+        base = torch.where(ref_mask > 0, guide + residual, harmonic_base.float())
+        regression = guide + biharmonic_fill(both, residual, biharmonic_iters) if biharmonic_iters else None
+        return base, regression
 
 
 def _block(cin, cout):
@@ -412,8 +420,10 @@ class ConvCNP(nn.Module):
             (ref_mask > 0).any())
         if with_reference:
             ref = ref * ref_mask
-            ref_base = reference_base(value, mask, ref, ref_mask, self.config.regression_window,
-                                      self.config.harmonic_iters, base).to(smooth.dtype)
+            ref_fill, regression = reference_fills(
+                value, mask, ref, ref_mask, self.config.regression_window, self.config.harmonic_iters, base,
+                self.config.biharmonic_iters if self.config.regression_weight else 0)
+            ref_base = ref_fill.to(smooth.dtype)  # float32 ref_fill kept for the blend
             feats += [ref, ref_mask.to(smooth.dtype), ref_base - base]
         feats = torch.cat(feats, 1)
         reference_known = feats[:, -2:-1] > 0 if with_reference else None
@@ -435,6 +445,9 @@ class ConvCNP(nn.Module):
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         if with_reference:  # leaning on the reference's fill as far as the network trusts it
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
+            mean = blend_reference_fills(mean, ref_fill[:, 0], regression[:, 0] if regression is not None else None,
+                                         reference_known[:, 0], self.config)
+            del ref_fill, regression
         alone = ~reference_known[:, 0] if with_reference else None  # the pixels without a reference
         if self.config.biharmonic_weight > 0 and (alone is None or bool(alone.any())):
             weight = self.config.biharmonic_weight if alone is None else self.config.biharmonic_weight * alone.float()
@@ -446,6 +459,18 @@ class ConvCNP(nn.Module):
         if with_reference and self.config.reference_variance_scale != 1:
             var = torch.where(reference_known, var * self.config.reference_variance_scale, var)
         return mean[:, None], var
+
+
+def blend_reference_fills(mean, ref_base, regression, known, config: ModelConfig):
+    """Where the reference is known, the mean moved towards the reference base and the regression fill by the
+    config's weights: the gate of the network trusts the reference more or less than a scene needs (best weights
+    from about 0 to 1 on the validation pairs), and the regression fill errs differently (`adapt.blend_weights`)."""
+    weights = [(config.reference_base_weight, ref_base), (config.regression_weight, regression)]
+    if not any(w for w, _ in weights):
+        return mean
+    mean = mean.float()
+    shift = sum(w * (fill.float() - mean) for w, fill in weights if w)
+    return mean + known.float() * shift
 
 
 def gaussian_nll(mean, var, truth, weight, beta: float = 0.0):

@@ -330,9 +330,9 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     if init:  # fine-tune a checkpoint
         model = load_model(init, "cpu")
         model = with_reference(model) if reference and not model.config.reference else model
-        # the network trains alone, and is saved without the biharmonic blend: the blend's prior suits the network
-        # it was fitted for; fit it again for the new one with benchmarks/biharmonic_blend.py
-        model.config = replace(model.config, biharmonic_weight=0.0)
+        # the network trains alone, and is saved without the blends: their priors suit the network they were
+        # fitted for; fit them again for the new one (benchmarks/biharmonic_blend.py, reference_blend.py)
+        model.config = replace(model.config, biharmonic_weight=0.0, reference_base_weight=0.0, regression_weight=0.0)
     else:
         model = ConvCNP(ModelConfig(**{**asdict(config or ModelConfig()), "reference": reference}))
     model = model.to(device).train()

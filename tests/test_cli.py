@@ -16,6 +16,7 @@ import pytest
 import tifffile
 
 from napari_convnp import cli
+from napari_convnp.fileio import OptionError
 from napari_convnp.scene import SceneError, read_scene
 
 GEO = [
@@ -392,7 +393,8 @@ def test_outputs_keep_nodata_metadata_and_record_provenance(tmp_path):
 
 
 def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
-    """How far the reference was trusted, and how much biharmonic fill went into the ConvNP's mean."""
+    """How far the reference was trusted, and how much biharmonic fill (where no reference is known) and reference
+    fills (where it is) went into the ConvNP's mean."""
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
     ref = make_tiff(tmp_path / "ref.tif", smooth(3, 160, 192))
     with_ref = cli.fill_file(smooth_scene, tmp_path / "o.tif", mask=mask, reference=[ref], device="cpu")
@@ -400,6 +402,8 @@ def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
     classical = cli.fill_file(smooth_scene, tmp_path / "c.tif", mask=mask, method="idw")
     assert 0.25 <= with_ref["reference_variance_factor"] <= 8 and "reference_variance_factor" not in alone
     assert 0 <= alone["biharmonic_weight"] <= 0.6 and 0 <= with_ref["biharmonic_weight"] <= 0.6
+    for key in ("reference_base_weight", "regression_weight"):  # the mean where the reference is known
+        assert 0 <= with_ref[key] <= 1 and key not in alone
     assert "biharmonic_weight" not in classical
 
 
@@ -415,7 +419,7 @@ def test_the_biharmonic_share_can_be_fixed_on_the_command_line(tmp_path, smooth_
         assert cli.main(["fill", str(smooth_scene), "--out", str(tmp_path / "x.tif"), *args]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "x.tif").exists()
-    with pytest.raises(cli.OptionError, match="must be a number in"):
+    with pytest.raises(OptionError, match="must be a number in"):
         cli.fill_file(smooth_scene, tmp_path / "y.tif", biharmonic_weight=-1)
 
 

@@ -308,6 +308,32 @@ def test_the_biharmonic_share_of_the_mean_is_chosen_on_the_scene(monkeypatch):
     assert fill(texture.astype(np.float32), gaps, method="idw").biharmonic_weight is None
 
 
+def test_the_reference_weights_are_the_best_in_their_box_taken_towards_the_priors():
+    """The weights minimise the blend's squared error inside [0, max]² (alike fills can ask for large weights of
+    opposite signs, which a clip after a free fit would get wrong), then move towards the checkpoint's priors."""
+    import itertools
+
+    import torch
+
+    from napari_convnp import adapt
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        gram = rng.normal(size=(2, 2))
+        gram = gram @ gram.T + np.diag(rng.random(2) * 0.1)
+        rhs = rng.normal(size=2) * 2
+        got = adapt.box_least_squares(gram, rhs, 1.0)
+        grid = np.linspace(0, 1, 101)
+        values = [w @ gram @ w - 2 * rhs @ w for w in map(np.array, [got, *itertools.product(grid, grid)])]
+        assert values[0] <= min(values[1:]) + 1e-9
+    truth = torch.from_numpy(rng.normal(size=5000))
+    error = truth * 0.5  # the network's error; the first fill is exact, the second a noisy copy of the network
+    towards = [-error, torch.from_numpy(rng.normal(size=5000)) * 0.3]
+    a, b = adapt.blend_weights((0.2, 0.1), error, towards)
+    assert a == pytest.approx(adapt.REFERENCE_TRUST + (1 - adapt.REFERENCE_TRUST) * 0.2, abs=0.02)
+    assert b == pytest.approx((1 - adapt.REFERENCE_TRUST) * 0.1, abs=0.02)
+
+
 def test_a_fixed_biharmonic_share_is_taken_as_given():
     """A weight the caller fixes is used, not chosen on the scene: the mean is then exactly the blend of the
     network alone (weight 0) and the biharmonic fill (weight 1); out-of-range weights and other methods refuse."""

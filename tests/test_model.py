@@ -109,6 +109,33 @@ def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is
     assert dataclasses.asdict(model.config)["biharmonic_weight"] > 0  # the shipped prior blends
 
 
+def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills_by_the_weights():
+    """mean = (1 − a − b)·network + a·reference base + b·regression fill where the reference is known, the same
+    as without the weights elsewhere; the regression fill is the local fit plus a biharmonic fill of its residual."""
+    from napari_convnp.adapt import calibrated
+
+    model = M.load_model()
+    value, mask = _scene()
+    reference = value * 1.2 + 0.1 + 0.05 * torch.sin(torch.arange(value.shape[-1]) / 3.0)
+    known = torch.ones_like(mask)
+    known[..., :20, :] = 0  # the reference's own gap
+    corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.3, 0.2)]
+    with torch.no_grad():
+        network, ref_base, regression, blend = (
+            calibrated(model, reference_base_weight=a, regression_weight=b)(value, mask, 3, reference, known)[0]
+            for a, b in corners)
+        harmonic = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
+        want_base, want_regression = M.reference_fills(value * mask, mask, reference * known, known,
+                                                       model.config.regression_window, model.config.harmonic_iters,
+                                                       harmonic, model.config.biharmonic_iters)
+    where = known.bool()
+    np.testing.assert_allclose(ref_base[where].numpy(), want_base[where].numpy(), atol=1e-4)
+    np.testing.assert_allclose(regression[where].numpy(), want_regression[where].numpy(), atol=1e-4)
+    assert (regression - ref_base)[where].abs().mean() > 1e-3  # two different fills
+    np.testing.assert_allclose(blend.numpy(), torch.where(where, 0.5 * network + 0.3 * ref_base + 0.2 * regression,
+                                                          network).numpy(), atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_up_block_is_the_block_on_the_upsampled_concatenation(dtype):
     """The decoder's phase-kernel form gives what the block gives on cat([nearest ×2 upsampling, skip]),
