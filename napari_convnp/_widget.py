@@ -897,13 +897,8 @@ class GapFillWidget(QWidget):
                 self._show_scores(job)
         if self.grid.enabled:
             self.viewer.reset_view()
-        notes = ["" if result.biharmonic_weight is None else f"; {result.biharmonic_weight:.0%} biharmonic in the mean",
-                 "" if result.reference_variance_factor is None else
-                 f"; intervals ×{result.reference_variance_factor ** 0.5:.2f} where the reference is known",
-                 "" if result.reference_base_weight is None else
-                 f" (mean there: {result.reference_base_weight:.0%} reference base, "
-                 f"{result.regression_weight:.0%} regression fill)"]
-        self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{''.join(notes)}")
+        self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{calibration_note(result)}")
+
 
     def _show_scores(self, job: Job):
         hidden = int(mask_pixels(job.mask))
@@ -1024,6 +1019,18 @@ def results_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="napari-convnp-results-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def calibration_note(result) -> str:
+    """What the ConvNP chose on this scene, for the status line: the blend weights of its mean and, with a
+    reference, how far the intervals where it is known were widened."""
+    if result.biharmonic_weight is None:
+        return ""
+    if result.reference_variance_factor is None:
+        return f"; {result.biharmonic_weight:.0%} biharmonic in the mean"
+    return (f"; where the reference is known: mean {result.reference_base_weight:.0%} reference base + "
+            f"{result.regression_weight:.0%} regression fill, intervals ×{result.reference_variance_factor ** 0.5:.2f}"
+            f"; elsewhere {result.biharmonic_weight:.0%} biharmonic")
 
 
 def _fill_streamed(job: Job, options: dict):
