@@ -59,7 +59,7 @@ def run_case(bands, gaps, reference):
         return returned[0]
 
     errors = []
-    with mock.patch.object(adapt, "blend_weights", record):
+    with mock.patch.object(adapt, "reference_weights", record):
         for seed in SEEDS:  # the estimates (the fill's mean at seed 0 is the network's: weights 0, 0)
             result = fill(given, gaps, nodata=nodata, device="cpu", reference=reference, seed=seed)
             if seed == 0:

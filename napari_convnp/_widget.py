@@ -899,7 +899,6 @@ class GapFillWidget(QWidget):
             self.viewer.reset_view()
         self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{calibration_note(result)}")
 
-
     def _show_scores(self, job: Job):
         hidden = int(mask_pixels(job.mask))
         ref = f", reference '{job.reference_name}'" if job.reference is not None else ""

@@ -117,7 +117,7 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     differently; which blend is best differs from scene to scene (from below 0 to above 1 on the validation
     scenes), with texture and noise: see `blend_weight`.
     reference_base_weight, regression_weight (with a reference): how far the mean moves towards the reference
-    base and the regression fill where the reference is known (`model.blend_reference_fills`; `blend_weights`).
+    base and the regression fill where the reference is known (`model.blend_reference_fills`; `reference_weights`).
     reference_variance_factor (with a reference): how much wider (> 1) or narrower the variance must be where
     the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
@@ -168,7 +168,7 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
                                                   torch.cat(biharmonic_errors))
     if reference is not None and sum(len(p[0]) for p in scored_parts) >= MIN_SCORED:
         error, *towards, std = (torch.cat(parts) for parts in zip(*scored_parts))
-        weights = blend_weights((config.reference_base_weight, config.regression_weight), error, towards)
+        weights = reference_weights((config.reference_base_weight, config.regression_weight), error, towards)
         found.update(reference_base_weight=weights[0], regression_weight=weights[1])
         error = error + sum(w * t for w, t in zip(weights, towards))  # the errors of the blended mean
         q95 = float(np.quantile((error.abs() / std).cpu().numpy(), 0.95))
@@ -196,7 +196,7 @@ REFERENCE_BLEND_MAX = 1.0  # the most either reference fill gets: the mean is th
 REFERENCE_TRUST = 1.0  # the share of the scene's own estimate in the weights, against the priors (chosen on val)
 
 
-def blend_weights(priors, error, towards) -> tuple[float, ...]:
+def reference_weights(priors, error, towards) -> tuple[float, ...]:
     """The weights a in [0, REFERENCE_BLEND_MAX] minimising the squared error of error + Σ a_i·towards_i (the
     network's mean moved towards other fills) on the hidden pixels, taken REFERENCE_TRUST of the way from the
     `priors`. The fills are alike (two fits on the same reference), so the free least-squares weights can be large

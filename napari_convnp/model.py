@@ -464,7 +464,7 @@ class ConvCNP(nn.Module):
 def blend_reference_fills(mean, ref_base, regression, known, config: ModelConfig):
     """Where the reference is known, the mean moved towards the reference base and the regression fill by the
     config's weights: the gate of the network trusts the reference more or less than a scene needs (best weights
-    from about 0 to 1 on the validation pairs), and the regression fill errs differently (`adapt.blend_weights`)."""
+    from about 0 to 1 on the validation pairs), and the regression fill errs differently (`adapt.reference_weights`)."""
     weights = [(config.reference_base_weight, ref_base), (config.regression_weight, regression)]
     if not any(w for w, _ in weights):
         return mean

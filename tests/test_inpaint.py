@@ -329,7 +329,7 @@ def test_the_reference_weights_are_the_best_in_their_box_taken_towards_the_prior
     truth = torch.from_numpy(rng.normal(size=5000))
     error = truth * 0.5  # the network's error; the first fill is exact, the second a noisy copy of the network
     towards = [-error, torch.from_numpy(rng.normal(size=5000)) * 0.3]
-    a, b = adapt.blend_weights((0.2, 0.1), error, towards)
+    a, b = adapt.reference_weights((0.2, 0.1), error, towards)
     assert a == pytest.approx(adapt.REFERENCE_TRUST + (1 - adapt.REFERENCE_TRUST) * 0.2, abs=0.02)
     assert b == pytest.approx((1 - adapt.REFERENCE_TRUST) * 0.1, abs=0.02)
 
