@@ -1028,8 +1028,8 @@ def calibration_note(result) -> str:
     if result.reference_variance_factor is None:
         return f"; {result.biharmonic_weight:.0%} biharmonic in the mean"
     return (f"; where the reference is known: mean {result.reference_base_weight:.0%} reference base + "
-            f"{result.regression_weight:.0%} regression fill, intervals ×{result.reference_variance_factor ** 0.5:.2f}"
-            f"; elsewhere {result.biharmonic_weight:.0%} biharmonic")
+            f"{result.regression_weight:.0%} regression + {result.multiband_weight:.0%} multiband fill, intervals "
+            f"×{result.reference_variance_factor ** 0.5:.2f}; elsewhere {result.biharmonic_weight:.0%} biharmonic")
 
 
 def _fill_streamed(job: Job, options: dict):

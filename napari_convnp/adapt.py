@@ -116,8 +116,8 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     biharmonic_weight: how far the mean leans on the biharmonic fill where no reference is known. The two err
     differently; which blend is best differs from scene to scene (from below 0 to above 1 on the validation
     scenes), with texture and noise: see `blend_weight`.
-    reference_base_weight, regression_weight (with a reference): how far the mean moves towards the reference
-    base and the regression fill where the reference is known (`model.blend_reference_fills`; `reference_weights`).
+    reference_base_weight, regression_weight, multiband_weight (with a reference): how far the mean moves towards
+    each classical two-date fill where the reference is known (`model.blend_reference_fills`; `reference_weights`).
     reference_variance_factor (with a reference): how much wider (> 1) or narrower the variance must be where
     the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
@@ -125,14 +125,14 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     few such pixels are found. choose_blend=False keeps the model's biharmonic weight (one the user fixed)."""
     import torch
 
-    from .model import biharmonic_fill, harmonic_fill, reference_fills
+    from .model import REFERENCE_FILLS, biharmonic_fill, harmonic_fill, reference_fills
 
     c, h, w = bands.shape
     config = model.config
     found = {"biharmonic_weight": config.biharmonic_weight}
+    names = [f"{name}_weight" for name in REFERENCE_FILLS]
     if reference is not None:
-        found.update(reference_variance_factor=1.0, reference_base_weight=config.reference_base_weight,
-                     regression_weight=config.regression_weight)
+        found.update(reference_variance_factor=1.0, **{name: getattr(config, name) for name in names})
     tile = _task_side(model, h, w)
     if tile < 2 * model.multiple:
         return found
@@ -143,7 +143,7 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     chunks = (_batch(min(TASKS_A_PASS, count - i), device, rng, bands, norm, context, gaps, reference, tile)
               for i in range(0, count, TASKS_A_PASS))
     # the network's own mean, to weigh against the other fills
-    network = calibrated(model, biharmonic_weight=0.0, reference_base_weight=0.0, regression_weight=0.0)
+    network = calibrated(model, biharmonic_weight=0.0, **{name: 0.0 for name in names})
     blend = choose_blend and config.biharmonic_weight > 0
     alone_errors, biharmonic_errors = [], []  # only the scored pixels' are kept (memory)
     scored_parts = []  # with a reference, where it is known: (network error, towards each fill, std)
@@ -159,17 +159,16 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
                 biharmonic_errors.append((smooth - values)[alone])
             if ref:
                 scored = (target > 0) & (ref[1] > 0)
-                fills = reference_fills(values * known, known, ref[0] * ref[1], ref[1], config.regression_window,
-                                        config.harmonic_iters, harmonic, config.biharmonic_iters)
-                scored_parts.append([(mean - values)[scored], *((f - mean)[scored] for f in fills),
+                fills = reference_fills(values * known, known, ref[0] * ref[1], ref[1], config, harmonic, c)
+                scored_parts.append([(mean - values)[scored], *((fills[f] - mean)[scored] for f in REFERENCE_FILLS),
                                      var.sqrt()[scored]])
     if blend:
         found["biharmonic_weight"] = blend_weight(config.biharmonic_weight, torch.cat(alone_errors),
                                                   torch.cat(biharmonic_errors))
     if reference is not None and sum(len(p[0]) for p in scored_parts) >= MIN_SCORED:
         error, *towards, std = (torch.cat(parts) for parts in zip(*scored_parts))
-        weights = reference_weights((config.reference_base_weight, config.regression_weight), error, towards)
-        found.update(reference_base_weight=weights[0], regression_weight=weights[1])
+        weights = reference_weights([getattr(config, name) for name in names], error, towards)
+        found.update(zip(names, weights))
         error = error + sum(w * t for w, t in zip(weights, towards))  # the errors of the blended mean
         q95 = float(np.quantile((error.abs() / std).cpu().numpy(), 0.95))
         found["reference_variance_factor"] = float(np.clip((q95 / 1.96) ** 2, 0.25, 8.0))
@@ -193,7 +192,7 @@ def blend_weight(prior: float, network_error, biharmonic_error) -> float:
 
 
 REFERENCE_BLEND_MAX = 1.0  # the most either reference fill gets: the mean is that fill where the reference is known
-REFERENCE_TRUST = 1.0  # the share of the scene's own estimate in the weights, against the priors (chosen on val)
+REFERENCE_TRUST = 0.75  # the share of the scene's own estimate in the weights, against the priors (chosen on val)
 
 
 def reference_weights(priors, error, towards) -> tuple[float, ...]:
@@ -228,9 +227,9 @@ def box_least_squares(gram: np.ndarray, rhs: np.ndarray, high: float) -> np.ndar
 
 
 def calibrated(model, reference_variance_factor: float = 1.0, **weights):
-    """The model (the same weights, not copied) with the scene's blend weights (biharmonic_weight,
-    reference_base_weight, regression_weight: those given replace the model's) and its variance where the
-    reference is known `reference_variance_factor` times wider."""
+    """The model (the same weights, not copied) with the scene's blend weights (biharmonic_weight and the
+    reference fills' weights: those given replace the model's) and its variance where the reference is known
+    `reference_variance_factor` times wider."""
     scaled = copy.copy(model)
     scaled.config = dataclasses.replace(
         model.config, reference_variance_scale=model.config.reference_variance_scale * reference_variance_factor,

@@ -259,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _fill_options(p, methods, dtypes):
     p.add_argument("--method", default="convnp", choices=methods,
-                   help="the ConvNP or a classical fill (regression and llhm need --reference)")
+                   help="the ConvNP or a classical fill (regression, multiband and llhm need --reference)")
     p.add_argument("--density", type=float, default=1.0, help="fraction of known pixels used as context, (0, 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the ConvNP runs (auto: a CUDA GPU when torch sees one)")

@@ -185,7 +185,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     it says True (before the fill, between tiles, before writing), `inpaint.Cancelled` is raised and
     nothing is written.
     """
-    from .inpaint import Cancelled, FillError, fill
+    from .inpaint import CALIBRATION_KEYS, Cancelled, FillError, fill
 
     def check_cancelled():
         if cancelled is not None and cancelled():
@@ -302,9 +302,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
-            **{key: round(value, 3) for key in ("biharmonic_weight", "reference_variance_factor",
-                                                "reference_base_weight", "regression_weight")
-               if (value := getattr(result, key)) is not None}}
+            **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(result, key)) is not None}}
 
 
 def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: str, on_rows=None, **options):

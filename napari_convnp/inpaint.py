@@ -51,10 +51,16 @@ class Fill:
     reference_variance_factor: float | None = None
     # the ConvNP: the weight of the biharmonic fill in its mean where no reference is known, chosen on this scene
     biharmonic_weight: float | None = None
-    # with a reference: the weights of the reference base and the regression fill in the mean where the reference
-    # is known (model.blend_reference_fills), chosen on this scene
+    # with a reference: the weights of the classical two-date fills in the mean where the reference is known
+    # (model.blend_reference_fills), chosen on this scene
     reference_base_weight: float | None = None
     regression_weight: float | None = None
+    multiband_weight: float | None = None
+
+
+# what the ConvNP chose on a scene (adapt.scene_calibration), as Fill reports it
+CALIBRATION_KEYS = ("reference_variance_factor", "biharmonic_weight", "reference_base_weight", "regression_weight",
+                    "multiband_weight")
 
 
 def check_biharmonic_weight(weight, method: str) -> None:
@@ -197,8 +203,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             mean = rows_mean
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start,
-                *(calibration.get(key) for key in ("reference_variance_factor", "biharmonic_weight",
-                                                   "reference_base_weight", "regression_weight")))
+                *(calibration.get(key) for key in CALIBRATION_KEYS))
 
 
 class KnownPixels(BandWindows):

@@ -72,10 +72,12 @@ class ModelConfig:
     # `adapt.scene_calibration`; 0 = the network's mean alone), and the conjugate-gradient steps of that fill
     biharmonic_weight: float = 0.0
     biharmonic_iters: int = 50
-    # where the reference is known, the mean moved towards the reference base and the regression fill
-    # (`reference_fills`) by these weights (chosen per scene by `adapt.scene_calibration`; 0 = the network's mean)
+    # where the reference is known, the mean moved towards the reference base, the regression fill and the
+    # multiband fill (`reference_fills`) by these weights (chosen per scene by `adapt.scene_calibration`; 0 = the
+    # network's mean)
     reference_base_weight: float = 0.0
     regression_weight: float = 0.0
+    multiband_weight: float = 0.0
 
 
 class SetConv(nn.Module):
@@ -276,19 +278,80 @@ def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor,
         return sum(fits) / len(fits)
 
 
-def reference_fills(value, mask, ref, ref_mask, window: int | tuple[int, ...], sweeps: int,
-                    harmonic_base: torch.Tensor, biharmonic_iters: int = 0):
-    """(the reference base, the regression fill). The base: a local linear fit on the reference plus a harmonic
-    fill of what it leaves (the residual is smoother than the image), the harmonic base where the reference is
-    unknown: the network's input. The regression fill (with biharmonic_iters > 0, else None): the same fit plus a
-    biharmonic fill of the residual, as the classical `regression` (meaningful where the reference is known)."""
+MULTIBAND_BLOCK = 3  # the fit is solved on a grid of 3×3-px blocks and its coefficients interpolated between them
+MULTIBAND_WINDOW = 11  # side of its windows, in blocks (33 px)
+MULTIBAND_RIDGE = 0.1  # its coefficients' shrinkage towards the window's mean, per known pixel (z-score units)
+
+
+def multiband_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor, ref_mask: torch.Tensor, n_bands: int,
+                  min_pixels: float = 24.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each band of the scene predicted from every band of the reference by a ridge regression in a window around
+    every pixel: a change of season moves the bands differently (vegetation darkens the red and brightens the near
+    infrared), which one band of the other date cannot follow. Fitted on the pixels known in every band of both
+    dates; it tends to the tile's own multiband fit where a window holds few of them. The window sums are taken
+    over blocks and the small systems solved once a block (the coefficients vary slowly: 1/9 of the work).
+    Returns (the fit, where it was fitted) as N·C×1×H×W and N×1×H×W; meaningful where every reference band is
+    known."""
     with torch.autocast(value.device.type, enabled=False):
-        guide = local_linear_fit(value, mask, ref, ref_mask, window)
+        nc, _, h, w = value.shape
+        n, k = nc // n_bands, n_bands + 1
+        y = value.float().view(n, n_bands, h, w)
+        both = (mask.float().view(n, n_bands, h, w).amin(1, keepdim=True)
+                * ref_mask.float().view(n, n_bands, h, w).amin(1, keepdim=True))
+        predictors = torch.cat([torch.ones_like(both), ref.float().view(n, n_bands, h, w)], 1)  # N×k×H×W
+        rows, cols = torch.triu_indices(k, k)
+        maps = torch.cat([predictors[:, rows] * predictors[:, cols] * both,
+                          (predictors[:, :, None] * (y * both)[:, None]).flatten(1, 2)], 1)
+        del y
+        blocks = F.avg_pool2d(maps, MULTIBAND_BLOCK, ceil_mode=True)  # partial blocks at the edges: their mean
+        tile = maps.mean((-2, -1), keepdim=True)  # the tile's own sums: the fallback
+        del maps
+        local = _box_means(blocks, (MULTIBAND_WINDOW,))[0]
+
+        def solve(sums):  # N×m×… window means of the products → N×…×k×C coefficients
+            gram = torch.zeros(*sums.shape[:1], *sums.shape[2:], k, k, device=sums.device)
+            gram[..., rows, cols] = sums[:, :len(rows)].movedim(1, -1)
+            gram[..., cols, rows] = sums[:, :len(rows)].movedim(1, -1)
+            gram += (MULTIBAND_RIDGE * sums[:, :1] + 1e-6).movedim(1, -1)[..., None] * torch.eye(k, device=sums.device)
+            rhs = sums[:, len(rows):].movedim(1, -1).unflatten(-1, (k, n_bands))
+            return torch.linalg.solve(gram, rhs)
+
+        count = local[:, :1] * (MULTIBAND_WINDOW * MULTIBAND_BLOCK) ** 2
+        trust = (count / (count + min_pixels)).movedim(1, -1)[..., None]  # N×…×1×1
+        coefficients = trust * solve(local) + (1 - trust) * solve(tile)  # N×h'×w'×k×C
+        coefficients = F.interpolate(coefficients.flatten(-2).movedim(-1, 1), size=(h, w), mode="bilinear",
+                                     align_corners=False).unflatten(1, (k, n_bands))  # N×k×C×H×W
+        fit = torch.einsum("nkc...,nk...->nc...", coefficients, predictors)
+        return fit.reshape(nc, 1, h, w), both
+
+
+REFERENCE_FILLS = ("reference_base", "regression", "multiband")  # the fills where the reference is known
+
+
+def reference_fills(value, mask, ref, ref_mask, config, harmonic_base: torch.Tensor, n_bands: int,
+                    wanted=REFERENCE_FILLS) -> dict[str, torch.Tensor]:
+    """The classical two-date fills, by name (those of `wanted`; the reference base always), float32:
+    reference_base: a local linear fit on the reference plus a harmonic fill of what it leaves (the residual is
+    smoother than the image), the harmonic base where the reference is unknown: the network's input.
+    regression: the same fit plus a biharmonic fill of the residual, as the classical `regression`.
+    multiband: `multiband_fit` plus a biharmonic fill of its residual; the reference base where a reference band
+    is unknown. The last two are meaningful where the reference is known."""
+    with torch.autocast(value.device.type, enabled=False):
+        guide = local_linear_fit(value, mask, ref, ref_mask, config.regression_window)
         both = mask.float() * ref_mask.float()
-        residual = harmonic_fill((value.float() - guide) * both, both, sweeps)
-        base = torch.where(ref_mask > 0, guide + residual, harmonic_base.float())
-        regression = guide + biharmonic_fill(both, residual, biharmonic_iters) if biharmonic_iters else None
-        return base, regression
+        residual = harmonic_fill((value.float() - guide) * both, both, config.harmonic_iters)
+        fills = {"reference_base": torch.where(ref_mask > 0, guide + residual, harmonic_base.float())}
+        if "regression" in wanted:
+            fills["regression"] = guide + biharmonic_fill(both, residual, config.biharmonic_iters)
+        del guide, residual
+        if "multiband" in wanted:
+            fit, fitted = multiband_fit(value, mask, ref, ref_mask, n_bands)
+            fitted = fitted.repeat_interleave(n_bands, 0)
+            residual = harmonic_fill((value.float() - fit) * fitted, fitted, config.harmonic_iters)
+            fit += biharmonic_fill(fitted, residual, config.biharmonic_iters)
+            all_known = ref_mask.view(-1, n_bands, *ref_mask.shape[-2:]).amin(1, keepdim=True) > 0
+            fills["multiband"] = torch.where(all_known.repeat_interleave(n_bands, 0), fit, fills["reference_base"])
+        return fills
 
 
 def _block(cin, cout):
@@ -420,10 +483,9 @@ class ConvCNP(nn.Module):
             (ref_mask > 0).any())
         if with_reference:
             ref = ref * ref_mask
-            ref_fill, regression = reference_fills(
-                value, mask, ref, ref_mask, self.config.regression_window, self.config.harmonic_iters, base,
-                self.config.biharmonic_iters if self.config.regression_weight else 0)
-            ref_base = ref_fill.to(smooth.dtype)  # float32 ref_fill kept for the blend
+            fills = reference_fills(value, mask, ref, ref_mask, self.config, base, n_bands,
+                                    [name for name in REFERENCE_FILLS if getattr(self.config, f"{name}_weight")])
+            ref_base = fills["reference_base"].to(smooth.dtype)  # the float32 fills are kept for the blend
             feats += [ref, ref_mask.to(smooth.dtype), ref_base - base]
         feats = torch.cat(feats, 1)
         reference_known = feats[:, -2:-1] > 0 if with_reference else None
@@ -445,9 +507,8 @@ class ConvCNP(nn.Module):
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         if with_reference:  # leaning on the reference's fill as far as the network trusts it
             mean = mean + torch.sigmoid(raw[:, 2]) * (ref_base - base)[:, 0]
-            mean = blend_reference_fills(mean, ref_fill[:, 0], regression[:, 0] if regression is not None else None,
-                                         reference_known[:, 0], self.config)
-            del ref_fill, regression
+            mean = blend_reference_fills(mean, fills, reference_known[:, 0], self.config)
+            del fills
         alone = ~reference_known[:, 0] if with_reference else None  # the pixels without a reference
         if self.config.biharmonic_weight > 0 and (alone is None or bool(alone.any())):
             weight = self.config.biharmonic_weight if alone is None else self.config.biharmonic_weight * alone.float()
@@ -461,15 +522,15 @@ class ConvCNP(nn.Module):
         return mean[:, None], var
 
 
-def blend_reference_fills(mean, ref_base, regression, known, config: ModelConfig):
-    """Where the reference is known, the mean moved towards the reference base and the regression fill by the
-    config's weights: the gate of the network trusts the reference more or less than a scene needs (best weights
-    from about 0 to 1 on the validation pairs), and the regression fill errs differently (`adapt.reference_weights`)."""
-    weights = [(config.reference_base_weight, ref_base), (config.regression_weight, regression)]
-    if not any(w for w, _ in weights):
+def blend_reference_fills(mean, fills: dict, known, config: ModelConfig):
+    """Where the reference is known, the mean moved towards each of the classical two-date `fills` by the config's
+    weight for it: the network's gate trusts the reference base more or less than a scene needs (best weights from
+    about 0 to 1 on the validation pairs), and the other fills err differently (`adapt.reference_weights`)."""
+    weights = {name: getattr(config, f"{name}_weight") for name in fills}
+    if not any(weights.values()):
         return mean
     mean = mean.float()
-    shift = sum(w * (fill.float() - mean) for w, fill in weights if w)
+    shift = sum(weight * (fills[name][:, 0] - mean) for name, weight in weights.items() if weight)
     return mean + known.float() * shift
 
 

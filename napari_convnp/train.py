@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from . import masks
 from .inpaint import _autocast
-from .model import ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
+from .model import REFERENCE_FILLS, ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
 from .scene import SceneError, read_scene
 
 TILE = 128
@@ -332,7 +332,8 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
         model = with_reference(model) if reference and not model.config.reference else model
         # the network trains alone, and is saved without the blends: their priors suit the network they were
         # fitted for; fit them again for the new one (benchmarks/biharmonic_blend.py, reference_blend.py)
-        model.config = replace(model.config, biharmonic_weight=0.0, reference_base_weight=0.0, regression_weight=0.0)
+        model.config = replace(model.config, biharmonic_weight=0.0,
+                               **{f"{name}_weight": 0.0 for name in REFERENCE_FILLS})
     else:
         model = ConvCNP(ModelConfig(**{**asdict(config or ModelConfig()), "reference": reference}))
     model = model.to(device).train()

@@ -127,8 +127,8 @@ def test_evaluate_all_two_date_set_and_its_tables(data_dir, monkeypatch):
     monkeypatch.setattr(evaluate, "colorado_cases", lambda folder: itertools.islice(real_colorado(folder), 3))
     out = evaluate.evaluate_all(data_dir, ["convnp"], model=_widened_model(), sets=("colorado",))
     [key] = [k for k in out if k.startswith("colorado")]
-    assert set(out[key]) == {"convnp", "regression", "llhm", evaluate.WITH_REFERENCE}
-    assert out["best_two_date_baseline_on_val_pairs"] in ("regression", "llhm")
+    assert set(out[key]) == {"convnp", "regression", "multiband", "llhm", evaluate.WITH_REFERENCE}
+    assert out["best_two_date_baseline_on_val_pairs"] in ("regression", "multiband", "llhm")
     assert "nll" in out[key][out["best_two_date_baseline_on_val_pairs"]]
     assert set(out["wall_seconds"]) == {key} and "notes" not in out
     table = evaluate.markdown(out)

@@ -1,5 +1,7 @@
 """The fast inference kernels of the ConvCNP give what the plain formulas give (issue 13: less work per pixel
 without touching the weights)."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -110,8 +112,8 @@ def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is
 
 
 def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills_by_the_weights():
-    """mean = (1 − a − b)·network + a·reference base + b·regression fill where the reference is known, the same
-    as without the weights elsewhere; the regression fill is the local fit plus a biharmonic fill of its residual."""
+    """mean = (1 − Σw)·network + Σ w·fill over the classical two-date fills where the reference is known, the same
+    as without the weights elsewhere."""
     from napari_convnp.adapt import calibrated
 
     model = M.load_model()
@@ -119,21 +121,38 @@ def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills
     reference = value * 1.2 + 0.1 + 0.05 * torch.sin(torch.arange(value.shape[-1]) / 3.0)
     known = torch.ones_like(mask)
     known[..., :20, :] = 0  # the reference's own gap
-    corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.3, 0.2)]
+    names = M.REFERENCE_FILLS
+    corners = [dict.fromkeys(names, 0.0)] + [{n: float(n == name) for n in names} for name in names]
     with torch.no_grad():
-        network, ref_base, regression, blend = (
-            calibrated(model, reference_base_weight=a, regression_weight=b)(value, mask, 3, reference, known)[0]
-            for a, b in corners)
+        network, *alone = (calibrated(model, **{f"{n}_weight": w for n, w in weights.items()})(
+            value, mask, 3, reference, known)[0] for weights in corners)
+        blend = calibrated(model, reference_base_weight=0.3, regression_weight=0.2, multiband_weight=0.1)(
+            value, mask, 3, reference, known)[0]
         harmonic = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
-        want_base, want_regression = M.reference_fills(value * mask, mask, reference * known, known,
-                                                       model.config.regression_window, model.config.harmonic_iters,
-                                                       harmonic, model.config.biharmonic_iters)
+        want = M.reference_fills(value * mask, mask, reference * known, known, model.config, harmonic, 3)
     where = known.bool()
-    np.testing.assert_allclose(ref_base[where].numpy(), want_base[where].numpy(), atol=1e-4)
-    np.testing.assert_allclose(regression[where].numpy(), want_regression[where].numpy(), atol=1e-4)
-    assert (regression - ref_base)[where].abs().mean() > 1e-3  # two different fills
-    np.testing.assert_allclose(blend.numpy(), torch.where(where, 0.5 * network + 0.3 * ref_base + 0.2 * regression,
-                                                          network).numpy(), atol=1e-4)
+    for name, got in zip(names, alone):
+        np.testing.assert_allclose(got[where].numpy(), want[name][where].numpy(), atol=1e-4, err_msg=name)
+    for a, b in itertools.combinations(names, 2):
+        assert (want[a] - want[b])[where].abs().mean() > 1e-3, (a, b)  # different fills
+    expected = 0.4 * network + 0.3 * alone[0] + 0.2 * alone[1] + 0.1 * alone[2]
+    np.testing.assert_allclose(blend.numpy(), torch.where(where, expected, network).numpy(), atol=1e-4)
+
+
+def test_the_multiband_fit_follows_a_change_that_differs_from_band_to_band():
+    """A scene whose bands are each a different mix of the other date's bands (a change of season) is
+    predicted by the multiband fit (up to the ridge's shrinkage), not by a fit on the same band alone."""
+    rng = np.random.default_rng(1)
+    ref = torch.from_numpy(rng.normal(size=(6, 1, 64, 64)).astype(np.float32))
+    mix = torch.from_numpy(rng.normal(size=(3, 3)).astype(np.float32))
+    scene = torch.cat([torch.einsum("bc,nchw->nbhw", mix, r.view(1, 3, 64, 64)).view(3, 1, 64, 64) + 0.5
+                       for r in ref.split(3)])
+    mask = torch.from_numpy(rng.random((6, 1, 64, 64)) > 0.3).float()
+    fit, fitted = M.multiband_fit(scene * mask, mask, ref, torch.ones_like(mask), 3)
+    assert fitted.shape == (2, 1, 64, 64)
+    single = M.local_linear_fit(scene * mask, mask, ref, torch.ones_like(mask), 31)
+    multiband_error, single_error = (fit - scene).abs().mean(), (single - scene).abs().mean()
+    assert multiband_error < 0.15 * scene.std() and multiband_error < single_error / 4
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
