@@ -1028,7 +1028,7 @@ def calibration_note(result) -> str:
     if result.reference_variance_factor is None:
         return f"; {result.biharmonic_weight:.0%} biharmonic in the mean"
     return (f"; where the reference is known: mean {result.reference_base_weight:.0%} reference base + "
-            f"{result.regression_weight:.0%} regression + {result.multiband_weight:.0%} multiband fill, intervals "
+            f"{result.multiband_weight:.0%} multiband fill, intervals "
             f"×{result.reference_variance_factor ** 0.5:.2f}; elsewhere {result.biharmonic_weight:.0%} biharmonic")
 
 

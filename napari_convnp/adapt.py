@@ -116,8 +116,8 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     biharmonic_weight: how far the mean leans on the biharmonic fill where no reference is known. The two err
     differently; which blend is best differs from scene to scene (from below 0 to above 1 on the validation
     scenes), with texture and noise: see `blend_weight`.
-    reference_base_weight, regression_weight, multiband_weight (with a reference): how far the mean moves towards
-    each classical two-date fill where the reference is known (`model.blend_reference_fills`; `reference_weights`).
+    reference_base_weight, multiband_weight (with a reference): how far the mean moves towards each classical
+    two-date fill where the reference is known (`model.blend_reference_fills`; `reference_weights`).
     reference_variance_factor (with a reference): how much wider (> 1) or narrower the variance must be where
     the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the

@@ -54,13 +54,11 @@ class Fill:
     # with a reference: the weights of the classical two-date fills in the mean where the reference is known
     # (model.blend_reference_fills), chosen on this scene
     reference_base_weight: float | None = None
-    regression_weight: float | None = None
     multiband_weight: float | None = None
 
 
 # what the ConvNP chose on a scene (adapt.scene_calibration), as Fill reports it
-CALIBRATION_KEYS = ("reference_variance_factor", "biharmonic_weight", "reference_base_weight", "regression_weight",
-                    "multiband_weight")
+CALIBRATION_KEYS = ("reference_variance_factor", "biharmonic_weight", "reference_base_weight", "multiband_weight")
 
 
 def check_biharmonic_weight(weight, method: str) -> None:

@@ -72,11 +72,9 @@ class ModelConfig:
     # `adapt.scene_calibration`; 0 = the network's mean alone), and the conjugate-gradient steps of that fill
     biharmonic_weight: float = 0.0
     biharmonic_iters: int = 50
-    # where the reference is known, the mean moved towards the reference base, the regression fill and the
-    # multiband fill (`reference_fills`) by these weights (chosen per scene by `adapt.scene_calibration`; 0 = the
-    # network's mean)
+    # where the reference is known, the mean moved towards the reference base and the multiband fill
+    # (`reference_fills`) by these weights (chosen per scene by `adapt.scene_calibration`; 0 = the network's mean)
     reference_base_weight: float = 0.0
-    regression_weight: float = 0.0
     multiband_weight: float = 0.0
 
 
@@ -325,7 +323,10 @@ def multiband_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor, re
         return fit.reshape(nc, 1, h, w), both
 
 
-REFERENCE_FILLS = ("reference_base", "regression", "multiband")  # the fills where the reference is known
+# the fills the mean moves towards where the reference is known (the regression fill, a local fit plus a biharmonic
+# fill of its residual, was one too: it added 0.007 dB on the validation pairs for one more solve a tile; see
+# benchmarks/reference_blend_three_fills.json)
+REFERENCE_FILLS = ("reference_base", "multiband")
 
 
 def reference_fills(value, mask, ref, ref_mask, config, harmonic_base: torch.Tensor, n_bands: int,
@@ -333,16 +334,13 @@ def reference_fills(value, mask, ref, ref_mask, config, harmonic_base: torch.Ten
     """The classical two-date fills, by name (those of `wanted`; the reference base always), float32:
     reference_base: a local linear fit on the reference plus a harmonic fill of what it leaves (the residual is
     smoother than the image), the harmonic base where the reference is unknown: the network's input.
-    regression: the same fit plus a biharmonic fill of the residual, as the classical `regression`.
-    multiband: `multiband_fit` plus a biharmonic fill of its residual; the reference base where a reference band
-    is unknown. The last two are meaningful where the reference is known."""
+    multiband: `multiband_fit` plus a biharmonic fill of its residual, meaningful where the reference is known;
+    the reference base where a reference band is unknown."""
     with torch.autocast(value.device.type, enabled=False):
         guide = local_linear_fit(value, mask, ref, ref_mask, config.regression_window)
         both = mask.float() * ref_mask.float()
         residual = harmonic_fill((value.float() - guide) * both, both, config.harmonic_iters)
         fills = {"reference_base": torch.where(ref_mask > 0, guide + residual, harmonic_base.float())}
-        if "regression" in wanted:
-            fills["regression"] = guide + biharmonic_fill(both, residual, config.biharmonic_iters)
         del guide, residual
         if "multiband" in wanted:
             fit, fitted = multiband_fit(value, mask, ref, ref_mask, n_bands)

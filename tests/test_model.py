@@ -126,8 +126,7 @@ def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills
     with torch.no_grad():
         network, *alone = (calibrated(model, **{f"{n}_weight": w for n, w in weights.items()})(
             value, mask, 3, reference, known)[0] for weights in corners)
-        blend = calibrated(model, reference_base_weight=0.3, regression_weight=0.2, multiband_weight=0.1)(
-            value, mask, 3, reference, known)[0]
+        blend = calibrated(model, reference_base_weight=0.3, multiband_weight=0.2)(value, mask, 3, reference, known)[0]
         harmonic = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
         want = M.reference_fills(value * mask, mask, reference * known, known, model.config, harmonic, 3)
     where = known.bool()
@@ -135,7 +134,7 @@ def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills
         np.testing.assert_allclose(got[where].numpy(), want[name][where].numpy(), atol=1e-4, err_msg=name)
     for a, b in itertools.combinations(names, 2):
         assert (want[a] - want[b])[where].abs().mean() > 1e-3, (a, b)  # different fills
-    expected = 0.4 * network + 0.3 * alone[0] + 0.2 * alone[1] + 0.1 * alone[2]
+    expected = 0.5 * network + 0.3 * alone[0] + 0.2 * alone[1]
     np.testing.assert_allclose(blend.numpy(), torch.where(where, expected, network).numpy(), atol=1e-4)
 
 
