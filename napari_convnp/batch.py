@@ -199,11 +199,15 @@ def fill_many(inputs: list[str], out_dir: Path, *, scheduler: str | None = None,
 
 def _connect(scheduler: str | None, workers: int, timeout: float):
     from dask.distributed import Client, LocalCluster
+    from distributed.comm.addressing import parse_address, parse_host_port
 
     for name in ("distributed", "tornado", "asyncio"):  # shutdown chatter, retries: the report says what counts
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
         try:
+            scheme, location = parse_address(scheduler)
+            if scheme != "inproc":
+                parse_host_port(location)  # an address Client cannot parse leaves a Client that fails again at exit
             return Client(scheduler, timeout=timeout, set_as_default=False), None
         except (OSError, TimeoutError, ValueError, TypeError) as err:
             raise OptionError(f"{scheduler}: cannot reach the Dask scheduler "

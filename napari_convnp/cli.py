@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -383,9 +384,27 @@ def _convnp_options(args) -> dict:
 def _check_train(args) -> tuple:
     """train's options as (model config or None, reference share), checked before torch loads."""
     from .fileio import OptionError
+    from .scene import same_file
 
-    if args.warmup < 1:
-        raise OptionError(f"--warmup must be 1 step or more, not {args.warmup}")
+    for option, value in (("--steps", args.steps), ("--batch", args.batch), ("--log-every", args.log_every),
+                          ("--warmup", args.warmup)):
+        if value < 1:
+            raise OptionError(f"{option} must be 1 or more, not {value}")
+    if args.workers < 0:
+        raise OptionError(f"--workers must be 0 (load in this process) or more, not {args.workers}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise OptionError(f"--lr must be a positive learning rate, not {args.lr}")
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise OptionError(f"--minutes must be a positive time limit, not {args.minutes}")
+    for option, path in (("--out", args.out), ("--last", args.last)):
+        if path is None:
+            continue
+        if args.init is not None and same_file(path, args.init):
+            raise OptionError(f"{path}: {option} is the --init checkpoint; training would overwrite it")
+        if Path(args.data).resolve() in Path(path).resolve().parents:
+            raise OptionError(f"{path}: {option} lies inside --data {args.data}; write checkpoints elsewhere")
+    if args.init is not None:
+        _check_weights(args.init, "--init")
     try:
         share = tuple(float(x) for x in args.reference_share.split(","))
     except ValueError:
@@ -439,14 +458,22 @@ def _check_evaluate(args) -> tuple[list[str], tuple[str, ...]]:
     if args.json is not None:
         _check_writable(args.json, "--json")
     if "convnp" in methods and args.weights is not None:
-        from .model import load_model
-
-        try:
-            load_model(args.weights, "cpu")
-        except Exception as err:  # noqa: BLE001 - whatever torch makes of a file that is not a checkpoint
-            raise SceneError(f"{args.weights}: not usable ConvNP weights ({type(err).__name__}: "
-                             f"{' '.join(str(err).split())[:200]})") from None
+        _check_weights(args.weights, "--weights")
     return methods, sets
+
+
+def _check_weights(path: Path, option: str) -> None:
+    """A checkpoint the command will load, loaded once first: a file that is none fails before any work."""
+    from .model import load_model
+    from .scene import SceneError
+
+    if not Path(path).is_file():
+        raise SceneError(f"{path}: no such file ({option})")
+    try:
+        load_model(path, "cpu")
+    except Exception as err:  # noqa: BLE001 - whatever torch makes of a file that is not a checkpoint
+        raise SceneError(f"{path}: not usable ConvNP weights ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]})") from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import itertools
 import math
-import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .masks import MaskError, detect_scene_gaps
+from .masks import MaskError, detect_scene_gaps, validate_mask
+from .reference import grid_offset
 from .scene import (
     EXACT_IN_FLOAT32,
     FloatView,
@@ -85,8 +85,15 @@ def mask_of(mask_scene: Scene, scene: Scene) -> np.ndarray:
     # nonzero and not NaN (nodata), band by band: no float copy of the whole (nan_to_num made one per band)
     mask = np.stack([(band != 0) & ~np.isnan(band) for band in mask_scene.bands])
     if mask.shape[1:] != scene.shape[1:]:
-        raise MaskError(f"{path}: mask is {mask.shape[2]}×{mask.shape[1]} pixels but the scene is "
-                        f"{scene.shape[2]}×{scene.shape[1]}")
+        raise MaskError(f"{path}: the mask is {mask.shape[1]}×{mask.shape[2]} pixels (rows×columns) but the scene "
+                        f"is {scene.shape[1]}×{scene.shape[2]}")
+    try:  # both georeferenced: the same place too, not only the same size (a mask of elsewhere fills wrong pixels)
+        rows, cols = grid_offset(scene, mask_scene)
+    except ValueError as err:
+        raise MaskError(f"{path}: the mask cannot be placed on the scene: {err}") from None
+    if rows or cols:
+        raise MaskError(f"{path}: the mask lies elsewhere than the scene (its first pixel is {rows} rows and {cols} "
+                        "columns from the scene's, by their georeferencing); give a mask on the scene's grid")
     if len(mask) == 1:
         return np.broadcast_to(mask, scene.shape)
     if len(mask) != scene.shape[0]:
@@ -127,26 +134,18 @@ def weights_id() -> str:
 def check_options(*, method: str, density, seed, tile, precision: str, dtype: str, device: str = "auto",
                   variance: bool = False, reference=None, biharmonic_weight=None) -> None:
     """Raise OptionError (or FillError) for option values that cannot work, before any file is read."""
-    from .inpaint import METHODS, PRECISIONS, check_biharmonic_weight, resolve_device
+    from .inpaint import NEEDS_REFERENCE, FillError, check_fill_options, resolve_device
 
-    if method not in METHODS:
-        raise OptionError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
-    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0 < float(density) <= 1:
-        raise OptionError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise OptionError(f"seed must be a whole number, 0 or more, not {seed}")
-    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1):
-        raise OptionError(f"tile must be a positive number of pixels, not {tile}")
-    if precision not in PRECISIONS:
-        raise OptionError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
+    try:
+        check_fill_options(method=method, density=density, seed=seed, tile=tile, precision=precision,
+                           biharmonic_weight=biharmonic_weight)
+    except FillError as err:
+        raise OptionError(str(err)) from None
     output_dtype(dtype, "float32")
     if variance and method not in VARIANCE_METHODS:
         raise OptionError(f"method '{method}' gives no variance; use --method convnp for --variance")
-    from . import inpaint
-
-    if method in inpaint.NEEDS_REFERENCE and not reference:
+    if method in NEEDS_REFERENCE and not reference:
         raise OptionError(f"method '{method}' fills from another date: give a reference scene")
-    check_biharmonic_weight(biharmonic_weight, method)
     if method == "convnp":
         resolve_device(device)
 
@@ -169,7 +168,7 @@ def _role(outputs: Outputs, path: Path) -> str:
     return "the filled-pixel mask"
 
 
-def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | os.PathLike | None = None,
+def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | os.PathLike | np.ndarray | None = None,
               method: str = "convnp", density: float = 1.0, variance: str | os.PathLike | None = None,
               device: str = "auto", seed: int = 0, tile: int | None = None, precision: str = "float32",
               progress=None, dtype: str = "auto", filled_mask: bool | str | os.PathLike = True,
@@ -177,6 +176,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     """Fill one scene file and write the result as GeoTIFF; returns a summary.
 
     out: the filled scene (known pixels exactly as in the input; see `output_dtype` for `dtype`).
+    mask: a mask file, or an array (H×W or C×H×W), nonzero = fill; None: the detected gaps.
     variance: the predictive variance (float32), ConvNP only. filled_mask: True writes
     `<out stem>_filled_mask.tif` (uint8 per band, 1 = filled), a path writes it there, False not at all.
     reference: other dates of the place (paths), passed to `inpaint.fill` as `reference=`;
@@ -192,8 +192,12 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             raise Cancelled()
 
     input, out = Path(input), Path(out)
-    mask = Path(mask) if mask is not None else None
+    mask_array = None if mask is None or isinstance(mask, (str, os.PathLike)) else mask
+    mask = Path(mask) if mask is not None and mask_array is None else None
     references = [Path(r) for r in (reference or [])]
+    for path, role in [(input, "input"), (mask, "mask"), *((ref, "reference") for ref in references)]:
+        if path is not None and not path.exists():  # before the output checks: a missing file is named as such
+            raise SceneError(f"{path}: no such file or folder ({role})")
     sidecar = filled_mask_path(out) if filled_mask is True else Path(filled_mask) if filled_mask else None
     outputs = Outputs(out, Path(variance) if variance is not None else None, sidecar)
     check_distinct(outputs)
@@ -206,9 +210,6 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
                       biharmonic_weight=fill_options.get("biharmonic_weight"))
     except (OptionError, FillError) as err:
         raise OptionError(f"{input}: {err}") from None
-    for ref in references:
-        if not ref.exists():
-            raise SceneError(f"{ref}: no such file or folder (reference)")
     reference_files = [f for ref in references if ref.is_dir() for f in ref.iterdir() if f.is_file()]
     for path in outputs.paths():  # a reference folder's band files are inputs too
         for src in reference_files:
@@ -224,7 +225,13 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         for src in protect:
             if same_file(path, src):
                 raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
-    gaps = mask_of(mask_scene, scene) if mask_scene is not None else scene_gaps(scene)
+    if mask_array is not None:
+        try:
+            gaps = validate_mask(mask_array, scene.shape)
+        except MaskError as err:
+            raise MaskError(f"{input}: {err}") from None
+    else:
+        gaps = mask_of(mask_scene, scene) if mask_scene is not None else scene_gaps(scene)
     del mask_scene
     plan = _plan(scene, gaps, output_dtype(dtype, scene.source_dtype), input)
     if outputs.variance is not None:

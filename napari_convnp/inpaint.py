@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import baselines
 from .masks import MaskError, validate_mask
-from .scene import BandWindows, FloatView, SceneError, check_memory
+from .scene import EXACT_IN_FLOAT32, BandWindows, FloatView, SceneError, check_float32_precision, check_memory
 
 METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
 NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date
@@ -71,16 +72,48 @@ def check_biharmonic_weight(weight, method: str) -> None:
         raise FillError(f"the biharmonic weight blends the ConvNP's mean; method '{method}' has none")
 
 
+def check_fill_options(*, method: str, density, seed, tile, precision: str, adapt_steps=0,
+                       biharmonic_weight=None) -> None:
+    """Raise FillError for option values that cannot work, before any pixel is read: the one place for these
+    checks, shared by `fill`, the file-to-file fill and the command line."""
+    if method not in METHODS:
+        raise FillError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
+    if precision not in PRECISIONS:
+        raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
+    if not _is_number(density) or not 0 < float(density) <= 1:
+        raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density!r}")
+    if not _is_whole(seed) or seed < 0:
+        raise FillError(f"seed must be a whole number, 0 or more, not {seed!r}")
+    if tile is not None and (not _is_whole(tile) or tile < 1):
+        raise FillError(f"tile must be a positive number of pixels, not {tile!r}")
+    if not _is_whole(adapt_steps) or adapt_steps < 0:
+        raise FillError(f"adaptation steps must be a whole number ≥ 0, not {adapt_steps!r}")
+    check_biharmonic_weight(biharmonic_weight, method)
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def _is_whole(value) -> bool:
+    return _is_number(value) and float(value) == int(value)
+
+
 def resolve_device(device: str = "auto") -> str:
     """'auto' picks CUDA when torch sees a GPU, else the CPU; asking for a missing GPU is an error."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise FillError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N (the N-th GPU)")
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise FillError("device 'cuda' was asked for, but torch finds no CUDA GPU here (use 'auto' or 'cpu')")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise FillError(f"unknown device '{device}': use auto, cpu or cuda")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise FillError(f"device '{device}' was asked for, but torch finds no CUDA GPU here (use 'auto' or 'cpu')")
+        if int(device.partition(":")[2] or 0) >= count:
+            raise FillError(f"device '{device}' was asked for, but torch finds {count} CUDA GPU(s): cuda:0 to "
+                            f"cuda:{count - 1}")
     return device
 
 
@@ -109,8 +142,11 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     then bounded by the input and a row of tiles.
     """
     start = time.time()
+    check_fill_options(method=method, density=density, seed=seed, tile=tile, precision=precision,
+                       adapt_steps=adapt_steps, biharmonic_weight=biharmonic_weight)
+    seed, tile = int(seed), None if tile is None else int(tile)
     if not isinstance(bands, FloatView):  # a FloatView converts window by window as the fill reads it
-        bands = np.asarray(bands, dtype=np.float32)
+        bands = _float32_bands(bands, nodata)
     if bands.ndim == 2:
         bands = bands[None]
     if bands.ndim != 3:
@@ -120,23 +156,12 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         check_memory(bands.size * per_value, f"filling a {'×'.join(map(str, bands.shape))} scene")
     except SceneError as err:
         raise FillError(str(err)) from None
-    if method not in METHODS:
-        raise FillError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
-    if precision not in PRECISIONS:
-        raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
-    if not 0 < density <= 1:
-        raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise FillError(f"seed must be a whole number, 0 or more, not {seed}")
-    if adapt_steps < 0 or int(adapt_steps) != adapt_steps:
-        raise FillError(f"adaptation steps must be a whole number ≥ 0, not {adapt_steps}")
-    check_biharmonic_weight(biharmonic_weight, method)
     reference = _reference(reference, bands.shape, scene)
     if method in NEEDS_REFERENCE and reference is None:
         raise FillError(f"method '{method}' fills from another date: give a reference scene")
     # None when there is none: every pass over the scene then skips it (a full scene's pass costs seconds)
     if nodata is not None:
-        nodata = np.broadcast_to(np.asarray(nodata, bool), bands.shape)
+        nodata = _nodata_for(nodata, bands.shape)
         nodata = nodata if nodata.any() else None
     try:
         mask = validate_mask(mask, bands.shape)
@@ -202,6 +227,37 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start,
                 *(calibration.get(key) for key in CALIBRATION_KEYS))
+
+
+def _float32_bands(bands, nodata) -> np.ndarray:
+    """The pixels as the float32 the fill works in; a clear error for what is not numbers or loses its detail."""
+    raw = np.asarray(bands)
+    if raw.dtype.kind == "c":
+        raise FillError("complex pixels are not supported: give real values (e.g. the magnitudes)")
+    if raw.dtype.kind not in "biuf":
+        raise FillError(f"the pixels must be numbers, not {raw.dtype} values")
+    if raw.dtype.str not in EXACT_IN_FLOAT32 and raw.ndim in (2, 3):
+        shaped = raw if raw.ndim == 3 else raw[None]
+        try:
+            ignored = np.zeros(shaped.shape, bool) if nodata is None else _nodata_for(nodata, shaped.shape)
+            check_float32_precision(shaped, ignored, "the scene")
+        except SceneError as err:
+            raise FillError(str(err)) from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = raw.astype(np.float32, copy=False)
+    if raw.dtype.kind == "f" and raw.dtype.itemsize > 4 and np.isinf(values).sum() > np.isinf(raw).sum():
+        raise FillError("some values lie beyond ±3.4e38, the float32 range the fill works in: rescale them or "
+                        "mark them as nodata")
+    return values
+
+
+def _nodata_for(nodata, shape) -> np.ndarray:
+    """The nodata argument as a read-only C×H×W bool view; a clear error where its shape does not fit."""
+    nodata = np.asarray(nodata, bool)
+    try:
+        return np.broadcast_to(nodata, shape)
+    except ValueError:
+        raise FillError(f"nodata has shape {nodata.shape}, which does not fit the scene's {shape}") from None
 
 
 class KnownPixels(BandWindows):

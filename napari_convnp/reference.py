@@ -68,7 +68,7 @@ class AlignedReference(BandWindows):
     def __init__(self, target: Scene, ref: Scene):
         name = str(ref.path) if ref.path else "reference"
         try:
-            self.rows, self.cols = _grid_offset(target, ref)
+            self.rows, self.cols = grid_offset(target, ref)
             self.pairs = match_bands(target, ref)
         except ValueError as err:
             raise SceneError(f"{name}: {err}") from None
@@ -208,7 +208,7 @@ def _numbered(keys: list) -> bool:
 
 # --- grids ------------------------------------------------------------------------------------------
 
-def _grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
+def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
     """Where the reference's pixel (0, 0) falls on the target's grid, as whole (rows, columns)."""
     tgrid = _geotransform(target.geo_tags, f"the target {target.name}'s")
     rgrid = _geotransform(ref.geo_tags, "its")

@@ -595,10 +595,35 @@ def _make_scene(raw: np.ndarray, names, geo_tags, nodata_value, path: Path, sour
         bands = FloatView(raw, nodata)
     else:
         bands, nodata = _float_bands(raw, nodata_value)
+        check_float32_precision(raw, nodata, str(path))
     if nodata.all():
         raise SceneError(f"{path}: every pixel is nodata; there is nothing to fill from")
     names = names or [f"band {i + 1}" for i in range(len(bands))]
     return Scene(bands, list(names), nodata, geo_tags, nodata_value, str(raw.dtype), path, tuple(sources), metadata)
+
+
+FLOAT32_STEPS = 4096  # float32 steps a band's spread must hold at its largest value
+
+
+def check_float32_precision(raw: np.ndarray, nodata: np.ndarray, what: str) -> None:
+    """Every fill works in float32: values with a large offset and a small spread (4e9 + a DN of 0–1000 in a
+    32-bit integer) would lose their differences there and come out in a few levels. An error, not such a fill."""
+    if raw.dtype.str in EXACT_IN_FLOAT32 or raw.dtype.kind not in "uif":
+        return
+    for b, band in enumerate(raw):
+        keep = ~nodata[b] & np.isfinite(band) if band.dtype.kind == "f" else ~nodata[b]
+        if not keep.any():
+            continue
+        top = np.inf if band.dtype.kind == "f" else np.iinfo(band.dtype).max
+        bottom = -np.inf if band.dtype.kind == "f" else np.iinfo(band.dtype).min
+        lo = float(np.min(band, where=keep, initial=top))
+        hi = float(np.max(band, where=keep, initial=bottom))
+        with np.errstate(over="ignore"):  # beyond float32's range: nodata or refused elsewhere, not here
+            step = float(np.spacing(np.float32(max(abs(lo), abs(hi)))))
+        if 0 < hi - lo < FLOAT32_STEPS * step:
+            raise SceneError(f"{what}: band {b + 1}'s values lie between {lo:.10g} and {hi:.10g}; in float32, which "
+                             f"the fill works in, values there are {step:g} apart, too coarse for that spread: "
+                             "subtract an offset from the values first")
 
 
 def _float_bands(raw: np.ndarray, nodata_value) -> tuple[np.ndarray, np.ndarray]:

@@ -133,7 +133,8 @@ def _complex(dtype):
 
 
 def _int64_beyond(d):
-    path = make_tiff(d / "in" / "i.tif", smooth(1, dtype=np.float64).astype(np.int64) + 2**60 + 1)
+    # a wide spread (float32 keeps its detail) of values float64 cannot hold exactly (the + 1 near 2⁶⁰)
+    path = make_tiff(d / "in" / "i.tif", (smooth(1, dtype=np.float64).astype(np.int64) << 50) + 1)
     mask = gap_mask(d / "in" / "m.tif")
     argv, outs = fill(d, path, "--mask", mask)
     return argv, outs, "i.tif: a float64 output would change"
@@ -186,6 +187,18 @@ def _mask_case(make_mask, token):
         mask = make_tiff(d / "in" / "m.tif", make_mask())
         argv, outs = fill(d, src, "--mask", mask)
         return argv, outs, token
+    return build
+
+
+def _mask_elsewhere(tie_point=(0.0, 0.0, 0.0, 530000.0, 4000000.0, 0.0), epsg=32633):
+    """A mask of the scene's size whose georeferencing puts it somewhere else (or in another coordinate system)."""
+    def build(d):
+        src = scene_file(d)
+        tags = [(33550, "d", 3, (30.0, 30.0, 0.0), True), (33922, "d", 6, tie_point, True),
+                (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg), True)]
+        mask = make_tiff(d / "in" / "m.tif", np.ones((1, 64, 96), np.uint8), geo=False, extratags=tags)
+        argv, outs = fill(d, src, "--mask", mask)
+        return argv, outs, "m.tif: the mask"
     return build
 
 
@@ -341,6 +354,32 @@ def _train_out(d):
     return ["train", "--data", str(d / "in"), "--out", str(out), "--steps", "1"], [out], "--out"
 
 
+def _train(*extra, token, init=False, junk_init=False):
+    def build(d):
+        out = d / "out" / "w.pt"
+        argv = ["train", "--data", str(d / "in"), "--out", str(out), *extra]
+        if junk_init:
+            junk = d / "in" / "junk.pt"
+            junk.write_bytes(b"\x00\x01 not a checkpoint")
+            argv += ["--init", str(junk)]
+        if init:  # a copy of the shipped weights as the checkpoint to start from, and as --out
+            from napari_convnp.model import WEIGHTS
+
+            out = d / "in" / "init.pt"
+            out.write_bytes(Path(WEIGHTS).read_bytes())
+            argv = ["train", "--data", str(d / "in"), "--out", str(out), "--init", str(out)]
+        return argv, [] if init else [out], token
+    return build
+
+
+def _offset_uint32(d):
+    bands = smooth(2).astype(np.uint32) + np.uint32(4_000_000_000)
+    bands[:, 20:23] = 0
+    src = make_tiff(d / "in" / "u32.tif", bands, nodata=0)
+    argv, outs = fill(d, src)
+    return argv, outs, "u32.tif: band 1's values lie between"
+
+
 def _signal_fill(d):
     bands = smooth(3, 1536, 1536)  # several seconds of work, every tile has gaps: not done when the signal comes
     for row in range(100, 1536, 200):
@@ -397,15 +436,18 @@ CASES = [
     Case("int64-beyond-float64", _int64_beyond, tags=("dtype",)),
     Case("float64-as-float32", _float64_as_float32, tags=("dtype",)),
     Case("all-nodata", _all_nodata, tags=("dtype",)),
+    Case("uint32-large-offset", _offset_uint32, tags=("dtype",)),
     Case("huge-values-variance", _huge("convnp", True), tags=("dtype",)),
     Case("huge-values-harmonic", _huge("harmonic", False), tags=("dtype",)),
     Case("band-without-data", _band_without_data, tags=("dtype",)),
     # shapes
     Case("four-dimensional", _four_d, tags=("shape",)),
-    Case("mask-wrong-size", _mask_case(lambda: np.ones((1, 10, 10), np.uint8), "m.tif: mask is 10×10"),
+    Case("mask-wrong-size", _mask_case(lambda: np.ones((1, 10, 10), np.uint8), "m.tif: the mask is 10×10"),
          tags=("shape",)),
     Case("mask-wrong-bands", _mask_case(lambda: np.ones((3, 64, 96), np.uint8), "m.tif: mask has 3 bands"),
          tags=("shape",)),
+    Case("mask-elsewhere", _mask_elsewhere(), tags=("shape",)),
+    Case("mask-other-coordinate-system", _mask_elsewhere(epsg=32634), tags=("shape",)),
     Case("mask-empty", _mask_case(_empty_mask, "s.tif: the mask is empty"), tags=("shape",)),
     Case("mask-covers-everything", _mask_case(_full_mask, "s.tif: the mask covers every pixel"), tags=("shape",)),
     Case("no-gaps", _no_gaps, tags=("shape",)),
@@ -452,6 +494,8 @@ CASES = [
     Case("many-scheduler-unreachable", _many("--scheduler", "tcp://127.0.0.1:1",
                                              token="tcp://127.0.0.1:1: cannot reach the Dask scheduler"),
          tags=("option",)),
+    Case("many-scheduler-not-an-address", _many("--scheduler", "garbage",
+                                                token="garbage: cannot reach the Dask scheduler"), tags=("option",)),
     Case("many-out-dir-is-file", _many_out_dir_is_file, tags=("path",)),
     Case("many-one-corrupt-scene", _many("--workers", "1", token="bad.tif: not a readable TIFF",
                                          corrupt=("bad.tif",)), code=1, tags=("file",)),
@@ -461,6 +505,12 @@ CASES = [
     Case("evaluate-garbage-weights", _evaluate("weights"), tags=("file",)),
     Case("evaluate-json-folder-missing", _evaluate("json"), tags=("path",)),
     Case("train-out-folder-missing", _train_out, tags=("path",)),
+    Case("train-minutes-negative", _train("--minutes", "-1", token="--minutes must be a positive"),
+         tags=("option",)),
+    Case("train-steps-zero", _train("--steps", "0", token="--steps must be 1 or more"), tags=("option",)),
+    Case("train-init-not-weights", _train(token="junk.pt: not usable ConvNP weights", junk_init=True),
+         tags=("file",)),
+    Case("train-out-is-init", _train(token="--out is the --init checkpoint", init=True), tags=("path",)),
     # signals
     Case("sigint-fill", _signal_fill, code=130, signal=signal.SIGINT, tags=("signal",)),
     Case("sigterm-fill", _signal_fill, code=143, signal=signal.SIGTERM, tags=("signal",)),

@@ -284,14 +284,14 @@ def fake_evaluate_data(root: Path) -> Path:
 
 # --- dtypes --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, values", [
-    (np.float64, 1000.0 + np.pi * 1e-7),  # float32 keeps 7 digits
-    (np.uint32, 16_777_217),  # 2^24 + 1: the first integer float32 cannot hold
-    (np.int32, -16_777_219),
-    (np.int64, 2**40 + 1),
+@pytest.mark.parametrize("dtype, values, scale", [
+    (np.float64, 1000.0 + np.pi * 1e-7, 3),  # float32 keeps 7 digits
+    (np.uint32, 16_777_217, 30_000),  # 2^24 + 1: the first integer float32 cannot hold
+    (np.int32, -16_777_219, 30_000),
+    (np.int64, 2**40 + 1, 2e9),  # a spread float32 still resolves (else refused: see the bad-input cases)
 ])
-def test_wide_dtypes_keep_known_pixels_exactly(tmp_path, dtype, values, capsys):
-    bands = (smooth(2, dtype=np.float64, offset=0, scale=3) + values).astype(dtype)
+def test_wide_dtypes_keep_known_pixels_exactly(tmp_path, dtype, values, scale, capsys):
+    bands = (smooth(2, dtype=np.float64, offset=0, scale=scale) + values).astype(dtype)
     path = make_tiff(tmp_path / "wide.tif", bands)
     mask = gap_mask(tmp_path / "mask.tif")
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--method", "idw"]) == 0
@@ -308,7 +308,8 @@ def test_wide_dtypes_keep_known_pixels_exactly(tmp_path, dtype, values, capsys):
 
 
 def test_int64_beyond_float64_is_refused_or_kept_in_its_own_type(tmp_path, capsys):
-    bands = (smooth(1, dtype=np.float64, offset=0, scale=100)).astype(np.int64) + 2**60 + 1
+    # a wide spread float32 resolves, of values float64 cannot hold exactly (the + 1 at ±2⁵⁸)
+    bands = (smooth(1, dtype=np.float64, offset=0, scale=100).astype(np.int64) << 50) + 1
     path = make_tiff(tmp_path / "huge.tif", bands)
     mask = gap_mask(tmp_path / "mask.tif")
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--method", "idw"]) == 2

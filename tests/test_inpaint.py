@@ -127,6 +127,62 @@ def test_bad_input_is_named():
         fill(two, band_missing)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"density": "0.5"}, "density must be in"),
+    ({"density": None}, "density must be in"),
+    ({"density": float("nan")}, "density must be in"),
+    ({"tile": 0}, "tile must be a positive number"),
+    ({"tile": -1}, "tile must be a positive number"),
+    ({"tile": 1.5}, "tile must be a positive number"),
+    ({"tile": "512"}, "tile must be a positive number"),
+    ({"seed": 1.5}, "seed must be a whole number"),
+    ({"adapt_steps": float("nan")}, "adaptation steps"),
+    ({"precision": "half"}, "unknown precision"),
+    ({"device": None}, "unknown device"),
+    ({"device": "gpu"}, "unknown device"),
+    ({"nodata": np.zeros((90, 90), bool)}, r"nodata has shape \(90, 90\)"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    """Wrong types and values of fill's arguments end in a FillError that names them, not in numpy or torch."""
+    bands, gaps = smooth_bands(c=1), stripes()
+    with pytest.raises(FillError, match=message):
+        fill(bands, gaps, method="idw" if "device" not in kwargs else "convnp", **kwargs)
+
+
+def test_missing_gpu_is_named_whatever_its_number(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0", "cuda:1"):
+        with pytest.raises(FillError, match=f"device '{device}' was asked for, but torch finds no CUDA GPU"):
+            inpaint.resolve_device(device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert inpaint.resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(FillError, match="finds 1 CUDA GPU"):
+        inpaint.resolve_device("cuda:1")
+
+
+def test_pixels_that_are_not_real_numbers_are_refused():
+    bands, gaps = smooth_bands(c=1), stripes()
+    with pytest.raises(FillError, match="complex pixels are not supported"):
+        fill(bands.astype(np.complex64) + 1j, gaps, method="idw")
+    with pytest.raises(FillError, match="must be numbers, not object"):
+        fill(np.full(bands.shape, "x", object), gaps, method="idw")
+    with pytest.raises(FillError, match="beyond ±3.4e38"):
+        fill(bands.astype(np.float64) * 1e37, gaps, method="idw")
+
+
+def test_values_float32_cannot_tell_apart_are_refused():
+    """4e9 + a DN of 0-800 in 32-bit integers: float32 steps of 256 there would fill in a few levels."""
+    bands, gaps = smooth_bands(c=1), stripes()
+    offset = bands.astype(np.uint32) + np.uint32(4_000_000_000)
+    with pytest.raises(FillError, match="values there are 256 apart"):
+        fill(offset, gaps, method="idw")
+    wide = (bands.astype(np.float64) - 500) * 1e6  # a wide spread of large values keeps its detail: filled
+    assert np.isfinite(fill(wide, gaps, method="idw").mean).all()
+
+
 def test_cli_fill_keeps_georeferencing(tmp_path, smooth_scene, capsys):
     mask_path = tmp_path / "mask.tif"
     scene = read_scene(smooth_scene)

@@ -108,7 +108,7 @@ def test_masks_round_trip_through_geotiff(tmp_path):
     back = load_mask(tmp_path / "mask.tif", scene)
     assert back.shape == scene.shape and np.array_equal(back[0], stripes)
     assert read_scene(tmp_path / "mask.tif").geo_tags == scene.geo_tags
-    with pytest.raises(masks.MaskError, match="mask is 10×10 pixels"):
+    with pytest.raises(masks.MaskError, match="the mask is 10×10 pixels"):
         from .conftest import write_geotiff
 
         load_mask(write_geotiff(tmp_path / "small.tif", np.ones((1, 10, 10), np.uint8)), scene)

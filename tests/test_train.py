@@ -32,7 +32,8 @@ def test_train_command_takes_the_widths_and_the_task_mix(data_dir, tmp_path, cap
         capsys.readouterr()
         assert cli.main(base + [option, value]) == 2
         assert message in capsys.readouterr().err
-    assert cli.main(base + ["--channels", "8,16", "--init", str(out)]) == 2
+    other = ["--out", str(tmp_path / "other.pt")]
+    assert cli.main(base + other + ["--channels", "8,16", "--init", str(out)]) == 2
     assert "--init takes the checkpoint's own widths" in capsys.readouterr().err
 
 
