@@ -230,8 +230,12 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             gaps = validate_mask(mask_array, scene.shape)
         except MaskError as err:
             raise MaskError(f"{input}: {err}") from None
+    elif mask_scene is not None:
+        gaps = mask_of(mask_scene, scene)
+        if not gaps.any():  # named against the mask file, not the scene
+            raise MaskError(f"{mask}: the mask is empty: no pixel is marked to fill (nonzero = fill; 0 and NaN = keep)")
     else:
-        gaps = mask_of(mask_scene, scene) if mask_scene is not None else scene_gaps(scene)
+        gaps = scene_gaps(scene)
     del mask_scene
     plan = _plan(scene, gaps, output_dtype(dtype, scene.source_dtype), input)
     if outputs.variance is not None:
@@ -318,8 +322,11 @@ def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: 
     napari then shows read back window by window. Returns (Fill with mean and variance None, mean path,
     variance path or None); `on_rows` sees every band of rows as well. Nothing is left behind on an error or
     a cancel."""
-    from .inpaint import fill
+    from .inpaint import FillError, fill
 
+    if tuple(np.shape(bands)) != tuple(like.shape):
+        raise FillError(f"the bands are {'×'.join(map(str, np.shape(bands)))} but the scene they are written like "
+                        f"is {'×'.join(map(str, like.shape))} (bands×rows×columns)")
     folder = Path(folder)
     stem = f"{re.sub(r'[^A-Za-z0-9.+-]+', '_', name)[:60]}-{os.getpid()}-{next(_streamed_runs)}"
     kinds = ("mean", "variance") if options.get("method", "convnp") == "convnp" else ("mean",)

@@ -448,7 +448,7 @@ CASES = [
          tags=("shape",)),
     Case("mask-elsewhere", _mask_elsewhere(), tags=("shape",)),
     Case("mask-other-coordinate-system", _mask_elsewhere(epsg=32634), tags=("shape",)),
-    Case("mask-empty", _mask_case(_empty_mask, "s.tif: the mask is empty"), tags=("shape",)),
+    Case("mask-empty", _mask_case(_empty_mask, "m.tif: the mask is empty"), tags=("shape",)),
     Case("mask-covers-everything", _mask_case(_full_mask, "s.tif: the mask covers every pixel"), tags=("shape",)),
     Case("no-gaps", _no_gaps, tags=("shape",)),
     Case("one-pixel", _one_pixel, tags=("shape",)),
