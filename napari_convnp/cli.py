@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 PROG = "napari-convnp"
+MOSTLY_FILLED = 0.5  # a mask marking more of the scene than this to fill may be the other way round: a note
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 _FILEIO_EXPORTS = ("fill_file", "load_mask", "scene_gaps")
 
@@ -208,6 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="output GeoTIFF (georeferencing kept; also writes OUT_filled_mask.tif)")
     p.add_argument("--mask", type=Path, help="mask GeoTIFF, nonzero = fill (default: detected gaps)")
+    p.add_argument("--invert-mask", action="store_true",
+                   help="the mask's 0 marks the pixels to fill, as in masks of the valid pixels (STS-CNN: 0 = gap)")
     _fill_options(p, METHODS, DTYPES)
     p.add_argument("--variance", type=Path, help="also write the predictive variance here (ConvNP)")
     p.add_argument("--reference", type=Path, action="append",
@@ -293,8 +296,13 @@ def _run(args) -> int:
                             variance=args.variance, device=args.device, seed=args.seed, tile=args.tile,
                             precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
                             reference=args.reference, cancelled=_stop_requested,
-                            progress=_progress_bar(f"filling {args.input.name}"), **_convnp_options(args))
+                            progress=_progress_bar(f"filling {args.input.name}"), invert_mask=args.invert_mask,
+                            **_convnp_options(args))
         print(json.dumps(summary))
+        if args.mask and summary["filled_share"] > MOSTLY_FILLED:
+            print(f"{PROG}: note: the mask marked {summary['filled_share']:.0%} of the pixels to fill ("
+                  f"{'0' if args.invert_mask else 'nonzero'} = fill); if it marks the gaps the other way, run again "
+                  f"{'without' if args.invert_mask else 'with'} --invert-mask", file=sys.stderr, flush=True)
     elif args.command == "fill-many":
         from .batch import fill_many
 

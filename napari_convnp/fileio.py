@@ -74,16 +74,17 @@ def filled_mask_path(out: str | os.PathLike) -> Path:
     return out.with_name(f"{out.stem}_filled_mask.tif")
 
 
-def load_mask(path: str | os.PathLike, scene: Scene) -> np.ndarray:
-    """A mask file (nonzero = fill) as C×H×W bool for `scene`."""
-    return mask_of(read_scene(path), scene)
+def load_mask(path: str | os.PathLike, scene: Scene, invert: bool = False) -> np.ndarray:
+    """A mask file (nonzero = fill; with `invert`, 0 = fill) as C×H×W bool for `scene`."""
+    return mask_of(read_scene(path), scene, invert)
 
 
-def mask_of(mask_scene: Scene, scene: Scene) -> np.ndarray:
-    """A mask read as a scene (nonzero = fill) as C×H×W bool for `scene`."""
+def mask_of(mask_scene: Scene, scene: Scene, invert: bool = False) -> np.ndarray:
+    """A mask read as a scene (nonzero = fill; with `invert`, 0 = fill, as in masks that mark the valid pixels)
+    as C×H×W bool for `scene`. NaN (nodata) is never to fill."""
     path = mask_scene.path
-    # nonzero and not NaN (nodata), band by band: no float copy of the whole (nan_to_num made one per band)
-    mask = np.stack([(band != 0) & ~np.isnan(band) for band in mask_scene.bands])
+    # band by band: no float copy of the whole (nan_to_num made one per band)
+    mask = np.stack([((band == 0) if invert else (band != 0)) & ~np.isnan(band) for band in mask_scene.bands])
     if mask.shape[1:] != scene.shape[1:]:
         raise MaskError(f"{path}: the mask is {mask.shape[1]}×{mask.shape[2]} pixels (rows×columns) but the scene "
                         f"is {scene.shape[1]}×{scene.shape[2]}")
@@ -172,11 +173,13 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
               method: str = "convnp", density: float = 1.0, variance: str | os.PathLike | None = None,
               device: str = "auto", seed: int = 0, tile: int | None = None, precision: str = "float32",
               progress=None, dtype: str = "auto", filled_mask: bool | str | os.PathLike = True,
-              reference: list[str | os.PathLike] | None = None, cancelled=None, **fill_options) -> dict:
+              reference: list[str | os.PathLike] | None = None, cancelled=None, invert_mask: bool = False,
+              **fill_options) -> dict:
     """Fill one scene file and write the result as GeoTIFF; returns a summary.
 
     out: the filled scene (known pixels exactly as in the input; see `output_dtype` for `dtype`).
-    mask: a mask file, or an array (H×W or C×H×W), nonzero = fill; None: the detected gaps.
+    mask: a mask file, or an array (H×W or C×H×W), nonzero = fill (invert_mask: 0 = fill, for masks that mark
+    the valid pixels); None: the detected gaps.
     variance: the predictive variance (float32), ConvNP only. filled_mask: True writes
     `<out stem>_filled_mask.tif` (uint8 per band, 1 = filled), a path writes it there, False not at all.
     reference: other dates of the place (paths), passed to `inpaint.fill` as `reference=`;
@@ -227,13 +230,14 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
                 raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
     if mask_array is not None:
         try:
-            gaps = validate_mask(mask_array, scene.shape)
+            gaps = validate_mask(np.asarray(mask_array) == 0 if invert_mask else mask_array, scene.shape)
         except MaskError as err:
             raise MaskError(f"{input}: {err}") from None
     elif mask_scene is not None:
-        gaps = mask_of(mask_scene, scene)
+        gaps = mask_of(mask_scene, scene, invert_mask)
         if not gaps.any():  # named against the mask file, not the scene
-            raise MaskError(f"{mask}: the mask is empty: no pixel is marked to fill (nonzero = fill; 0 and NaN = keep)")
+            rule = "0 = fill (--invert-mask)" if invert_mask else "nonzero = fill; 0 and NaN = keep"
+            raise MaskError(f"{mask}: the mask is empty: no pixel is marked to fill ({rule})")
     else:
         gaps = scene_gaps(scene)
     del mask_scene
@@ -310,7 +314,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             path.unlink(missing_ok=True)
         raise
     return {"input": str(input), "out": str(out), "method": method, "device": result.device,
-            "filled_pixels": int(gaps.sum()), "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
+            "filled_pixels": int(gaps.sum()), "filled_share": round(float(gaps.mean()), 4),
+            "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
             **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(result, key)) is not None}}

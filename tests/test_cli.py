@@ -679,3 +679,22 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     show(4, 4)
     err = capsys.readouterr().err
     assert "filling x" in err and "1/4" in err and err.endswith("4/4\n")
+
+
+def test_invert_mask_fills_the_zero_pixels_and_a_mostly_filling_mask_gets_a_note(tmp_path, capsys):
+    """A mask of the valid pixels (0 = gap, as STS-CNN's) with --invert-mask fills its 0 pixels; without it,
+    filling most of the scene comes with a note that names the flag."""
+    bands = smooth(2)
+    path = make_tiff(tmp_path / "s.tif", bands)
+    valid = np.full((1, 64, 96), 255, np.uint8)
+    valid[0, 20:24] = 0
+    mask = make_tiff(tmp_path / "valid.tif", valid)
+    base = ["fill", str(path), "--mask", str(mask), "--method", "idw"]
+    assert cli.main(base + ["--out", str(tmp_path / "a.tif"), "--invert-mask"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["filled_pixels"] == 2 * 4 * 96 and "note" not in captured.err
+    assert raw(tmp_path / "a_filled_mask.tif")[..., 20:24, :].all()
+    assert cli.main(base + ["--out", str(tmp_path / "b.tif")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["filled_share"] == round(60 / 64, 4)
+    assert "the mask marked 94% of the pixels to fill" in captured.err and "with --invert-mask" in captured.err
