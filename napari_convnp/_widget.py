@@ -56,7 +56,9 @@ from .fileio import fill_to_files
 from .inpaint import Cancelled, FillError, fill
 from .scene import Scene, SceneError, read_scene, scene_shape
 
-LABEL_CHARACTERS = 24  # characters of a grid-cell label that fit a cell of a 3-column grid at napari's font size 10
+# screen pixels a character of a grid-cell label takes per unit of font size (points: 4/3 px at 96 dpi, and some
+# margin for wide letters), and the pixels the label stands off the cell's left edge; measured on screenshots
+LABEL_CHARACTER_WIDTH, LABEL_MARGIN = 1.3, 10
 RESULT_KEY = "napari_convnp_result"  # layer.metadata: {"source", "label", "kind"} of a result or a mask
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
@@ -182,12 +184,11 @@ def _is_composite(layer) -> bool:
 
 
 def _is_bands(layer) -> bool:
-    """Layers that hold bands: images, but not our RGB composites, variances or standard deviations. An
-    RGB layer opened by another reader counts (its three channels are the bands)."""
+    """Layers that hold bands: images, but not our RGB composites nor our results (a filled mean would be
+    filled again). An RGB layer opened by another reader counts (its three channels are the bands)."""
     from napari.layers import Image
 
-    kind = layer.metadata.get(RESULT_KEY, {}).get("kind")
-    return isinstance(layer, Image) and not _is_composite(layer) and kind not in ("variance", "std")
+    return isinstance(layer, Image) and not _is_composite(layer) and RESULT_KEY not in layer.metadata
 
 
 def _is_mask(layer) -> bool:
@@ -450,7 +451,7 @@ class GapFillWidget(QWidget):
                     source = read_scene(path)
                 except SceneError:
                     source = None
-                if source is not None and source.shape == _bands_first(layer).shape:
+                if source is not None and source.shape in _layouts(layer):
                     layer.metadata[SCENE_KEY] = source
                     layer.metadata[FROM_FILE_KEY] = True
                 else:
@@ -800,7 +801,7 @@ class GapFillWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         with_ref = f" with reference '{job.reference_name}'" if job.reference is not None else ""
-        self.status.setText(f"filling {int(mask_pixels(job.mask))} pixels of {job.source} with "
+        self.status.setText(f"filling {mask_pixels(job.mask)} pixels of {job.source} with "
                             f"{', '.join(job.methods)}{with_ref}…")
         job.worker.start()
         return job
@@ -871,8 +872,6 @@ class GapFillWidget(QWidget):
         else:
             layer = self.viewer.add_image(data, name=self._name(f"{label} {kind}", job.source), metadata=meta,
                                           **fit_placement(job.placement, data.ndim), **kwargs)
-        if self.grid.enabled:
-            self._label_cell(layer)
         return layer
 
     def _on_result(self, item):
@@ -896,11 +895,12 @@ class GapFillWidget(QWidget):
             if self.job is job:
                 self._show_scores(job)
         if self.grid.enabled:
+            self._label_cells()
             self.viewer.reset_view()
         self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{calibration_note(result)}")
 
     def _show_scores(self, job: Job):
-        hidden = int(mask_pixels(job.mask))
+        hidden = mask_pixels(job.mask)
         ref = f", reference '{job.reference_name}'" if job.reference is not None else ""
         self.scores_caption.setText(f"{job.source}: scores on the {hidden} hidden pixels{ref}")
         self.table.setRowCount(len(job.scores))
@@ -931,17 +931,24 @@ class GapFillWidget(QWidget):
             job.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:  # still busy: no method got as far as its first tile
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
         if job is not None and job.cancel.is_set():
-            self.status.setText("cancelled")
+            self.progress.setValue(0)
+            self.status.setText("cancelled: the results already shown stay; the cancelled method left none")
 
     # --- side by side ----------------------------------------------------------------------------------
-    def _label_cell(self, layer):
-        """Show the layer's name in its grid cell, in a smaller font when it is long (a Landsat product name),
-        so that it does not run into the next cell's label."""
-        overlay = getattr(layer, "name_overlay", None)
-        if overlay is not None:
-            overlay.font_size = max(6.0, min(10.0, 10.0 * LABEL_CHARACTERS / max(len(layer.name), 1)))
-            overlay.visible = True
+    def _label_cells(self):
+        """Show each layer's name in its grid cell, in a smaller font when it is long for the cell (a Landsat
+        product name, a grid of many columns), so that it does not run into the next cell's label."""
+        columns = max(1, self.grid.actual_shape(self.viewer.layers)[1])
+        cell = self.viewer.canvas.size[1] / columns - LABEL_MARGIN  # pixels
+        for layer in self.viewer.layers:
+            overlay = getattr(layer, "name_overlay", None)
+            if overlay is not None:
+                overlay.font_size = max(5.0, min(10.0, cell / LABEL_CHARACTER_WIDTH / max(len(layer.name), 1)))
+                overlay.visible = True
 
     def _on_grid(self, event=None):
         """napari's grid, made for comparing: masks and composites out of the cells, the scene in one, every
@@ -964,8 +971,7 @@ class GapFillWidget(QWidget):
             self._grid_shown = [bands] if bands is not None and not bands.visible else []
             for layer in self._grid_shown:
                 layer.visible = True
-            for layer in self.viewer.layers:
-                self._label_cell(layer)
+            self._label_cells()
         else:
             for layer in self._grid_hidden:
                 if layer in self.viewer.layers:
@@ -1073,7 +1079,9 @@ def _display(result, job: Job, sample=None) -> dict:
 
 
 def mask_pixels(mask: np.ndarray) -> int:
-    return int(np.count_nonzero(mask))
+    """Pixels marked in any band (a C×H×W mask counts a pixel once, not once per band)."""
+    mask = np.asarray(mask)
+    return int(np.count_nonzero(mask.any(0) if mask.ndim == 3 else mask))
 
 
 def default_filename(layer) -> str:
@@ -1088,10 +1096,26 @@ def default_filename(layer) -> str:
     return f"{stem}.tif"
 
 
+MAX_BANDS_LAST = 32  # a 3-D layer whose last axis is at most this long, and its first longer, has its bands last
+
+
+def _bands_last(layer) -> bool:
+    """An RGB layer's colour axis, or the short last axis of a multi-band GeoTIFF as napari's builtin reader
+    gives it (H×W×C, not RGB), holds the bands."""
+    shape = np.shape(layer.data)
+    return len(shape) == 3 and (getattr(layer, "rgb", False) or shape[2] <= MAX_BANDS_LAST < shape[0])
+
+
+def _layouts(layer) -> tuple[tuple[int, ...], ...]:
+    """The C×H×W shapes a 3-D layer's pixels can be: bands first, or bands last."""
+    shape = tuple(np.shape(layer.data))
+    return (shape, (shape[2], shape[0], shape[1])) if len(shape) == 3 else (_bands_first(layer).shape,)
+
+
 def _bands_first(layer) -> np.ndarray:
-    """A layer's pixels as C×H×W (an RGB layer's colour axis becomes the band axis)."""
+    """A layer's pixels as C×H×W (bands last, `_bands_last`, are moved first)."""
     data = np.asarray(layer.data)
-    if getattr(layer, "rgb", False) and data.ndim == 3:
+    if _bands_last(layer):
         data = np.moveaxis(data, -1, 0)
     if data.ndim == 2:
         data = data[None]

@@ -15,7 +15,9 @@ import numpy as np
 from .scene import BandWindows, Scene, SceneError, basic_index, index_span, read_scene
 
 PIXEL_TOLERANCE = 0.01  # offsets within this many pixels of an integer count as on the grid
-SIZE_TOLERANCE = 1e-6  # relative difference of pixel sizes taken as the same
+# pixel sizes count as the same where their difference, over the larger grid, adds up to less than this share of a
+# pixel: two dates of one path and row differ by a few centimetres in 600 m (0.003 %), far under a pixel per scene
+SIZE_TOLERANCE = 0.1
 # A Landsat band number in a band name: B1, SR_B4, 'ETM+ B3 red', b5_swir1, B6_VCID_1 (not 'band 1').
 BAND_NUMBER = re.compile(r"(?<![A-Za-z])B(\d{1,2})(?:_VCID_(\d))?(?!\d)", re.IGNORECASE)
 # The sensor in a file or band name: a product name (LC08_…, LE07_…, LT05_…, LC8…, LE7…, L7ETM+, L8_…,
@@ -224,7 +226,8 @@ def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
         raise ValueError(f"its coordinate system ({_crs_text(rcrs)}) is not the target {target.name}'s "
                          f"({_crs_text(tcrs)}); reproject it first")
     (tx, tdx, ty, tdy), (rx, rdx, ry, rdy) = tgrid, rgrid
-    if not (_close(rdx, tdx) and _close(rdy, tdy)):
+    across = max(target.shape[1], target.shape[2], ref.shape[1], ref.shape[2])
+    if not (_close(rdx, tdx, across) and _close(rdy, tdy, across)):
         raise ValueError(f"its pixel size ({abs(rdx):g}×{abs(rdy):g}) is not the target {target.name}'s "
                          f"({abs(tdx):g}×{abs(tdy):g}); resample it to the target's grid first")
     cols, rows = (rx - tx) / tdx + 0.0, (ry - ty) / tdy + 0.0  # + 0.0: no "-0.00" in messages
@@ -234,8 +237,9 @@ def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
     return int(round(rows)), int(round(cols))
 
 
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= SIZE_TOLERANCE * max(abs(a), abs(b))
+def _close(a: float, b: float, pixels: int) -> bool:
+    """Two pixel sizes whose difference, over `pixels` pixels, stays under SIZE_TOLERANCE of a pixel."""
+    return abs(a - b) * pixels <= SIZE_TOLERANCE * max(abs(a), abs(b))
 
 
 def _geotransform(tags: dict, whose: str = "its") -> tuple[float, float, float, float] | None:

@@ -337,6 +337,24 @@ def test_a_layer_from_napari_builtins_is_usable(widget, qtbot, tmp_path):
     assert np.isnan(mean.data[(data == -999) & ~filled]).all()  # nodata not filled stays no data
 
 
+def test_a_many_band_layer_from_napari_builtins_is_read_bands_last(widget, qtbot, tmp_path):
+    """napari's TIFF reader gives an 8-band GeoTIFF as one H×W×8 layer (not RGB): its bands are its last axis."""
+    data = (1000 + 300 * smooth((8, 120, 150))).astype(np.int16)
+    stripes = masks.simulate_slc_off((120, 150), seed=1, pixel_size=30)
+    data[:, stripes] = -999
+    path = geotiff(tmp_path / "LE07_eight.tif", data, nodata=-999)
+    [layer] = widget.viewer.open(path, plugin="napari")
+    assert layer.data.shape == (120, 150, 8) and not layer.rgb
+    widget.image_combo.value = layer
+    gaps = widget.detect()
+    assert gaps.data.shape == (8, 120, 150)
+    assert np.array_equal(gaps.data.astype(bool), masks.detect_scene_gaps(read_scene(path)))
+    run(widget, qtbot, "idw")
+    mean = widget.viewer.layers["idw mean"]
+    assert mean.data.shape == (8, 120, 150) and np.isfinite(mean.data[gaps.data.astype(bool)]).all()
+    assert widget.image_combo.value is layer and not widget.image_combo.accepts(mean)  # a result is no scene
+
+
 def test_a_layer_without_a_file_fills_with_nan_as_nodata(widget, qtbot):
     data = smooth((3, 64, 64))
     data[:, 10:14] = np.nan

@@ -76,6 +76,17 @@ def test_pixel_size_mismatch(tmp_path):
         load_reference(path, target)
 
 
+def test_pixel_sizes_a_few_centimetres_apart_are_one_grid(tmp_path):
+    """Two dates of one Landsat path and row can differ by 0.003 % in pixel size (600.811 against 600.831 m):
+    under a tenth of a pixel across the scene, the same grid; a difference that adds up to more is refused."""
+    target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8), pixel=600.811))
+    near = write_scene(make_scene(ramp(1, 8, 8) * 2, pixel=600.831), tmp_path / "near.tif")
+    np.testing.assert_array_equal(load_reference(near, target), ramp(1, 8, 8) * 2)
+    far = write_scene(make_scene(ramp(1, 8, 8), pixel=610.0), tmp_path / "far.tif")
+    with pytest.raises(SceneError, match=r"far\.tif: its pixel size"):
+        load_reference(far, target)
+
+
 def test_fractional_offset(tmp_path):
     target = write(tmp_path, "target.tif", make_scene(ramp(1, 8, 8)))
     path = write_scene(make_scene(ramp(1, 8, 8), x0=500000.0 + 12.0), tmp_path / "shifted.tif")

@@ -103,7 +103,7 @@ def test_cancel(widget, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: widget.progress.value() >= 1, timeout=60_000)
     widget.cancel()
     wait_for(qtbot, widget)
-    assert widget.status.text() == "cancelled"
+    assert widget.status.text().startswith("cancelled")
     assert widget.progress.value() < widget.progress.maximum()
     assert not [layer for layer in widget.viewer.layers if "convnp mean" in layer.name]
 
@@ -163,6 +163,19 @@ def test_an_error_in_the_worker_is_a_notification(widget, qtbot, monkeypatch, me
     assert messages == ["fill failed: idw: simulated failure deep inside"]
     assert "gauss mean" in widget.viewer.layers and "idw mean" not in widget.viewer.layers  # the others go on
     assert [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())] == ["gauss"]
+
+
+def test_a_run_whose_every_method_fails_leaves_no_busy_bar(widget, qtbot, monkeypatch, messages):
+    def broken(bands, context):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setitem(baselines.METHODS, "idw", broken)
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    choose(widget, "idw")
+    widget.run()
+    wait_for(qtbot, widget, timeout=60_000)
+    assert widget.run_button.isEnabled() and widget.progress.maximum() > 0  # not the endless busy animation
 
 
 # --- the refactor: pickers, the job, the method registry, the input error --------------------------------
