@@ -435,6 +435,20 @@ def test_reference_picker_aligns_another_date(widget, qtbot, tmp_path, messages)
     assert widget.run() is None and "the scene itself" in messages[-1]
 
 
+def test_a_reference_off_the_grid_is_refused_once_before_the_run(widget, qtbot, tmp_path, messages):
+    a, _ = _two_dates(tmp_path)
+    ground = read_scene(a).bands
+    shifted = geotiff(tmp_path / "LE07_half_pixel.tif", ground.astype(np.uint16), origin=(500015.0, 4000000.0))
+    widget.load(shifted)
+    widget.load(a)
+    widget.simulate()
+    widget.reference_combo.value = widget.viewer.layers["LE07_half_pixel"]
+    choose(widget, "convnp", "regression")
+    assert widget.run() is None and widget.worker is None  # nothing started
+    assert len(messages) == 1 and "the reference 'LE07_half_pixel' does not fit this scene" in messages[0]
+    assert "shifted by a fraction of a pixel" in messages[0]
+
+
 def test_convnp_with_a_reference_is_named_apart(widget, qtbot, tmp_path, messages):
     a, b = _two_dates(tmp_path)
     widget.load(b)
