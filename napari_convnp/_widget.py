@@ -54,7 +54,7 @@ from ._napari import (
 from .adapt import DEFAULT_STEPS
 from .fileio import fill_to_files
 from .inpaint import Cancelled, FillError, fill
-from .reference import load_reference
+from .reference import grid_offset
 from .scene import Scene, SceneError, read_scene, scene_shape
 
 # screen pixels a character of a grid-cell label takes per unit of font size (points: 4/3 px at 96 dpi, and some
@@ -763,11 +763,10 @@ class GapFillWidget(QWidget):
             raise InputError("the reference is the scene itself: choose another date")
         ref_scene, ref_source = self._layer_scene(ref_layer)
         reference = ref_source or ref_scene
-        try:  # once, before the run: not once per method, as each method's fill would find it
-            load_reference(reference, scene)
-        except SceneError as err:
-            raise InputError(f"the reference '{ref_layer.name}' does not fit this scene: "
-                             f"{str(err).split(': ', 1)[-1]}") from None
+        try:  # its grid, once before the run (cheap, on the GUI thread), not once per method in the fills
+            grid_offset(scene, reference)
+        except ValueError as err:
+            raise InputError(f"the reference '{ref_layer.name}' does not fit this scene: {err}") from None
         return reference, ref_layer.name
 
     def _inputs(self) -> Job:

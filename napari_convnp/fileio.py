@@ -314,7 +314,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             path.unlink(missing_ok=True)
         raise
     return {"input": str(input), "out": str(out), "method": method, "device": result.device,
-            "filled_pixels": int(gaps.sum()), "filled_share": round(float(gaps.mean()), 4),
+            "filled_pixels": (filled := int(gaps.sum())), "filled_share": round(filled / gaps.size, 4),
             "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
