@@ -539,7 +539,10 @@ def _run(case: Case, root: Path) -> dict:
 def _interrupt(argv, sig, cwd) -> tuple[int, str, str]:
     """Start the command, wait until it runs its own code (numpy loaded: its handlers are in place) and a
     bit into the work, then signal it."""
-    proc = subprocess.Popen(CLI + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    # SIGINT as at a terminal, even where this suite runs as a background job (whose children ignore SIGINT,
+    # which the command rightly leaves ignored)
+    proc = subprocess.Popen(CLI + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
