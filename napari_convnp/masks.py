@@ -105,6 +105,9 @@ def detect_scene_gaps(scene) -> np.ndarray:
     """The gaps of a scene (anything with bands, nodata, pixel_size, nodata_value and source_dtype, such
     as a `scene.Scene`), detected as the command line and the napari widget do: the pixel size sets the
     widest gap, and a nodata value of 0 in integer data is not trusted where it may be dark water."""
+    if not all(hasattr(scene, name) for name in ("bands", "nodata", "pixel_size", "nodata_value", "source_dtype")):
+        raise MaskError(f"detect_scene_gaps takes a scene (read_scene(path)), not {type(scene).__name__}; for "
+                        "arrays use detect_gaps(bands, nodata)")
     return detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
                        zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
 

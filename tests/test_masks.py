@@ -162,3 +162,8 @@ def test_a_per_band_mask_layer_saves_with_the_scene_georeferencing(tmp_path):
     back = read_scene(tmp_path / "gaps.tif")
     assert back.source_dtype == "uint8" and back.geo_tags == scene.geo_tags and back.band_names == scene.band_names
     assert np.array_equal(load_mask(tmp_path / "gaps.tif", scene), gaps)
+
+
+def test_detect_scene_gaps_names_what_it_takes():
+    with pytest.raises(masks.MaskError, match="detect_scene_gaps takes a scene"):
+        masks.detect_scene_gaps(np.zeros((2, 8, 8)))
