@@ -420,8 +420,8 @@ class GapFillWidget(QWidget):
             scene, layers = loaded
             added = [self.viewer.add_image(data, **kwargs) for data, kwargs, _ in layers]
             bands = next(layer for layer in added if not layer.rgb)
-            if georeference(scene) and getattr(self.viewer, "scale_bar", None) is not None:
-                self.viewer.scale_bar.visible = True
+            if georeference(scene):
+                show_scale_bar(self.viewer)
             self.image_combo.value = bands
 
         c, h, w = scene_shape(path)
@@ -1100,6 +1100,16 @@ def default_filename(layer) -> str:
     for old, new in ((" ", "_"), ("%", "pct"), ("+", "_"), ("·", ""), ("__", "_")):
         stem = stem.replace(old, new)
     return f"{stem}.tif"
+
+
+def show_scale_bar(viewer) -> None:
+    """napari 0.9 keeps the scale bar among the canvas overlays (`viewer.scale_bar` warns there); older ones on
+    the viewer."""
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    bar = overlays["scale_bar"] if overlays is not None and "scale_bar" in overlays else getattr(viewer, "scale_bar",
+                                                                                                    None)
+    if bar is not None:
+        bar.visible = True
 
 
 MAX_BANDS_LAST = 32  # a 3-D layer whose last axis is at most this long, and its first longer, has its bands last

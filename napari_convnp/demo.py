@@ -31,6 +31,8 @@ def main(argv=None):
 
     import napari
 
+    from ._widget import show_scale_bar
+
     viewer = napari.Viewer(title="napari-convnp")
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
     if args.file:
@@ -38,7 +40,7 @@ def main(argv=None):
         _wait(widget)  # a whole scene is read in a thread worker
     else:
         viewer.open_sample("napari-convnp", args.sample)
-        viewer.scale_bar.visible = True
+        show_scale_bar(viewer)
     bands = [layer for layer in viewer.layers if not layer.rgb]
     if args.reference:
         widget.load(args.reference)
