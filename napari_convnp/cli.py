@@ -52,10 +52,13 @@ class UsageError(Exception):
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default where it has a real one (not for flags, required or unset options)."""
+    """Shows an option's default where it has a real one (not for flags, required or unset options, nor where the
+    help names it already). 0 is a real default: compared by identity, not `in (None, False)` (0 == False)."""
 
     def _get_help_string(self, action):
-        if action.required or action.default in (None, False, argparse.SUPPRESS) or not action.help:
+        default = action.default
+        if (action.required or default is None or default is False or default is argparse.SUPPRESS
+                or not action.help or "default" in action.help):
             return action.help
         return super()._get_help_string(action)
 
@@ -262,8 +265,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fill_options(p, methods, dtypes):
+    from .inpaint import NEEDS_REFERENCE
+
+    two_date = [m for m in methods if m in NEEDS_REFERENCE]
     p.add_argument("--method", default="convnp", choices=methods,
-                   help="the ConvNP or a classical fill (regression, multiband and llhm need --reference)")
+                   help="the ConvNP or a classical fill" + (f" ({', '.join(two_date)} need --reference)"
+                                                            if two_date else ""))
     p.add_argument("--density", type=float, default=1.0, help="fraction of known pixels used as context, (0, 1]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the ConvNP runs (auto: a CUDA GPU when torch sees one)")
@@ -273,8 +280,8 @@ def _fill_options(p, methods, dtypes):
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="ConvNP arithmetic; bfloat16 can be faster on CPUs with AVX-512 BF16 or AMX, and on GPUs")
     p.add_argument("--dtype", default="auto", choices=dtypes,
-                   help="pixel type of the filled scene: auto (float32, or float64 where float32 would change "
-                        "known pixels), float32, float64, or source (the input's type; fills rounded)")
+                   help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
+                        "inputs, else float64), float32, float64, or source (the input's type; fills rounded)")
     p.add_argument("--no-filled-mask", action="store_true",
                    help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
     from .adapt import DEFAULT_STEPS
@@ -376,9 +383,9 @@ def _convnp_options(args) -> dict:
     from .inpaint import FillError, check_biharmonic_weight
 
     if args.adapt_steps < 0:
-        raise OptionError(f"--adapt-steps must be 0 or more, not {args.adapt_steps}")
+        raise OptionError(f"--adapt STEPS must be 0 or more, not {args.adapt_steps}")
     if args.adapt_steps and args.method != "convnp":
-        raise OptionError(f"--adapt-steps fine-tunes the ConvNP; it does nothing for --method {args.method}")
+        raise OptionError(f"--adapt fine-tunes the ConvNP; it does nothing for --method {args.method}")
     try:
         check_biharmonic_weight(args.biharmonic_weight, args.method)
     except FillError as err:
