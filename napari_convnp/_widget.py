@@ -1015,6 +1015,9 @@ class GapFillWidget(QWidget):
 
     def save(self, layer, path) -> bool:
         """Write a layer as float32 GeoTIFF with its scene's georeferencing; never over the input."""
+        if not _is_savable(layer):
+            _notify_error(f"'{layer.name}' is not an image layer; save a mask with File › Save Selected Layers")
+            return False
         try:
             write_image(str(path), layer.data, {"metadata": layer.metadata, "rgb": layer.rgb})
         except SceneError as err:

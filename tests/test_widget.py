@@ -54,6 +54,7 @@ def test_load_detect_inpaint(widget, qtbot, tmp_path, messages):
     src = SAMPLES / f"{SLC_OFF}.tif"
     before = src.read_bytes()
     assert not widget.save(source, src) and "overwrite the input" in messages[0]
+    assert not widget.save(mask_layer, tmp_path / "mask.tif") and "not an image layer" in messages[-1]
     assert src.read_bytes() == before
     # a second run with another density adds its own layers, the first stay
     widget.density.setValue(50)
