@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -850,6 +850,13 @@ class GapFillWidget(QWidget):
                     data_range = float(np.nanmax(job.scene.bands) - np.nanmin(job.scene.bands)) or 1.0
                 scores = metrics.scores(result.mean, job.scene.bands, job.mask, data_range)
             yield job, method, result, scores, _display(result, job, sample)
+
+    def event(self, event):
+        """Closing the dock (napari takes the widget out of the window) cancels a running fill: its results would
+        otherwise keep arriving with no widget left to stop them."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.worker is not None:
+            self.cancel()
+        return super().event(event)
 
     def cancel(self):
         if self.job is not None:

@@ -109,6 +109,22 @@ def test_cancel(widget, qtbot, monkeypatch):
     assert not [layer for layer in widget.viewer.layers if "convnp mean" in layer.name]
 
 
+def test_closing_the_dock_cancels_a_running_fill(make_napari_viewer, qtbot, monkeypatch):
+    slow_idw = baselines.METHODS["idw"]
+    monkeypatch.setitem(baselines.METHODS, "idw", lambda b, c: (__import__("time").sleep(0.5), slow_idw(b, c))[1])
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    wait_for(qtbot, widget)
+    widget.simulate()
+    choose(widget, "idw", "gauss", "harmonic")
+    widget.run()
+    viewer.window.remove_dock_widget(dock)  # what the dock's close button does
+    wait_for(qtbot, widget)
+    assert widget.job.cancel.is_set()
+    assert "gauss mean" not in viewer.layers  # the method after the slow one never ran
+
+
 def test_bad_file_is_a_notification(widget, tmp_path, messages):
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00garbage")
