@@ -88,10 +88,10 @@ def mask_of(mask_scene: Scene, scene: Scene, invert: bool = False) -> np.ndarray
     if mask.shape[1:] != scene.shape[1:]:
         raise MaskError(f"{path}: the mask is {mask.shape[1]}×{mask.shape[2]} pixels (rows×columns) but the scene "
                         f"is {scene.shape[1]}×{scene.shape[2]}")
-    try:  # both georeferenced: the same place too, not only the same size (a mask of elsewhere fills wrong pixels)
-        rows, cols = grid_offset(scene, mask_scene)
-    except ValueError as err:
-        raise MaskError(f"{path}: the mask cannot be placed on the scene: {err}") from None
+    if all(mask_scene.geo_tags.get(tag) == scene.geo_tags.get(tag) for tag in GRID_TAGS):
+        rows, cols = 0, 0  # the scene's own grid (a rotated one too, which grid_offset cannot place)
+    else:
+        rows, cols = _mask_offset(mask_scene, scene, path)
     if rows or cols:
         raise MaskError(f"{path}: the mask lies elsewhere than the scene (its first pixel is {rows} rows and {cols} "
                         "columns from the scene's, by their georeferencing); give a mask on the scene's grid")
@@ -100,6 +100,18 @@ def mask_of(mask_scene: Scene, scene: Scene, invert: bool = False) -> np.ndarray
     if len(mask) != scene.shape[0]:
         raise MaskError(f"{path}: mask has {len(mask)} bands but the scene has {scene.shape[0]}")
     return mask
+
+
+GRID_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)  # pixel scale, tie points, transformation, geokeys
+
+
+def _mask_offset(mask_scene: Scene, scene: Scene, path) -> tuple[int, int]:
+    """Where the mask's first pixel lies on the scene's grid, by their georeferencing (where either has none, pixel
+    for pixel)."""
+    try:  # the same place too, not only the same size: a mask of elsewhere would fill the wrong pixels
+        return grid_offset(scene, mask_scene)
+    except ValueError as err:
+        raise MaskError(f"{path}: the mask cannot be placed on the scene: {err}") from None
 
 
 def scene_gaps(scene: Scene) -> np.ndarray:

@@ -698,3 +698,20 @@ def test_invert_mask_fills_the_zero_pixels_and_a_mostly_filling_mask_gets_a_note
     captured = capsys.readouterr()
     assert json.loads(captured.out)["filled_share"] == round(60 / 64, 4)
     assert "the mask marked 94% of the pixels to fill" in captured.err and "with --invert-mask" in captured.err
+
+
+def test_a_mask_on_the_scenes_own_rotated_grid_is_taken(tmp_path, capsys):
+    """A rotated grid (ModelTransformation) cannot be placed against another, but a mask with the scene's very
+    georeferencing is on its grid; a mask on another rotated grid is refused."""
+    def rotated(x0):
+        return [(34264, "d", 16, (21.2, -21.2, 0.0, x0, 21.2, 21.2, 0.0, 4000000.0, 0, 0, 0, 0, 0, 0, 0, 1), True),
+                (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
+    path = make_tiff(tmp_path / "rot.tif", smooth(2), geo=False, extratags=rotated(500000.0))
+    gaps = np.zeros((1, 64, 96), np.uint8)
+    gaps[0, 20:24] = 1
+    own = make_tiff(tmp_path / "own.tif", gaps, geo=False, extratags=rotated(500000.0))
+    assert cli.main(["fill", str(path), "--mask", str(own), "--out", str(tmp_path / "o.tif"), "--method", "idw"]) == 0
+    other = make_tiff(tmp_path / "other.tif", gaps, geo=False, extratags=rotated(600000.0))
+    capsys.readouterr()
+    assert cli.main(["fill", str(path), "--mask", str(other), "--out", str(tmp_path / "p.tif"), "--method", "idw"]) == 2
+    assert "other.tif: the mask cannot be placed on the scene" in capsys.readouterr().err
