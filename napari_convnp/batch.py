@@ -16,8 +16,11 @@ from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, file
 CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their .tif files, or the folder itself when it is a Landsat product) and globs."""
+def expand_inputs(inputs: list[str] | str | os.PathLike) -> list[Path]:
+    """Files, folders (their .tif files, or the folder itself when it is a Landsat product) and globs; one of
+    them alone too (not taken letter by letter)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     paths: list[Path] = []
     for item in inputs:
         matches = sorted(glob.glob(str(item))) or [item]
@@ -118,7 +121,7 @@ def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict
         return {"error": text}
 
 
-def fill_many(inputs: list[str], out_dir: Path, *, scheduler: str | None = None, workers: int = 2,
+def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler: str | None = None, workers: int = 2,
               variance: bool = False, method: str = "convnp", filled_mask: bool = True,
               connect_timeout: float = CONNECT_TIMEOUT_S, **fill_kwargs) -> dict:
     """Fill every input scene into `out_dir`; scenes whose outputs all exist are skipped (outputs are

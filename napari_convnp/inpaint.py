@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 import re
 import time
 import warnings
@@ -231,6 +232,9 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
 
 def _float32_bands(bands, nodata) -> np.ndarray:
     """The pixels as the float32 the fill works in; a clear error for what is not numbers or loses its detail."""
+    if isinstance(bands, (str, os.PathLike)):
+        raise FillError(f"fill takes pixels, not a file name ({bands}): read it with scene.read_scene, or fill file "
+                        "to file with fileio.fill_file")
     raw = np.asarray(bands)
     if raw.dtype.kind == "c":
         raise FillError("complex pixels are not supported: give real values (e.g. the magnitudes)")

@@ -62,3 +62,5 @@ def test_fill_many_cli_and_bad_output(scenes, tmp_path, capsys):
 def test_expand_inputs(scenes):
     assert len(expand_inputs([str(scenes)])) == 4
     assert len(expand_inputs([str(scenes / "scene*.tif")])) == 3
+    assert expand_inputs(str(scenes / "scene*.tif")) == expand_inputs([str(scenes / "scene*.tif")])  # one, as is
+    assert len(expand_inputs(scenes)) == 4

@@ -167,6 +167,8 @@ def test_pixels_that_are_not_real_numbers_are_refused():
     bands, gaps = smooth_bands(c=1), stripes()
     with pytest.raises(FillError, match="complex pixels are not supported"):
         fill(bands.astype(np.complex64) + 1j, gaps, method="idw")
+    with pytest.raises(FillError, match="fill takes pixels, not a file name"):
+        fill("scene.tif", gaps)
     with pytest.raises(FillError, match="must be numbers, not object"):
         fill(np.full(bands.shape, "x", object), gaps, method="idw")
     with pytest.raises(FillError, match="beyond ±3.4e38"):
