@@ -1133,9 +1133,13 @@ def _bands_last(layer) -> bool:
 
 
 def _layouts(layer) -> tuple[tuple[int, ...], ...]:
-    """The C×H×W shapes a 3-D layer's pixels can be: bands first, or bands last."""
+    """The C×H×W shapes a layer's pixels can be: bands first, or bands last (from its shape: no pixel read)."""
     shape = tuple(np.shape(layer.data))
-    return (shape, (shape[2], shape[0], shape[1])) if len(shape) == 3 else (_bands_first(layer).shape,)
+    if len(shape) == 2:
+        return ((1, *shape),)
+    if len(shape) == 3:
+        return shape, (shape[2], shape[0], shape[1])
+    return (_bands_first(layer).shape,)  # raises: not bands × rows × columns
 
 
 def _bands_first(layer) -> np.ndarray:

@@ -67,7 +67,7 @@ def check_biharmonic_weight(weight, method: str) -> None:
     """A blend weight the caller fixes: a number in [0, 1], and only for the ConvNP (the one fill that blends)."""
     if weight is None:
         return
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= float(weight) <= 1:
+    if not _is_number(weight) or not 0 <= float(weight) <= 1:
         raise FillError(f"the biharmonic weight must be a number in [0, 1] (0 = the network alone), not {weight}")
     if method != "convnp":
         raise FillError(f"the biharmonic weight blends the ConvNP's mean; method '{method}' has none")
@@ -243,8 +243,8 @@ def _float32_bands(bands, nodata) -> np.ndarray:
     if raw.dtype.str not in EXACT_IN_FLOAT32 and raw.ndim in (2, 3):
         shaped = raw if raw.ndim == 3 else raw[None]
         try:
-            ignored = np.zeros(shaped.shape, bool) if nodata is None else _nodata_for(nodata, shaped.shape)
-            check_float32_precision(shaped, ignored, "the scene")
+            check_float32_precision(shaped, _nodata_for(False if nodata is None else nodata, shaped.shape),
+                                    "the scene")
         except SceneError as err:
             raise FillError(str(err)) from None
     with np.errstate(over="ignore", invalid="ignore"):
