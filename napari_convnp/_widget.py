@@ -52,6 +52,7 @@ from ._napari import (
     write_image,
 )
 from .adapt import DEFAULT_STEPS
+from .errors import ConvNPError
 from .fileio import fill_to_files
 from .inpaint import Cancelled, FillError, fill
 from .reference import grid_offset
@@ -69,7 +70,7 @@ NEEDS_REFERENCE = inpaint.NEEDS_REFERENCE
 STREAM_RESULTS_VALUES = 2 ** 26
 
 
-class InputError(ValueError):
+class InputError(ConvNPError):
     """Something the user can put right in the widget (no scene, a mask of another size, no method…).
 
     Raised by the input checks, turned into a notification by `_reports_input_errors`; never a traceback."""
@@ -94,7 +95,7 @@ def _reports_input_errors(slot):
     def wrapper(self, *args, **kwargs):
         try:
             return slot(self, *args, **kwargs)
-        except (InputError, SceneError, masks.MaskError, FillError) as err:
+        except ConvNPError as err:
             _notify_error(str(err))
             return None
 

@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+from .errors import ConvNPError
 from .fileio import OptionError, Outputs, filled_mask_path
 from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, file_identity, remove_stale_partials
 
@@ -35,12 +36,6 @@ def expand_inputs(inputs: list[str] | str | os.PathLike) -> list[Path]:
     for p in paths:  # one scene named twice (a/../a/s.tif, a link) is filled once
         unique.setdefault(os.path.realpath(p), p)
     return list(unique.values())
-
-
-def output_paths(input: Path, out_dir: Path, method: str) -> tuple[Path, Path]:
-    """The outputs of one scene alone (fill-many names them with `plan_outputs`, which avoids collisions)."""
-    stem = _stem(Path(input))
-    return out_dir / f"{stem}_{method}.tif", out_dir / f"{stem}_{method}_variance.tif"
 
 
 def _stem(path: Path) -> str:
@@ -108,11 +103,8 @@ def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict
         return fill_file(input, outputs.out, variance=outputs.variance,
                          filled_mask=outputs.filled_mask or False, **kwargs)
     except Exception as err:  # noqa: BLE001 - a failed scene is reported, the rest go on
-        from .inpaint import FillError
-        from .masks import MaskError
-
         text = " ".join(str(err).split())
-        if not isinstance(err, (SceneError, MaskError, FillError, OptionError)):
+        if not isinstance(err, ConvNPError):
             text = f"{type(err).__name__}: {text}" if text else type(err).__name__
         if isinstance(err, MemoryError):
             text = "out of memory while filling it"

@@ -18,9 +18,11 @@ import signal
 import sys
 from pathlib import Path
 
+from .errors import ConvNPError, UsageError
+
 PROG = "napari-convnp"
 MOSTLY_FILLED = 0.5  # a mask marking more of the scene than this to fill may be the other way round: a note
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 _FILEIO_EXPORTS = ("fill_file", "load_mask", "scene_gaps")
 
 
@@ -45,10 +47,6 @@ class Interrupted(BaseException):
 
 class Terminated(Interrupted):
     """SIGTERM arrived (exit code 143)."""
-
-
-class UsageError(Exception):
-    """A command line that argparse cannot take (one line, exit code 2)."""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -177,12 +175,7 @@ def _main(argv, about: dict) -> int:
 
 
 def _report(err: Exception, about: dict) -> int:
-    from .fileio import OptionError
-    from .inpaint import FillError
-    from .masks import MaskError
-    from .scene import SceneError
-
-    if isinstance(err, (SceneError, MaskError, FillError, OptionError)):
+    if isinstance(err, ConvNPError):
         _error(str(err))
     elif isinstance(err, MemoryError):
         _error(f"{about['what']}: out of memory; use a smaller scene, a smaller --tile or a machine with more memory")

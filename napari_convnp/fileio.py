@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import OptionError
 from .masks import MaskError, detect_scene_gaps, validate_mask
 from .reference import grid_offset
 from .scene import (
@@ -49,10 +50,6 @@ from .scene import (
 DTYPES = ("auto", "float32", "float64", "source")
 VARIANCE_METHODS = frozenset({"convnp"})  # the methods whose fill comes with a predictive variance
 FLOAT32_SAFE_SPREAD = 1e18  # known values spanning more: the variance (squared units) overflows float32
-
-
-class OptionError(ValueError):
-    """An option value that cannot work; the message names the option."""
 
 
 @dataclass(frozen=True)

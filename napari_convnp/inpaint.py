@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from . import baselines
+from .errors import FillError
 from .masks import MaskError, validate_mask
 from .scene import EXACT_IN_FLOAT32, BandWindows, FloatView, SceneError, check_float32_precision, check_memory
 
@@ -26,10 +27,6 @@ PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
 TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
 CALIBRATE_ON_SCENE = True  # the biharmonic blend, and the variance where a reference is known, chosen on the scene
-
-
-class FillError(ValueError):
-    """Input that cannot be filled as asked; the message names the problem."""
 
 
 class Cancelled(Exception):

@@ -9,15 +9,13 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from .errors import MaskError
+
 # Landsat 7 SLC-off geometry at 30 m (USGS: "SLC-off products", Storey et al. 2005).
 SCENE_WIDTH_M = 185_000.0  # swath width
 SCAN_PERIOD_M = 32 * 30.0  # gaps repeat every two 16-line scans
 MAX_GAP_WIDTH_M = 14 * 30.0  # gap width at the scene edge, growing linearly from 0 at the centre
 DEFAULT_PIXEL_M = 30.0
-
-
-class MaskError(ValueError):
-    """A mask that cannot be used as it is; the message says why."""
 
 
 def pixel_metres(pixel_size: float | None) -> float:

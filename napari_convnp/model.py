@@ -6,7 +6,6 @@ band use pixels that are known in other bands. Works for any band count.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -559,8 +558,3 @@ def load_model(path: Path | None = None, device: str | torch.device = "cpu") -> 
     model.info = ckpt.get("info", {})
     # channels_last: oneDNN's convolutions on the CPU run ~1.3x faster in it (and cuDNN's do not mind)
     return model.to(device, memory_format=torch.channels_last).eval()
-
-
-def describe(model: ConvCNP) -> str:
-    params = sum(p.numel() for p in model.parameters())
-    return json.dumps({"parameters": params, **asdict(model.config)})

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from .errors import SceneError
+
 # GeoTIFF tags that carry georeferencing, copied verbatim from input to output.
 GEO_TAGS = {
     33550: "ModelPixelScale",
@@ -59,10 +61,6 @@ class _TifffileLog(logging.Filter):
 
 _TIFFFILE_LOG = _TifffileLog()
 logging.getLogger("tifffile").addFilter(_TIFFFILE_LOG)
-
-
-class SceneError(ValueError):
-    """A scene file or folder that cannot be read or written; the message names the file and the problem."""
 
 
 @dataclass
