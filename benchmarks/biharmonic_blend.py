@@ -5,7 +5,7 @@ blend (1 - w)·network + w·biharmonic beats both, by an amount and at a weight 
 For every case (the validation scenes with simulated SLC-off stripes, transplanted real gaps and discs; test/ with
 simulated stripes; the STS-CNN patches with both real masks) this records the three numbers that give the blend's
 squared error at any w (network, biharmonic, cross term), the best w, and the scene's own estimate of it: the
-least-squares w on known pixels hidden with the scene's gap geometry (`adapt.scene_calibration`), for five seeds
+least-squares w on known pixels hidden with the scene's gap geometry (`calibration.scene_calibration`), for five seeds
 and two numbers of tasks. Then the gap PSNR gain over the network alone of each rule. The rule is chosen on the
 validation cases alone; test/ and STS-CNN show what it does elsewhere.
 
@@ -21,7 +21,7 @@ from unittest import mock
 
 import numpy as np
 
-from napari_convnp import adapt, evaluate, inpaint, masks, train
+from napari_convnp import calibration, evaluate, inpaint, masks, train
 from napari_convnp.inpaint import _cached_model, fill
 from napari_convnp.model import band_stats
 from napari_convnp.scene import read_scene
@@ -69,7 +69,7 @@ def cases(data: Path):
 
 
 def scene_estimate(model, bands, gaps, nodata, seed, bounds):
-    """The least-squares weight on the scene's own hidden pixels as `adapt.scene_calibration` finds it, before it
+    """The least-squares weight on the scene's own hidden pixels as `calibration.scene_calibration` finds it, before it
     is taken towards the prior: (numerator, denominator)."""
     sums = []
 
@@ -79,8 +79,10 @@ def scene_estimate(model, bands, gaps, nodata, seed, bounds):
         return prior
 
     context = ~gaps & ~nodata
-    with mock.patch.object(adapt, "CALIBRATION_TASKS", bounds), mock.patch.object(adapt, "blend_weight", record):
-        adapt.scene_calibration(model, np.nan_to_num(bands), *band_stats(bands, context), context, gaps, seed=seed)
+    with mock.patch.object(calibration, "CALIBRATION_TASKS", bounds), \
+            mock.patch.object(calibration, "blend_weight", record):
+        calibration.scene_calibration(model, np.nan_to_num(bands), *band_stats(bands, context), context, gaps,
+                                      seed=seed)
     return tuple(sums)
 
 
@@ -134,8 +136,8 @@ def main():
         raise SystemExit(f"{args.data}: no val/ folder; point --data at the shared Landsat data")
     inpaint.CALIBRATE_ON_SCENE = False  # the two fills as they are, each weight fixed (not chosen per scene)
     shipped = _cached_model("cpu")
-    network = adapt.calibrated(shipped, biharmonic_weight=0.0)
-    biharmonic = adapt.calibrated(shipped, biharmonic_weight=1.0)  # the mean is the biharmonic fill
+    network = calibration.calibrated(shipped, biharmonic_weight=0.0)
+    biharmonic = calibration.calibrated(shipped, biharmonic_weight=1.0)  # the mean is the biharmonic fill
     rows = []
     for name, bands, gaps, nodata in cases(args.data):
         given = np.where(gaps | nodata, np.nan, bands)
@@ -151,8 +153,9 @@ def main():
         print(name, round(row["best_weight"], 3), round(gain(row, np.clip(row["best_weight"], 0, 1)), 3), flush=True)
 
     rules, chosen = rules_from(rows)
-    shipped_rule = (f"tasks {adapt.CALIBRATION_TASKS[0]}-{adapt.CALIBRATION_TASKS[1]}, trust {adapt.BLEND_TRUST}, "
-                    f"prior {shipped.config.biharmonic_weight}, at most {adapt.BLEND_MAX}")
+    low, high = calibration.CALIBRATION_TASKS
+    shipped_rule = (f"tasks {low}-{high}, trust {calibration.BLEND_TRUST}, "
+                    f"prior {shipped.config.biharmonic_weight}, at most {calibration.BLEND_MAX}")
     result = {"what": __doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1],
               "gain": "gap PSNR of the blend over the network's mean alone, dB, from the squared errors of the full "
                       "fills (tiled as the fill tiles); a rule's mean over cases and seeds, and its worst",

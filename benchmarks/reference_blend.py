@@ -10,7 +10,7 @@ biharmonic solve a tile; dropped. For every case (the
 validation pairs, pairs/estarfm_canada and pairs/eolearn_slovenia_s2, under simulated stripes; the evaluation's
 two-date sets for the record) this records the squared-error sums that give the blend's error at any weights on the
 gap pixels where the reference is known, and the scene's own least-squares estimate of the weights on known pixels
-hidden with its gap geometry (`adapt.scene_calibration`) for three seeds. Then each rule's gap PSNR gain over the
+hidden with its gap geometry (`calibration.scene_calibration`) for three seeds. Then each rule's gap PSNR gain over the
 network's mean. The rule is chosen on the validation pairs alone.
 
 python benchmarks/reference_blend.py [--data ../shared/data] [--json benchmarks/reference_blend.json] [--rules-only]
@@ -25,7 +25,7 @@ from unittest import mock
 
 import numpy as np
 
-from napari_convnp import adapt, evaluate
+from napari_convnp import calibration, evaluate
 from napari_convnp.inpaint import _cached_model, fill
 from napari_convnp.model import REFERENCE_FILLS
 
@@ -65,7 +65,7 @@ def run_case(bands, gaps, reference):
         return returned[0]
 
     errors = []
-    with mock.patch.object(adapt, "reference_weights", record):
+    with mock.patch.object(calibration, "reference_weights", record):
         for seed in SEEDS:  # the estimates (the fill's mean at seed 0 is the network's: weights 0, 0)
             result = fill(given, gaps, nodata=nodata, device="cpu", reference=reference, seed=seed)
             if seed == 0:
@@ -93,7 +93,7 @@ GROUPS = ("val", "sts-cnn", "pennsylvania", "menindee", "colorado")
 
 
 def own_estimate(estimate, cap):
-    return adapt.box_least_squares(np.array(estimate["gram"]), np.array(estimate["rhs"]), cap)
+    return calibration.box_least_squares(np.array(estimate["gram"]), np.array(estimate["rhs"]), cap)
 
 
 def rules_from(rows):
@@ -111,7 +111,7 @@ def rules_from(rows):
     grid = (0, 0.2, 0.4, 0.6)
     rules = [{"rule": f"fixed {', '.join(map(str, w))}", **summary(lambda _, w=w: w)}
              for w in itertools.product(grid, repeat=n)]
-    best = {g: round(float(np.mean([gain(r, *adapt.box_least_squares(_gram(r), _rhs(r), 1.0)) for r in rows
+    best = {g: round(float(np.mean([gain(r, *calibration.box_least_squares(_gram(r), _rhs(r), 1.0)) for r in rows
                                     if r["group"] == g])), 4) for g in GROUPS}
     rules.append({"rule": "best weights in [0, 1] of each case (not attainable)",
                   **{g: {"mean_gain_db": best[g]} for g in GROUPS}})
@@ -158,7 +158,7 @@ def main():
         for group, name, bands, gaps, reference in cases(args.data):
             rows.append({"group": group, "case": name, **run_case(bands, gaps, reference)})
             own = np.mean([own_estimate(e, 1.0) for e in rows[-1]["estimates"]], axis=0)
-            best = adapt.box_least_squares(_gram(rows[-1]), _rhs(rows[-1]), 1.0)
+            best = calibration.box_least_squares(_gram(rows[-1]), _rhs(rows[-1]), 1.0)
             print(group, name, "best", best.round(2), "estimated", own.round(2), flush=True)
         result = {"what": " ".join(__doc__.split("\n\n")[:2]),
                   "gain": "gap PSNR (all gap pixels) of the blend over the network's mean alone, dB; a rule's mean "
@@ -166,9 +166,9 @@ def main():
                   "cases": rows}
     result["rules"], result["best_rule_on_val"] = rules_from(rows)
     config = _cached_model("cpu").config
-    result["shipped_rule"] = (f"fills: all; trust {adapt.REFERENCE_TRUST}, priors "
+    result["shipped_rule"] = (f"fills: all; trust {calibration.REFERENCE_TRUST}, priors "
                               f"{', '.join(str(getattr(config, f'{n}_weight')) for n in REFERENCE_FILLS)}, "
-                              f"at most {adapt.REFERENCE_BLEND_MAX}")
+                              f"at most {calibration.REFERENCE_BLEND_MAX}")
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print("best on val:", result["best_rule_on_val"], "| shipped:", result["shipped_rule"])
 

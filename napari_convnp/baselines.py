@@ -112,7 +112,8 @@ def harmonic(bands: np.ndarray, context: np.ndarray) -> np.ndarray:
     shown as a fill of its own so that what the network adds can be seen."""
     import torch
 
-    from .model import ModelConfig, harmonic_fill
+    from .model import ModelConfig
+    from .solvers import harmonic_fill
 
     out = np.empty_like(bands)
     with torch.inference_mode():
@@ -131,7 +132,7 @@ def regression(bands: np.ndarray, context: np.ndarray, reference: np.ndarray, wi
     the reference is unknown too. The classical two-date fill the ConvNP with a reference must beat."""
     import torch
 
-    from .model import local_linear_fit
+    from .solvers import local_linear_fit
 
     out = bands.copy()
     for b, (band, known, ref) in enumerate(zip(bands, context, reference)):
@@ -164,7 +165,8 @@ def multiband(bands: np.ndarray, context: np.ndarray, reference: np.ndarray) -> 
     band of both dates, on per-band z-scores, in 512-px tiles (the fit's window sums take ~70 planes a tile)."""
     import torch
 
-    from .model import MULTIBAND_BLOCK, MULTIBAND_WINDOW, band_stats, multiband_fit
+    from .model import band_stats
+    from .solvers import MULTIBAND_BLOCK, MULTIBAND_WINDOW, multiband_fit
 
     ref_known = np.isfinite(reference)
     if not (context.all(0) & ref_known.all(0)).any():

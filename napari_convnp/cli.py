@@ -289,6 +289,12 @@ def _fill_options(p, methods, dtypes):
 
 
 def _run(args) -> int:
+    if getattr(args, "precision", None) == "bfloat16":
+        from .inpaint import run_precision
+
+        note = run_precision(args.device, args.precision)[1]
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     if args.command == "fill":
         from .fileio import fill_file
 

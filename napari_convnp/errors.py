@@ -3,7 +3,7 @@ names on purpose (a file it cannot read, a mask or an option that cannot work), 
 
 Each message is one line that names the file, option or argument and what is wrong with it. The errors are
 `ValueError`s as well, so code written before this root existed keeps catching them. Cancellation and signals
-are not errors and stay apart (`inpaint.Cancelled`, `cli.Interrupted`).
+are not errors and stay apart (`Cancelled` below, `cli.Interrupted`).
 """
 
 
@@ -29,3 +29,7 @@ class FillError(ConvNPError):
 
 class UsageError(ConvNPError):
     """A command line that argparse cannot take (one line, exit code 2)."""
+
+
+class Cancelled(Exception):
+    """The caller asked to stop (between tiles); not an error: nothing went wrong."""

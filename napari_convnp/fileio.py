@@ -197,7 +197,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     it says True (before the fill, between tiles, before writing), `inpaint.Cancelled` is raised and
     nothing is written.
     """
-    from .inpaint import CALIBRATION_KEYS, Cancelled, FillError, fill
+    from .inpaint import CALIBRATION_KEYS, Cancelled, FillError, fill, run_precision
 
     def check_cancelled():
         if cancelled is not None and cancelled():
@@ -257,7 +257,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         "source": input.name, "method": method, "version": f"napari-convnp {__version__}",
         "weights": weights_id() if method == "convnp" and "model" not in fill_options else None,
         "density": f"{float(density):g}", "seed": int(seed),
-        "precision": precision if method == "convnp" else None,
+        "precision": run_precision(device, precision)[0] if method == "convnp" else None,
         "mask": mask.name if mask is not None else "detected gaps",
         "references": ";".join(r.name for r in references) or None,
         "filled_pixels": int(gaps.sum()),

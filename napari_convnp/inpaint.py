@@ -17,20 +17,15 @@ from typing import Callable
 import numpy as np
 
 from . import baselines
-from .errors import FillError
+from .errors import Cancelled, FillError  # noqa: F401 - Cancelled: the API's name for it
 from .masks import MaskError, validate_mask
 from .scene import EXACT_IN_FLOAT32, BandWindows, FloatView, SceneError, check_float32_precision, check_memory
+from .tiling import DEFAULT_TILE, axis_tiles, predict_rows, tile_grid, tile_starts  # noqa: F401
 
 METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
 NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date
 PRECISIONS = ("float32", "bfloat16")
-DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tiles
-TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
 CALIBRATE_ON_SCENE = True  # the biharmonic blend, and the variance where a reference is known, chosen on the scene
-
-
-class Cancelled(Exception):
-    """The caller asked to stop (between tiles)."""
 
 
 @dataclass
@@ -54,9 +49,11 @@ class Fill:
     # (model.blend_reference_fills), chosen on this scene
     reference_base_weight: float | None = None
     multiband_weight: float | None = None
+    # the ConvNP's arithmetic as it ran (bfloat16 asked for on a CPU without it runs in float32; `run_precision`)
+    precision: str | None = None
 
 
-# what the ConvNP chose on a scene (adapt.scene_calibration), as Fill reports it
+# what the ConvNP chose on a scene (calibration.scene_calibration), as Fill reports it
 CALIBRATION_KEYS = ("reference_variance_factor", "biharmonic_weight", "reference_base_weight", "multiband_weight")
 
 
@@ -113,6 +110,16 @@ def resolve_device(device: str = "auto") -> str:
             raise FillError(f"device '{device}' was asked for, but torch finds {count} CUDA GPU(s): cuda:0 to "
                             f"cuda:{count - 1}")
     return device
+
+
+def run_precision(device: str, precision: str) -> tuple[str, str | None]:
+    """The ConvNP's arithmetic on this device, and a one-line note where bfloat16 was asked for on a CPU that
+    does not run it natively (it then runs in float32: emulated bfloat16 is many times slower)."""
+    if precision != "bfloat16" or not resolve_device(device).startswith("cpu"):
+        return precision, None
+    from .cpu_kernels import cpu_precision
+
+    return cpu_precision(precision)
 
 
 def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density: float = 1.0,
@@ -185,9 +192,12 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     # The whole result in memory: the ConvNP's rows are copied straight into it (its pages touched once).
     out = None if on_rows is not None or method != "convnp" else (np.empty(bands.shape, np.float32),
                                                                   np.empty(bands.shape, np.float32))
-    calibration = {}  # what the ConvNP learnt of this scene (adapt.scene_calibration)
+    calibration = {}  # what the ConvNP learnt of this scene (calibration.scene_calibration)
     if method == "convnp":
         device = resolve_device(device)
+        precision, note = run_precision(device, precision)
+        if note:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
                         int(adapt_steps), seed, out, calibration, biharmonic_weight)
     else:
@@ -224,7 +234,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             mean = rows_mean
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start,
-                *(calibration.get(key) for key in CALIBRATION_KEYS))
+                *(calibration.get(key) for key in CALIBRATION_KEYS), precision if method == "convnp" else None)
 
 
 def _float32_bands(bands, nodata) -> np.ndarray:
@@ -332,11 +342,12 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
     for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
     `out` (the whole result's mean and variance) when given. calibration: a dict that gets what
-    `adapt.scene_calibration` chose for this scene; biharmonic_weight: None, or the blend weight the caller
+    `calibration.scene_calibration` chose for this scene; biharmonic_weight: None, or the blend weight the caller
     fixed (not chosen on the scene)."""
     import torch
 
-    from .adapt import adapt_model, calibrated, scene_calibration
+    from .adapt import adapt_model
+    from .calibration import calibrated, scene_calibration
     from .model import band_stats
 
     model = model or _cached_model(device)
@@ -404,141 +415,3 @@ def _to_host(tensors, out, r0: int) -> list[np.ndarray]:
         for b, band in enumerate(tensor):
             torch.from_numpy(target[b, rows]).copy_(band)
     return [target[:, rows] for target in out]
-
-
-def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    """1-D blending weight: a raised-cosine ramp over the overlap, flat inside and at scene edges."""
-    w = np.ones(size, np.float32)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
-    if not at_start:
-        w[:overlap] = ramp
-    if not at_end:
-        w[-overlap:] = ramp[::-1]
-    return w
-
-
-def tile_size(tile: int, multiple: int) -> tuple[int, int]:
-    """The tile side and overlap actually used: multiples of the UNet's, so tiles pool on one grid."""
-    tile = max(4 * multiple, tile // multiple * multiple)
-    return tile, max(multiple, min(TILE_OVERLAP, tile // 4) // multiple * multiple)
-
-
-def tile_grid(length: int, tile: int, multiple: int) -> list[int]:
-    """Where the tiles along one axis start, as the fill cuts them."""
-    return axis_tiles(length, *tile_size(tile, multiple), multiple)[1]
-
-
-SLIVER_STRETCH = 1.125  # how much longer tiles may grow to save a row or column of tiles
-
-
-def axis_tiles(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, list[int]]:
-    """The tile length along one axis and where the tiles start. When the last tile would add less than a
-    quarter tile of new pixels (1024 px in 512-px tiles: 512 + 512 + a 128-px sliver), the tiles grow by up to
-    1/8 instead and one fewer covers the axis (two of 544 px): less work, a little more memory per tile."""
-    starts = tile_starts(length, tile, overlap)
-    if len(starts) > 1 and length - starts[-1] - overlap < tile // 4:
-        fewer = len(starts) - 1
-        longer = -(-(length + (fewer - 1) * overlap) // fewer)
-        longer = -(-longer // multiple) * multiple
-        if longer <= tile * SLIVER_STRETCH:
-            return longer, tile_starts(length, longer, overlap)
-    return tile, starts
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts a fixed step apart (a multiple of the UNet's, when tile and overlap are), so
-    every tile pools on the same grid as the whole scene would; the last tile is cut at the edge."""
-    starts = [0]
-    while starts[-1] + tile < length:
-        starts.append(starts[-1] + tile - overlap)
-    return starts
-
-
-def predict_rows(model, bands, context, offsets, scales, tile, device, progress=None, cancelled=None,
-                 precision="float32", reference=None, gaps=None):
-    """Run the model over overlapping tiles, row of tiles by row of tiles, and blend them (mixture of the
-    tiles' Gaussians); yields (first row, mean, variance) for bands of rows, C×n×W float32 tensors on `device`
-    in the input's units, top to bottom, each as soon as no later tile touches it.
-
-    reference: None, or (normalised reference values, where known), both C×H×W. gaps: the pixels to fill
-    (C×H×W bool) or None; a tile with none of them anywhere in it (overlap included) runs no network: every
-    pixel it touches keeps its known value (or stays nodata) after `fill`, so it enters the blend as its
-    normalised context values with variance 0, with its usual weight.
-
-    Tiles are normalised with the scene's per-band statistics (offsets, scales) as they are cut, so
-    memory for the network is bounded by the tile size, and the blending buffers by a row of tiles.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    c, h, w = bands.shape
-    multiple = model.multiple
-    tile, overlap = tile_size(tile, multiple)
-    tile_h, rows = axis_tiles(h, tile, overlap, multiple)
-    tile_w, cols = axis_tiles(w, tile, overlap, multiple)
-    total, done = len(rows) * len(cols), 0
-    # Normalising and blending run where the network does, in torch: on a GPU they would otherwise take most
-    # of the time (numpy, one CPU core), and on a CPU torch uses every core.
-    on = functools.partial(torch.as_tensor, device=device)
-    offsets, scales = on(offsets, dtype=torch.float32)[:, None, None], on(scales, dtype=torch.float32)[:, None, None]
-    carry = None  # the blend so far of the rows the next row of tiles shares with this one
-    for i, r in enumerate(rows):
-        th = min(tile_h, h - r)
-        # Accumulators for this row of tiles only: weighted means and second moments (mixture variance).
-        acc_mean = torch.zeros((c, th, w), device=device)
-        acc_sq = torch.zeros((c, th, w), device=device)
-        acc_w = torch.zeros((th, w), device=device)
-        if carry is not None:
-            n = carry[2].shape[0]
-            acc_mean[:, :n], acc_sq[:, :n], acc_w[:n] = carry
-        for col in cols:
-            if cancelled and cancelled():
-                raise Cancelled()
-            tw = min(tile_w, w - col)
-            ph, pw = math.ceil(th / multiple) * multiple, math.ceil(tw / multiple) * multiple
-            window = (slice(None), slice(r, r + th), slice(col, col + tw))
-            known = on(context[window])
-            values = torch.where(known, (on(np.asarray(bands[window], np.float32)) - offsets) / scales, 0)
-            if gaps is not None and not gaps[window].any():
-                mean, var = values, torch.zeros_like(values)  # nothing to fill here: no network call
-            else:
-                # Pad to the UNet's multiple with "no context": the padded edge then falls where the whole
-                # scene's would, so a scene gives the same answer however it is tiled.
-                pad = (0, pw - tw, 0, ph - th)
-                inputs = [values, known.float(), *(on(part[window]).float() for part in reference or ())]
-                inputs = [F.pad(x, pad)[:, None] for x in inputs]
-                with torch.inference_mode(), _autocast(device, precision):
-                    mean, var = model(*inputs[:2], c, *inputs[2:])
-                mean, var = mean[:, 0, :th, :tw].float(), var[:, 0, :th, :tw].float()
-            weight = on(np.outer(_window(th, overlap, r == 0, r + th >= h),
-                                 _window(tw, overlap, col == 0, col + tw >= w)))
-            part = (slice(None), slice(None), slice(col, col + tw))
-            acc_mean[part] += weight * mean
-            acc_sq[part] += weight * (var + mean ** 2)
-            acc_w[part[1:]] += weight
-            done += 1
-            if progress:
-                progress(done, total)
-        # Rows above the next row of tiles are final; the rest waits for it.
-        final = (rows[i + 1] if i + 1 < len(rows) else h) - r
-        carry = (acc_mean[:, final:].clone(), acc_sq[:, final:].clone(), acc_w[final:].clone())
-        acc_mean, acc_sq, acc_w = acc_mean[:, :final], acc_sq[:, :final], acc_w[:final]
-        acc_mean /= acc_w
-        acc_sq /= acc_w
-        acc_sq -= acc_mean ** 2
-        acc_sq.clamp_(min=1e-12)
-        acc_sq *= scales ** 2
-        acc_mean *= scales
-        acc_mean += offsets
-        yield r, acc_mean, acc_sq
-        del acc_mean, acc_sq, acc_w  # freed before the next row of tiles allocates its own
-
-
-def _autocast(device: str, precision: str):
-    import contextlib
-
-    import torch
-
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)

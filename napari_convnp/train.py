@@ -17,9 +17,9 @@ import torch
 from scipy import ndimage
 
 from . import masks
-from .inpaint import _autocast
 from .model import REFERENCE_FILLS, ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
 from .scene import SceneError, read_scene
+from .tiling import autocast
 
 TILE = 128
 MAX_BANDS = 6
@@ -323,6 +323,10 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
     if warmup < 1:
         raise ValueError(f"warmup must be 1 step or more, not {warmup}")
     torch.manual_seed(seed)
+    if str(device).startswith("cpu"):
+        from .cpu_kernels import cpu_precision
+
+        precision = cpu_precision(precision)[0]  # bfloat16 only where the CPU runs it natively
     data = _load_data(Path(data_dir), cache)
     print(f"{len(data.images)} training images, {len(data.val_images)} validation images, "
           f"{len(data.gap_sources)} real gap masks, {len(data.groups)} training and {len(data.val_groups)} "
@@ -360,7 +364,7 @@ def train(data_dir: Path, out: Path, *, steps: int = 3000, batch: int = 8, lr: f
             group["lr"] = lr * min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         values, _, context, target, ref, ref_known, n_bands = next(batches)
         values, context, target = values.to(device), context.to(device), target.to(device)
-        with _autocast(str(device), precision):
+        with autocast(str(device), precision):
             mean, var = model(values, context, n_bands, ref.to(device), ref_known.to(device))
         loss = gaussian_nll(mean.float(), var.float(), values, target, beta=BETA)
         if not torch.isfinite(loss):

@@ -8,6 +8,27 @@ import numpy as np
 import pytest
 import tifffile
 
+GUI_FIXTURES = {"make_napari_viewer", "qtbot", "widget"}
+
+
+def pytest_configure(config):
+    for name, what in (("gui", "needs napari and Qt (a display: Xvfb)"), ("data", "reads ../shared/data"),
+                       ("slow", "takes more than ~20 s on 2 cores"), ("cuda", "needs a CUDA GPU")):
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(items):
+    """Markers by what a test uses, so `pytest -m "not gui and not data and not slow"` runs the core alone."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & GUI_FIXTURES or item.module.__name__.split(".")[-1].startswith("test_napari"):
+            item.add_marker("gui")
+        if "data_dir" in fixtures:
+            item.add_marker("data")
+        if item.module.__name__.endswith("test_cuda"):
+            item.add_marker("cuda")
+
+
 DATA = Path(os.environ.get("NAPARI_CONVNP_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
 SAMPLES = Path(__file__).parents[1] / "napari_convnp" / "sample_data"  # shipped inside the package
 

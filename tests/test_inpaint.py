@@ -347,7 +347,7 @@ def test_adaptation_can_be_cancelled_and_checks_its_steps():
 def test_the_biharmonic_share_of_the_mean_is_chosen_on_the_scene(monkeypatch):
     """On a smooth surface the biharmonic fill is all but exact and gets the most weight; on rough texture, where
     it carries noise into the gaps, less than the prior. Without the calibration, the checkpoint's prior."""
-    from napari_convnp import adapt, inpaint, masks
+    from napari_convnp import calibration, inpaint, masks
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:256, :256] / 256
@@ -358,7 +358,7 @@ def test_the_biharmonic_share_of_the_mean_is_chosen_on_the_scene(monkeypatch):
     smooth = fill(surface.astype(np.float32), gaps, model=model, device="cpu")
     rough = fill(texture.astype(np.float32), gaps, model=model, device="cpu")
     prior = model.config.biharmonic_weight
-    assert smooth.biharmonic_weight == adapt.BLEND_MAX and rough.biharmonic_weight < prior
+    assert smooth.biharmonic_weight == calibration.BLEND_MAX and rough.biharmonic_weight < prior
     assert fill(surface.astype(np.float32), gaps, model=model, device="cpu").mean.tobytes() == \
         smooth.mean.tobytes()  # seeded
     monkeypatch.setattr(inpaint, "CALIBRATE_ON_SCENE", False)
@@ -373,23 +373,23 @@ def test_the_reference_weights_are_the_best_in_their_box_taken_towards_the_prior
 
     import torch
 
-    from napari_convnp import adapt
+    from napari_convnp import calibration
 
     rng = np.random.default_rng(0)
     for _ in range(20):
         gram = rng.normal(size=(2, 2))
         gram = gram @ gram.T + np.diag(rng.random(2) * 0.1)
         rhs = rng.normal(size=2) * 2
-        got = adapt.box_least_squares(gram, rhs, 1.0)
+        got = calibration.box_least_squares(gram, rhs, 1.0)
         grid = np.linspace(0, 1, 101)
         values = [w @ gram @ w - 2 * rhs @ w for w in map(np.array, [got, *itertools.product(grid, grid)])]
         assert values[0] <= min(values[1:]) + 1e-9
     truth = torch.from_numpy(rng.normal(size=5000))
     error = truth * 0.5  # the network's error; the first fill is exact, the second a noisy copy of the network
     towards = [-error, torch.from_numpy(rng.normal(size=5000)) * 0.3]
-    a, b = adapt.reference_weights((0.2, 0.1), error, towards)
-    assert a == pytest.approx(adapt.REFERENCE_TRUST + (1 - adapt.REFERENCE_TRUST) * 0.2, abs=0.02)
-    assert b == pytest.approx((1 - adapt.REFERENCE_TRUST) * 0.1, abs=0.02)
+    a, b = calibration.reference_weights((0.2, 0.1), error, towards)
+    assert a == pytest.approx(calibration.REFERENCE_TRUST + (1 - calibration.REFERENCE_TRUST) * 0.2, abs=0.02)
+    assert b == pytest.approx((1 - calibration.REFERENCE_TRUST) * 0.1, abs=0.02)
 
 
 def test_a_fixed_biharmonic_share_is_taken_as_given():

@@ -93,7 +93,7 @@ def test_biharmonic_fill_converges_to_scikit_images(monkeypatch):
 def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is_known():
     import dataclasses
 
-    from napari_convnp.adapt import calibrated
+    from napari_convnp.calibration import calibrated
 
     model = M.load_model()
     value, mask = _scene()
@@ -114,7 +114,7 @@ def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is
 def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills_by_the_weights():
     """mean = (1 − Σw)·network + Σ w·fill over the classical two-date fills where the reference is known, the same
     as without the weights elsewhere."""
-    from napari_convnp.adapt import calibrated
+    from napari_convnp.calibration import calibrated
 
     model = M.load_model()
     value, mask = _scene()
