@@ -118,12 +118,13 @@ def _read_date(path: Path, kind: str | None, qa_band, required: bool):
     index = _quality_index(scene, qa_band, path)
     if index is None:
         return scene, _missing(path, required)
-    if scene.shape[0] == 1:
-        raise SceneError(f"{path}: its only band is the quality band; there is no spectral band to fill")
     name = scene.band_names[index]
     what = f"{path} band {index + 1} ({name})"
     quality = qa_bands.decode(scene.bands[index], _kind(qa_bands.kind_from_name(name), kind, what), what)
-    keep = [b for b in range(scene.shape[0]) if b != index]
+    # every quality band leaves the spectral bands, the one read and any other band named as one
+    keep = [b for b, band in enumerate(scene.band_names) if b != index and not qa_bands.kind_from_name(band)]
+    if not keep:
+        raise SceneError(f"{path}: it holds only quality bands; there is no spectral band to fill")
     spectral = replace(scene, bands=scene.bands[keep], band_names=[scene.band_names[b] for b in keep],
                        nodata=np.asarray(scene.nodata)[keep])
     return spectral, quality
@@ -150,6 +151,9 @@ def _quality_index(scene: Scene, qa_band, path: Path) -> int | None:
     count = scene.shape[0]
     if qa_band is None:
         named = [b for b, name in enumerate(scene.band_names) if qa_bands.kind_from_name(name)]
+        if len(named) > 1:
+            raise SceneError(f"{path}: bands {', '.join(scene.band_names[b] for b in named)} are all named as quality "
+                             "bands; name the one to use with qa_band")
         return named[0] if named else None
     if isinstance(qa_band, (int, np.integer)) and not isinstance(qa_band, bool):
         if not -count <= qa_band < count:

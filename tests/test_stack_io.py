@@ -225,6 +225,20 @@ def test_quality_band_by_index_or_name_and_its_kind_when_the_name_does_not_say(t
         read_stack(tmp_path / "*.tif", qa="mask", qa_band="cloud")
 
 
+def test_two_bands_named_as_quality_bands_are_refused_unless_one_is_chosen(tmp_path):
+    both = np.concatenate([spectral(0), np.zeros((2, 20, 24), np.int16)])
+    write_tif(tmp_path / "2010-01-01.tif", both, names=["b3", "b4", "b5", "fmask", "QA_PIXEL"])
+    with pytest.raises(SceneError, match="bands fmask, QA_PIXEL are all named as quality bands"):
+        read_stack(tmp_path)
+    assert read_stack(tmp_path, qa_band="fmask").scenes[0].band_names == ["b3", "b4", "b5"]  # neither is a band
+
+
+def test_a_file_of_quality_bands_alone_is_refused(tmp_path):
+    write_tif(tmp_path / "2010-01-01_fmask.tif", np.zeros((1, 20, 24), np.uint8), names=["fmask"])
+    with pytest.raises(SceneError, match="2010-01-01_fmask.tif: it holds only quality bands"):
+        read_stack(tmp_path)
+
+
 def test_a_kind_that_contradicts_the_band_name_is_refused(tmp_path):
     with pytest.raises(OptionError, match="'bqa' was asked but .*fmask"):
         read_stack(fmask_stack(tmp_path), qa="bqa")
