@@ -95,7 +95,7 @@ def _text(inputs) -> str:
 def _given_dates(dates, count: int) -> list[datetime.date] | None:
     if dates is None:
         return None
-    items = [d for d in dates.split(",")] if isinstance(dates, str) else list(dates)
+    items = dates.split(",") if isinstance(dates, str) else list(dates)
     if len(items) != count:
         raise OptionError(f"dates: {len(items)} given for {count} scenes; give one date per scene, in input order")
     return [parse_date(d.strip() if isinstance(d, str) else d, "dates") for d in items]
