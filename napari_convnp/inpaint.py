@@ -17,9 +17,11 @@ from typing import Callable
 import numpy as np
 
 from . import baselines
-from .errors import FillError
+from .errors import FillError, SceneError
 from .masks import MaskError, validate_mask
-from .scene import EXACT_IN_FLOAT32, BandWindows, FloatView, SceneError, check_float32_precision, check_memory
+from .scene import check_float32_precision
+from .system import check_memory
+from .views import EXACT_IN_FLOAT32, BandWindows, FloatView
 
 METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
 NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date

@@ -17,9 +17,10 @@ import torch
 from scipy import ndimage
 
 from . import masks
+from .errors import SceneError
 from .inpaint import _autocast
 from .model import REFERENCE_FILLS, ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
-from .scene import SceneError, read_scene
+from .scene import read_scene
 
 TILE = 128
 MAX_BANDS = 6
