@@ -79,7 +79,7 @@ class Scene:
     @property
     def grid(self) -> Grid | None:
         """Where the pixels lie on the map (transform, CRS, units), or None where the tags do not place them.
-        Parsed from `geo_tags` when asked (microseconds): a Scene whose tags are replaced never keeps a stale one."""
+        Parsed from `geo_tags` when asked (about 50 µs): a Scene whose tags are replaced never keeps a stale one."""
         return Grid.from_tags(self.geo_tags)
 
     @property
