@@ -7,8 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .reference import sensor_family as sensor  # the package's one sensor rule (also for composites)
-from .scene import BAND_FILE, TIFF_SUFFIXES, Scene, SceneError, TiffPixels, read_scene, write_bands, write_scene
+from .errors import SceneError
+from .georef import GEO_TAGS
+from .landsat import BAND_FILE, PRODUCT_NAME, band_numbers, composites  # noqa: F401 - band_numbers: as before
+from .landsat import sensor_family as sensor  # noqa: F401 - the package's one sensor rule (also for composites)
+from .scene import Scene, read_scene
+from .tiffread import GDAL_METADATA, GDAL_NODATA, TIFF_SUFFIXES, TiffPixels
+from .tiffwrite import write_bands, write_scene
 
 # The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
@@ -18,73 +23,6 @@ PLUGIN = "napari-convnp"
 READER_PATTERNS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF")  # as in napari.yaml
 
 # --- band numbering and RGB composites ---------------------------------------------------------------
-
-# Landsat band numbers of each colour, per sensor: TM (Landsat 4/5) and ETM+ (Landsat 7) share one
-# numbering, OLI (Landsat 8/9) adds a coastal band 1 and so shifts the others by one.
-BAND_ROLES = {
-    "tm": {1: "blue", 2: "green", 3: "red", 4: "nir", 5: "swir1", 7: "swir2"},
-    "oli": {1: "coastal", 2: "blue", 3: "green", 4: "red", 5: "nir", 6: "swir1", 7: "swir2"},
-}
-COMPOSITE_ROLES = (
-    ("natural colour", ("red", "green", "blue")),
-    ("false colour", ("nir", "red", "green")),
-    ("SWIR", ("swir1", "nir", "red")),
-)
-AS_STORED = "as stored (bands 1-2-3)"
-_BAND_NUMBER = re.compile(r"(?i)(?<![a-z])(?:sr_|st_)?b(\d{1,2})(?!\d)")
-_COLOUR_WORDS = {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "swir1": "swir1", "swir 1": "swir1",
-                 "swir2": "swir2", "swir 2": "swir2", "coastal": "coastal"}
-
-
-def band_numbers(scene: Scene) -> list[int | None]:
-    """The Landsat band number of every band: from band names ('B4', 'SR_B4', 'ETM+ B4 NIR'), else from
-    a file name that spells them ('…_B234.tif', '…_B1-7.tif'), else the sensor's usual stack order when
-    there are at least 4 bands; None where unknown (3 unnamed bands are often a composite already)."""
-    count = len(scene.band_names)
-    found = [_BAND_NUMBER.search(name) for name in scene.band_names]
-    if all(found):
-        return [int(m.group(1)) for m in found]
-    stem = scene.path.stem if scene.path else ""
-    spelled = re.search(r"(?i)_B(\d+)(?=_|$)", stem)
-    if spelled and len(spelled.group(1)) == count:
-        return [int(d) for d in spelled.group(1)]
-    spelled = re.search(r"(?i)_B(\d{1,2})-(\d{1,2})(?=_|$)", stem)
-    if spelled and int(spelled.group(2)) - int(spelled.group(1)) + 1 == count:
-        return list(range(int(spelled.group(1)), int(spelled.group(2)) + 1))
-    if count < 4:
-        return [None] * count
-    if count == 6:  # the six reflective bands, without thermal (and without OLI's coastal band)
-        return [2, 3, 4, 5, 6, 7] if sensor(scene) == "oli" else [1, 2, 3, 4, 5, 7]
-    return list(range(1, count + 1))
-
-
-def band_roles(scene: Scene) -> list[str | None]:
-    """What each band sees ('red', 'nir', …) by the sensor's numbering or colour words in band names."""
-    roles = BAND_ROLES[sensor(scene)]
-    out = [roles.get(n) if n is not None else None for n in band_numbers(scene)]
-    for i, name in enumerate(scene.band_names):
-        if out[i] is None:
-            words = re.sub(r"[^a-z0-9 ]", " ", name.lower())
-            out[i] = next((role for word, role in _COLOUR_WORDS.items() if re.search(rf"\b{word}\b", words)), None)
-    return out
-
-
-def composites(scene: Scene) -> dict[str, tuple[int, int, int]]:
-    """The RGB composites this scene has bands for: label → band indices (red, green, blue channel).
-
-    Labels name the sensor's band numbers, so a Landsat 8 scene offers 'natural colour (4-3-2)' where a
-    Landsat 7 scene offers 'natural colour (3-2-1)'. The first entry is the default."""
-    roles, numbers = band_roles(scene), band_numbers(scene)
-    out = {}
-    for name, needed in COMPOSITE_ROLES:
-        if all(role in roles for role in needed):
-            idx = tuple(roles.index(role) for role in needed)
-            spelled = "-".join(str(numbers[i]) if numbers[i] is not None else roles[i] for i in idx)
-            out[f"{name} ({spelled})"] = idx
-    if len(scene.band_names) >= 3:
-        out[AS_STORED] = (0, 1, 2)
-    return out
-
 
 def default_composite(scene: Scene) -> str | None:
     return next(iter(composites(scene)), None)
@@ -141,19 +79,6 @@ def contrast_limits(bands: np.ndarray) -> tuple[float, float]:
 
 # --- georeferencing → napari's scale and translate ---------------------------------------------------
 
-def _geokeys(scene: Scene) -> dict[int, object]:
-    """GeoKeyDirectory (tag 34735) entries stored inline: key id → value."""
-    raw = scene.geo_tags.get(34735)
-    if not raw or len(raw) < 4:
-        return {}
-    keys = {}
-    for k in range(int(raw[3])):
-        entry = raw[4 + 4 * k: 8 + 4 * k]
-        if len(entry) == 4 and int(entry[1]) == 0:
-            keys[int(entry[0])] = int(entry[3])
-    return keys
-
-
 def georeference(scene: Scene) -> dict | None:
     """napari placement of a north-up scene from its GeoTIFF tags, or None (no or rotated georeferencing).
 
@@ -162,33 +87,16 @@ def georeference(scene: Scene) -> dict | None:
     the first pixel's centre with the northing negated. Scenes of the same map projection then line up
     and the scale bar measures metres (or degrees for a geographic CRS).
     """
-    tags = scene.geo_tags
-    transform, pixel_scale, tiepoint = tags.get(34264), tags.get(33550), tags.get(33922)
-    try:
-        if transform is not None and len(transform) >= 8:
-            a, b, _, x0, e, f, _, y0 = (float(v) for v in transform[:8])
-            if b or e:
-                return None  # rotated or sheared: napari would need an affine; left in pixels
-            sx, sy = a, -f
-        elif pixel_scale is not None and tiepoint is not None and len(pixel_scale) >= 2 and len(tiepoint) >= 6:
-            sx, sy = float(pixel_scale[0]), float(pixel_scale[1])
-            i, j, _, x, y = (float(v) for v in tiepoint[:5])
-            x0, y0 = x - i * sx, y + j * sy
-        else:
-            return None
-    except (TypeError, ValueError):
+    grid = scene.grid
+    if grid is None or grid.rotated:
+        return None  # rotated or sheared: napari would need an affine; left in pixels
+    x0, sx, _, y0, _, dy = grid.transform  # the first pixel's corner
+    sy = -dy
+    if not (sx > 0 and sy > 0):
         return None
-    if not (np.isfinite([sx, sy, x0, y0]).all() and sx > 0 and sy > 0):
-        return None
-    keys = _geokeys(scene)
-    half = 0.0 if keys.get(1025) == 2 else 0.5  # PixelIsPoint: the tiepoint is a centre; PixelIsArea: a corner
-    if keys.get(1024) == 2:
-        unit = "degree"
-    else:
-        unit = {9001: "m", 9002: "foot", 9003: "foot"}.get(keys.get(3076, 9001))
-    placement = {"scale": (sy, sx), "translate": (-(y0 - half * sy), x0 + half * sx)}
-    if unit:
-        placement["units"] = (unit, unit)
+    placement = {"scale": (sy, sx), "translate": (-(y0 - sy / 2), x0 + sx / 2)}  # its centre, northing negated
+    if grid.units:
+        placement["units"] = (grid.units, grid.units)
     return placement
 
 
@@ -234,8 +142,7 @@ def scene_layers(scene: Scene) -> list[tuple]:
 
 # --- npe2 contributions ----------------------------------------------------------------------------
 
-GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 42112, 42113)  # georeferencing, GDAL metadata, GDAL nodata
-_LANDSAT_NAME = re.compile(r"(?i)^L[CEOTM]0?\d")
+GEOTIFF_TAGS = (*GEO_TAGS, GDAL_METADATA, GDAL_NODATA)  # georeferencing, GDAL metadata, GDAL nodata
 
 
 def understands(path) -> bool:
@@ -243,7 +150,7 @@ def understands(path) -> bool:
     like a Landsat product, or cannot be parsed at all (then the reader's error names the problem). A
     plain TIFF (a micrograph, a photo) is left to other readers."""
     p = Path(path)
-    if _LANDSAT_NAME.match(p.name) or BAND_FILE.search(p.name):
+    if PRODUCT_NAME.match(p.name) or BAND_FILE.search(p.name):
         return True
     try:
         import tifffile

@@ -10,9 +10,11 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import ConvNPError
+from .errors import ConvNPError, SceneError
 from .fileio import OptionError, Outputs, filled_mask_path
-from .scene import BAND_FILE, TIFF_SUFFIXES, SceneError, check_output_path, file_identity, remove_stale_partials
+from .landsat import BAND_FILE
+from .tiffread import TIFF_SUFFIXES
+from .tiffwrite import check_output_path, file_identity, remove_stale_partials
 
 CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
 

@@ -398,7 +398,7 @@ def _convnp_options(args) -> dict:
 def _check_train(args) -> tuple:
     """train's options as (model config or None, reference share), checked before torch loads."""
     from .fileio import OptionError
-    from .scene import same_file
+    from .tiffwrite import same_file
 
     for option, value in (("--steps", args.steps), ("--batch", args.batch), ("--log-every", args.log_every),
                           ("--warmup", args.warmup)):
@@ -444,9 +444,9 @@ def _check_train(args) -> tuple:
 def _check_evaluate(args) -> tuple[list[str], tuple[str, ...]]:
     """What `evaluate` reads and writes, checked before minutes of work (and before torch loads)."""
     from . import evaluate
+    from .errors import SceneError
     from .fileio import OptionError
     from .inpaint import METHODS, NEEDS_REFERENCE
-    from .scene import SceneError
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -478,8 +478,8 @@ def _check_evaluate(args) -> tuple[list[str], tuple[str, ...]]:
 
 def _check_weights(path: Path, option: str) -> None:
     """A checkpoint the command will load, loaded once first: a file that is none fails before any work."""
+    from .errors import SceneError
     from .model import load_model
-    from .scene import SceneError
 
     if not Path(path).is_file():
         raise SceneError(f"{path}: no such file ({option})")

@@ -30,22 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import OptionError
+from .errors import OptionError, SceneError
+from .georef import GEO_TAGS as GRID_TAGS
 from .masks import MaskError, detect_scene_gaps, validate_mask
 from .reference import grid_offset
-from .scene import (
-    EXACT_IN_FLOAT32,
-    FloatView,
-    Scene,
-    SceneError,
-    TiffStream,
-    check_output_path,
-    output_tags,
-    read_raw,
-    read_scene,
-    same_file,
-    write_stream,
-)
+from .scene import Scene, read_raw, read_scene
+from .tiffwrite import TiffStream, check_output_path, output_tags, same_file, write_stream
+from .views import EXACT_IN_FLOAT32, FloatView
 
 DTYPES = ("auto", "float32", "float64", "source")
 VARIANCE_METHODS = frozenset({"convnp"})  # the methods whose fill comes with a predictive variance
@@ -97,9 +88,6 @@ def mask_of(mask_scene: Scene, scene: Scene, invert: bool = False) -> np.ndarray
     if len(mask) != scene.shape[0]:
         raise MaskError(f"{path}: mask has {len(mask)} bands but the scene has {scene.shape[0]}")
     return mask
-
-
-GRID_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)  # pixel scale, tie points, transformation, geokeys
 
 
 def _mask_offset(mask_scene: Scene, scene: Scene, path) -> tuple[int, int]:

@@ -17,10 +17,12 @@ from typing import Callable
 import numpy as np
 
 from . import baselines
-from .errors import Cancelled, FillError  # noqa: F401 - Cancelled: the API's name for it
+from .errors import Cancelled, FillError, SceneError  # noqa: F401 - Cancelled: the API's name for it
 from .masks import MaskError, validate_mask
-from .scene import EXACT_IN_FLOAT32, BandWindows, FloatView, SceneError, check_float32_precision, check_memory
+from .scene import check_float32_precision
+from .system import check_memory
 from .tiling import DEFAULT_TILE, axis_tiles, predict_rows, tile_grid, tile_starts  # noqa: F401
+from .views import EXACT_IN_FLOAT32, BandWindows, FloatView
 
 METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
 NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date

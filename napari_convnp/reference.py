@@ -8,28 +8,18 @@ numpy only; knows nothing of torch or napari.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 
-from .scene import BandWindows, Scene, SceneError, basic_index, index_span, read_scene
+from .errors import SceneError
+from .landsat import sensor_family, tm_band_keys  # noqa: F401 - sensor_family: importable from here as before
+from .scene import Scene, read_scene
+from .views import BandWindows, basic_index, index_span
 
 PIXEL_TOLERANCE = 0.01  # offsets within this many pixels of an integer count as on the grid
 # pixel sizes count as the same where their difference, over the larger grid, adds up to less than this share of a
 # pixel: two dates of one path and row differ by a few centimetres in 600 m (0.003 %), far under a pixel per scene
 SIZE_TOLERANCE = 0.1
-# A Landsat band number in a band name: B1, SR_B4, 'ETM+ B3 red', b5_swir1, B6_VCID_1 (not 'band 1').
-BAND_NUMBER = re.compile(r"(?<![A-Za-z])B(\d{1,2})(?:_VCID_(\d))?(?!\d)", re.IGNORECASE)
-# The sensor in a file or band name: a product name (LC08_…, LE07_…, LT05_…, LC8…, LE7…, L7ETM+, L8_…,
-# landsat-8) or the instrument (OLI; ETM+, TM).
-OLI_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:l[co]0?[89]|landsat[-_ ]?[89]|l[s]?[89])(?![0-9])"
-                         r"|(?<![a-z0-9])l[co][89]\d{6}|\boli\b")
-TM_IN_NAME = re.compile(r"(?i)(?<![a-z0-9])(?:l[etm]0?[4-7]|landsat[-_ ]?[4-7]|l[st]?[4-7])(?![0-9])"
-                        r"|(?<![a-z0-9])l[etm][4-7]\d{6}|etm\+?|(?<![a-z])tm(?![a-z])")
-# OLI (Landsat 8/9) bands as the TM/ETM+ band that sees the same light: B2-B7 are TM/ETM+ B1-B5, B7.
-OLI_TO_TM = {2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 7}
-# GeoKeys that only name or describe a CRS, not define it; RasterType is handled in _geotransform.
-DESCRIPTIVE_KEYS = {1025, 1026, 2049, 3073}
 
 
 def load_reference(item, target: Scene):
@@ -146,49 +136,13 @@ def _fit(x: np.ndarray, y: np.ndarray, min_pixels: int = 100) -> tuple[float, fl
 
 # --- bands ------------------------------------------------------------------------------------------
 
-def sensor_family(scene: Scene) -> str:
-    """'oli' (Landsat 8/9 numbering) or 'tm' (Landsat 4/5 TM and 7 ETM+ numbering): the one sensor rule of the
-    package (band matching here, composites in napari).
-
-    The file or folder name decides first, then the band names: a product name (LC08, LE07, L8, landsat-8 …)
-    or the instrument (OLI; ETM+, TM). Else a band named B10/B11 (thermal, OLI/TIRS only) or SR_B6 (Collection 2
-    surface reflectance: ETM+/TM band 6 is the thermal ST_B6), or 10 bands or more, mean OLI. Unknown counts as
-    TM/ETM+: this tool fills Landsat 7 scenes.
-    """
-    for text in (scene.path.name if scene.path is not None else "", *scene.band_names):
-        if OLI_IN_NAME.search(text):
-            return "oli"
-        if TM_IN_NAME.search(text):
-            return "tm"
-    numbers = {n.upper() for name in scene.band_names for n in re.findall(r"\b(?:SR_)?B\d+", name, re.I)}
-    # 10 or more bands: only OLI/TIRS products have that many (an ETM+ stack has 9 with B6 twice)
-    return "oli" if numbers & {"B10", "B11", "SR_B6"} or len(scene.band_names) >= 10 else "tm"
-
-
-def _band_keys(scene: Scene) -> list:
-    """A key per band: its TM/ETM+ band number where its name has a Landsat one, else its name."""
-    family = sensor_family(scene)
-    keys = []
-    for name in scene.band_names:
-        found = BAND_NUMBER.search(name)
-        if not found:
-            keys.append(("name", name.strip().lower()))
-            continue
-        number, vcid = int(found.group(1)), found.group(2)
-        if family == "oli":
-            keys.append(("tm", OLI_TO_TM[number], vcid) if number in OLI_TO_TM else ("oli", number, vcid))
-        else:
-            keys.append(("tm", number, vcid))
-    return keys
-
-
 def match_bands(target: Scene, ref: Scene) -> list[int | None]:
     """For each target band, the index of the reference band seeing the same light, or None.
 
     By Landsat band number where both scenes name some bands so (other bands by equal name), else
     by position when the band counts agree; ValueError when no band matches.
     """
-    tkeys, rkeys = _band_keys(target), _band_keys(ref)
+    tkeys, rkeys = tm_band_keys(target), tm_band_keys(ref)
     if _numbered(tkeys) and _numbered(rkeys):
         index = {}
         for i, key in enumerate(rkeys):
@@ -212,8 +166,11 @@ def _numbered(keys: list) -> bool:
 
 def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
     """Where the reference's pixel (0, 0) falls on the target's grid, as whole (rows, columns)."""
-    tgrid = _geotransform(target.geo_tags, f"the target {target.name}'s")
-    rgrid = _geotransform(ref.geo_tags, "its")
+    tgrid, rgrid = target.grid, ref.grid
+    for grid, whose in ((tgrid, f"the target {target.name}'s"), (rgrid, "its")):
+        if grid is not None and grid.rotated:
+            raise ValueError(f"{whose} grid is rotated or sheared (ModelTransformation); only north-up grids "
+                             "can be aligned")
     if tgrid is None or rgrid is None:
         if target.shape[1:] != ref.shape[1:]:
             which = ("neither scene is" if tgrid is None and rgrid is None
@@ -221,16 +178,15 @@ def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
             raise ValueError(f"{which} georeferenced and the sizes differ ({ref.shape[1]}×{ref.shape[2]} against "
                              f"the target's {target.shape[1]}×{target.shape[2]}), so it cannot be aligned")
         return 0, 0  # pixel for pixel
-    tcrs, rcrs = _crs(target.geo_tags), _crs(ref.geo_tags)
-    if tcrs != rcrs:
-        raise ValueError(f"its coordinate system ({_crs_text(rcrs)}) is not the target {target.name}'s "
-                         f"({_crs_text(tcrs)}); reproject it first")
-    (tx, tdx, ty, tdy), (rx, rdx, ry, rdy) = tgrid, rgrid
+    if tgrid.crs != rgrid.crs:
+        raise ValueError(f"its coordinate system ({rgrid.crs_text}) is not the target {target.name}'s "
+                         f"({tgrid.crs_text}); reproject it first")
+    (_, tdx, _, _, _, tdy), (_, rdx, _, _, _, rdy) = tgrid.transform, rgrid.transform
     across = max(target.shape[1], target.shape[2], ref.shape[1], ref.shape[2])
     if not (_close(rdx, tdx, across) and _close(rdy, tdy, across)):
         raise ValueError(f"its pixel size ({abs(rdx):g}×{abs(rdy):g}) is not the target {target.name}'s "
                          f"({abs(tdx):g}×{abs(tdy):g}); resample it to the target's grid first")
-    cols, rows = (rx - tx) / tdx + 0.0, (ry - ty) / tdy + 0.0  # + 0.0: no "-0.00" in messages
+    rows, cols = tgrid.offset(rgrid)
     if abs(cols - round(cols)) > PIXEL_TOLERANCE or abs(rows - round(rows)) > PIXEL_TOLERANCE:
         raise ValueError(f"its pixels are shifted by a fraction of a pixel ({rows:.2f} rows, {cols:.2f} columns) "
                          f"from the target {target.name}'s grid; resample it onto that grid first")
@@ -240,67 +196,3 @@ def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
 def _close(a: float, b: float, pixels: int) -> bool:
     """Two pixel sizes whose difference, over `pixels` pixels, stays under SIZE_TOLERANCE of a pixel."""
     return abs(a - b) * pixels <= SIZE_TOLERANCE * max(abs(a), abs(b))
-
-
-def _geotransform(tags: dict, whose: str = "its") -> tuple[float, float, float, float] | None:
-    """(x0, dx, y0, dy): map x = x0 + column·dx, y = y0 + row·dy at pixel corners, or None when the
-    tags do not place the grid (no tags, zero pixel size); ValueError for a rotated grid."""
-    if 34264 in tags:
-        m = [float(v) for v in tags[34264]]
-        if len(m) < 8:
-            return None
-        if m[1] != 0 or m[4] != 0:
-            raise ValueError(f"{whose} grid is rotated or sheared (ModelTransformation); only north-up grids "
-                             "can be aligned")
-        x0, dx, y0, dy = m[3], m[0], m[7], m[5]
-    elif 33922 in tags and 33550 in tags:
-        tie, scale = [float(v) for v in tags[33922]], [float(v) for v in tags[33550]]
-        if len(tie) < 6 or len(scale) < 2:
-            return None
-        dx, dy = scale[0], -scale[1]
-        x0, y0 = tie[3] - tie[0] * dx, tie[4] - tie[1] * dy
-    else:
-        return None
-    if dx == 0 or dy == 0:
-        return None
-    if _geokeys(tags).get(1025) == 2:  # PixelIsPoint: the tie point is a pixel's centre, not its corner
-        x0, y0 = x0 - dx / 2, y0 - dy / 2
-    return x0, dx, y0, dy
-
-
-def _geokeys(tags: dict) -> dict:
-    """GeoKeyDirectory (tag 34735) as {key: value}, values read from the double and text tags."""
-    directory = tags.get(34735)
-    if not directory or len(directory) < 4:
-        return {}
-    directory = [int(v) for v in directory]
-    doubles, text = tags.get(34736) or (), str(tags.get(34737) or "")
-    keys = {}
-    for i in range(4, 4 + 4 * directory[3], 4):
-        if i + 4 > len(directory):
-            break
-        key, location, count, value = directory[i:i + 4]
-        if location == 0:
-            keys[key] = value
-        elif location == 34736:
-            keys[key] = tuple(round(float(v), 9) for v in doubles[value:value + count])
-        elif location == 34737:
-            keys[key] = text[value:value + count].rstrip("|")
-    return keys
-
-
-def _crs(tags: dict):
-    """An identity of the coordinate system: its EPSG code where it has one, else its defining keys."""
-    keys = _geokeys(tags)
-    if not keys:
-        return None
-    code = keys.get(3072) if keys.get(1024, 1) == 1 else keys.get(2048)
-    if isinstance(code, int) and 0 < code < 32767:
-        return ("EPSG", code)
-    return tuple(sorted((k, v) for k, v in keys.items() if k not in DESCRIPTIVE_KEYS))
-
-
-def _crs_text(crs) -> str:
-    if crs is None:
-        return "none given"
-    return f"EPSG:{crs[1]}" if crs[0] == "EPSG" else "a user-defined one"

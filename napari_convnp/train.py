@@ -17,8 +17,9 @@ import torch
 from scipy import ndimage
 
 from . import masks
+from .errors import SceneError
 from .model import REFERENCE_FILLS, ConvCNP, ModelConfig, gaussian_nll, load_model, normalise, save_model
-from .scene import SceneError, read_scene
+from .scene import read_scene
 from .tiling import autocast
 
 TILE = 128

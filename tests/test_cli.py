@@ -549,14 +549,14 @@ def test_outputs_get_the_mode_open_would_give(tmp_path, smooth_scene, umask, mod
 
 
 def test_memory_and_permission_errors_are_named_as_such(tmp_path, smooth_scene, monkeypatch):
-    import napari_convnp.scene as scene_module
+    import napari_convnp.tiffread as tiffread
 
     for error, said in ((MemoryError(), "out of memory"), (PermissionError(13, "Permission denied"),
                                                             "permission denied")):
         def failing(*args, error=error, **kwargs):
             raise error
 
-        monkeypatch.setattr(scene_module.tifffile, "TiffFile", failing)
+        monkeypatch.setattr(tiffread.tifffile, "TiffFile", failing)
         with pytest.raises(SceneError, match=said) as info:
             read_scene(smooth_scene)
         assert "damaged" not in str(info.value)

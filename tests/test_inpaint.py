@@ -223,7 +223,7 @@ def test_cli_fill_detects_real_gaps(tmp_path, data_dir):
 
 def test_fill_larger_than_memory_is_refused(monkeypatch):
     bands, gaps = smooth_bands(c=1), stripes()
-    monkeypatch.setattr("napari_convnp.scene.available_memory", lambda: 10_000)
+    monkeypatch.setattr("napari_convnp.system.available_memory", lambda: 10_000)
     with pytest.raises(FillError, match="filling a 1×96×128 scene needs about"):
         fill(bands, gaps, method="gauss")
 

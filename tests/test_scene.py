@@ -110,6 +110,6 @@ def test_product_folder_with_mismatched_bands(tmp_path):
 
 
 def test_scene_larger_than_memory_is_refused(monkeypatch, smooth_scene):
-    monkeypatch.setattr("napari_convnp.scene.available_memory", lambda: 10_000)
+    monkeypatch.setattr("napari_convnp.system.available_memory", lambda: 10_000)
     with pytest.raises(SceneError, match="smooth.tif: reading needs about .* GiB of memory"):
         read_scene(smooth_scene)
