@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 from .errors import OptionError, SceneError
-from .scene import Scene, _metadata_root
+from .scene import Scene
+from .tiffread import metadata_root
 
 # Collection 1/2 product IDs: LE07_L1TP_092084_20110809_20161206_01_T1 (the first date is the acquisition)
 PRODUCT_ID = re.compile(r"(?<![A-Za-z0-9])L[COTEM]0\d_[A-Z0-9]{4}_\d{6}_(\d{4})(\d{2})(\d{2})(?!\d)", re.IGNORECASE)
@@ -87,7 +88,7 @@ def _date_in_mtl(path: Path) -> datetime.date | None:
 
 
 def _date_in_metadata(metadata: str | None, path: Path) -> datetime.date | None:
-    root = _metadata_root(metadata)
+    root = metadata_root(metadata)
     if root is None:
         return None
     items = {(item.get("name") or "").upper(): (item.text or "").strip()
