@@ -115,15 +115,31 @@ def _widest_gap_px(pixel_size: float | None) -> int:
 
 
 def _thin_part(band: np.ndarray, width: int) -> np.ndarray:
-    """Missing pixels that a square closing of the valid data (size `width` + 2) fills in.
+    """Missing pixels that a square closing of the valid data (size `width` + 2) fills in, trimmed to the stripes
+    where they border a large nodata area.
 
     Gaps narrower than the square close up, while the off-scene border and large blank areas stay
-    open: closing is a dilation followed by an erosion, which restores wide regions' outlines.
+    open: closing is a dilation followed by an erosion, which restores wide regions' outlines. Beside a
+    large area the square's corners would step into it in blocks; there a pixel stays a gap only where its
+    column closes too (known pixels above and below within the square's side, as across a scan-line stripe),
+    so the edge of the fill follows the stripes. Pixels that fail that test are dropped as far as they
+    connect to the large area (the test then holds at the new edge too).
     """
     size = width + 2
-    valid = (~band).view(np.uint8)
-    closed = ndimage.minimum_filter(ndimage.maximum_filter(valid, size), size).astype(bool)
-    return band & closed
+    thin = _closing_fills(band, size)
+    off_stripe = thin & ~_closing_fills(band, (size, 1))
+    if not off_stripe.any():
+        return thin
+    parts, count = ndimage.label(off_stripe, structure=np.ones((3, 3)))
+    dropped = np.zeros(count + 1, bool)
+    dropped[parts[ndimage.binary_dilation(band & ~thin, np.ones((3, 3))) & off_stripe]] = True
+    return thin & ~dropped[parts]
+
+
+def _closing_fills(band: np.ndarray, size) -> np.ndarray:
+    """Missing pixels that a closing of the valid data by a rectangle of `size` fills in (grey_closing: its
+    erosion mirrors the dilation for even sides too, so a closing never reaches past a run's ends)."""
+    return band & ndimage.grey_closing((~band).view(np.uint8), size=size).astype(bool)
 
 
 def _stripe_like(band: np.ndarray, width: int) -> np.ndarray:

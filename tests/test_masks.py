@@ -167,3 +167,50 @@ def test_a_per_band_mask_layer_saves_with_the_scene_georeferencing(tmp_path):
 def test_detect_scene_gaps_names_what_it_takes():
     with pytest.raises(masks.MaskError, match="detect_scene_gaps takes a scene"):
         masks.detect_scene_gaps(np.zeros((2, 8, 8)))
+
+
+def in_stripe(nodata: np.ndarray, width: int) -> np.ndarray:
+    """Missing pixels with a known pixel (or the image's edge) within `width` + 1 rows above and below in their
+    column: inside a scan-line stripe of at most that height, counted row by row (independent of masks.py)."""
+    h = nodata.shape[-2]
+    up, down = np.zeros(nodata.shape, int), np.zeros(nodata.shape, int)
+    for r in range(h):
+        up[..., r, :] = np.where(nodata[..., r, :], (up[..., r - 1, :] if r else 0) + 1, 0)
+        k = h - 1 - r
+        down[..., k, :] = np.where(nodata[..., k, :], (down[..., k + 1, :] if k < h - 1 else 0) + 1, 0)
+    return nodata & (up + down - 1 <= width + 1)
+
+
+def cloud_beside_stripes(seed=0):
+    """SLC-off stripes (30 m, at a scene edge: 14 px wide) and cloud-like nodata with ragged edges (smoothed
+    noise above its 85th percentile: blobs from a few pixels to ~100 px across)."""
+    stripes = masks.simulate_slc_off((400, 500), crop_offset=(0, 0), seed=seed)
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=(400, 500)), 8)
+    return stripes, field > np.quantile(field, 0.85)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fill_edges_beside_a_large_nodata_area_follow_the_stripes(seed):
+    """Issue 25.9: the square closing stepped into a large nodata area in blocks of ~20 px; every filled pixel
+    beside the area left unfilled must lie across a stripe (known pixels above and below within its height)."""
+    stripes, cloud = cloud_beside_stripes(seed)
+    nodata = stripes | cloud
+    width = masks._widest_gap_px(30)
+    gaps = masks.detect_gaps(None, nodata, pixel_size=30)
+    large = nodata & ~gaps
+    beside = gaps & ndimage.binary_dilation(large, np.ones((3, 3)))
+    assert beside.any() and large.any()
+    assert not (beside & ~in_stripe(nodata, width)).any()
+    # the stripes away from the large areas (and from the top and bottom rows, mirrored at the edge) are all found
+    size = width + 2
+    away = stripes & ~ndimage.binary_dilation(large, np.ones((size, size)))
+    assert gaps[size:-size][away[size:-size]].all()
+
+
+def test_menindee_fill_edges_follow_the_stripes(data_dir):
+    """The Menindee scene of 2010-02-01 (62 % nodata: clouds masked, partial coverage) of issue 25.9."""
+    scene = read_scene(data_dir / "slc_off/vpac_rsa__LE07_NBAR_095_082_20100201_B345.tif")
+    gaps = masks.detect_scene_gaps(scene)
+    large = scene.nodata & ~gaps
+    beside = gaps & ndimage.binary_dilation(large, np.ones((1, 3, 3)))
+    assert beside.any() and not (beside & ~in_stripe(scene.nodata, masks._widest_gap_px(scene.pixel_size))).any()
