@@ -102,10 +102,17 @@ def scene_zero_is_ambiguous(nodata_value: float | None, source_dtype: str) -> bo
 def detect_scene_gaps(scene) -> np.ndarray:
     """The gaps of a scene (anything with bands, nodata, pixel_size, nodata_value and source_dtype, such
     as a `scene.Scene`), detected as the command line and the napari widget do: the pixel size sets the
-    widest gap, and a nodata value of 0 in integer data is not trusted where it may be dark water."""
+    widest gap, and a nodata value of 0 in integer data is not trusted where it may be dark water.
+    Where the scene's Landsat product ships its own gap masks (USGS `gap_mask/*_GM_B<n>.TIF`), they say which
+    missing pixels are gaps instead (the off-scene border, 0 in them too, is still no gap)."""
     if not all(hasattr(scene, name) for name in ("bands", "nodata", "pixel_size", "nodata_value", "source_dtype")):
         raise MaskError(f"detect_scene_gaps takes a scene (read_scene(path)), not {type(scene).__name__}; for "
                         "arrays use detect_gaps(bands, nodata)")
+    from .maskfile import product_gap_mask  # reads files: only for scenes read from a product
+
+    official = product_gap_mask(scene)
+    if official is not None:
+        return detect_gaps(scene.bands, np.asarray(scene.nodata) & official, pixel_size=scene.pixel_size)
     return detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
                        zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
 

@@ -214,3 +214,45 @@ def test_menindee_fill_edges_follow_the_stripes(data_dir):
     large = scene.nodata & ~gaps
     beside = gaps & ndimage.binary_dilation(large, np.ones((1, 3, 3)))
     assert beside.any() and not (beside & ~in_stripe(scene.nodata, masks._widest_gap_px(scene.pixel_size))).any()
+
+
+def test_a_usgs_products_own_gap_masks_say_which_zeros_are_gaps(tmp_path):
+    """Issue 25.1: the product's gap_mask/*_GM_B<n>.TIF were ignored. A strip of dark water stored as 0 in every
+    band looks like a stripe to the detector; the product's gap masks say it is data."""
+    from .test_scene import striped_bands, usgs_folder
+
+    bands, stripes = striped_bands()
+    water = np.zeros_like(stripes)
+    water[70:74, 10:120] = True
+    water &= ~stripes
+    bands[:, water] = 0
+    guessed = masks.detect_scene_gaps(read_scene(usgs_folder(tmp_path / "without", bands)))
+    assert guessed[:, water].mean() > 0.5  # without the product's masks: taken for a stripe
+    scene = read_scene(usgs_folder(tmp_path / "with", bands, gap_masks=[~stripes] * len(bands)))
+    gaps = masks.detect_scene_gaps(scene)
+    assert not gaps[:, water].any() and gaps.sum() >= guessed[:, ~water].sum()
+    assert not (gaps & ~stripes).any()
+
+
+def test_real_usgs_gap_masks_are_read_from_a_product_folder(data_dir, tmp_path):
+    """The wagl SLC-off scene as USGS delivers it (one untagged band file per band and gap_mask/*_GM_B<n>.TIF), and
+    as the 8-band file with its gap mask file beside it (named by the same product ID)."""
+    import tifffile
+
+    from .test_scene import usgs_folder
+
+    folder = data_dir / "slc_off"
+    bands = np.moveaxis(tifffile.imread(folder / "wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_8band.tif"),
+                        -1, 0)
+    official = np.moveaxis(tifffile.imread(
+        folder / "wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_gapmask.tif"), -1, 0)
+    product = read_scene(usgs_folder(tmp_path / "LE07_product", bands, gap_masks=official))
+    assert product.nodata_value == 0 and np.array_equal(product.nodata, bands == 0)
+    # the product's gaps: its missing pixels that its gap masks mark, but for the off-scene border
+    for scene in (product, read_scene(folder / "wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_8band.tif")):
+        large = masks.detect_large_nodata(official == 0, pixel_size=scene.pixel_size)  # 30 m here, 600 m there
+        truth = scene.nodata & (official == 0) & ~large
+        assert np.array_equal(masks.detect_scene_gaps(scene), truth)
+        # the detector alone misses some
+        guessed = masks.detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size, zero_is_ambiguous=True)
+        assert (guessed & truth).sum() < truth.sum()
