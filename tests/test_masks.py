@@ -256,3 +256,32 @@ def test_real_usgs_gap_masks_are_read_from_a_product_folder(data_dir, tmp_path):
         # the detector alone misses some
         guessed = masks.detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size, zero_is_ambiguous=True)
         assert (guessed & truth).sum() < truth.sum()
+
+
+def test_the_plugin_reader_opens_mask_files_as_labels(tmp_path, data_dir):
+    """Issue 25.2: the reader refused a mask file or made it an Image layer, which the widget's Mask picker does not
+    list. A USGS gap mask opens as Labels of its gaps (its 0), a QA_PIXEL band as its clouds, any *mask* file as its
+    nonzero pixels; each placed on the map like its scene."""
+    from napari_convnp._napari import get_reader
+
+    from .conftest import write_geotiff
+
+    gap_mask = data_dir / "slc_off/wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_gapmask.tif"
+    (data, meta, kind), = get_reader(str(gap_mask))(str(gap_mask))
+    official = read_scene(gap_mask)
+    assert kind == "labels" and data.dtype == np.uint8 and np.array_equal(data, official.bands == 0)
+    assert meta["scale"][-1] == pytest.approx(official.pixel_size)  # on the map, in metres
+    flags = np.zeros((1, 40, 50), np.uint16)
+    flags[0, 5:9] = 1 << 3  # cloud
+    flags[0, 20:22] = 1 << 6  # clear
+    qa_band = write_geotiff(tmp_path / "LC08_L2SP_218074_20190114_20200829_02_T1_QA_PIXEL.TIF", flags)
+    (data, _, kind), = get_reader(str(qa_band))(str(qa_band))
+    assert kind == "labels" and data.shape == (40, 50) and np.flatnonzero(data.any(1)).tolist() == [5, 6, 7, 8]
+    import tifffile
+
+    plain = tmp_path / "clouds_mask.tif"
+    tifffile.imwrite(plain, (flags[0] > 0).astype(np.uint8))  # no georeferencing, no GDAL tags
+    (data, _, kind), = get_reader(str(plain))(str(plain))
+    assert kind == "labels" and data.sum() == (flags[0] > 0).sum()
+    scene = write_geotiff(tmp_path / "scene.tif", np.full((2, 40, 50), 7, np.uint16))
+    assert [kind for *_, kind in get_reader(str(scene))(str(scene))] == ["image"]  # scenes stay images
