@@ -134,12 +134,13 @@ def _thin_part(band: np.ndarray, width: int) -> np.ndarray:
     """
     size = width + 2
     thin = _closing_fills(band, size)
-    off_stripe = thin & ~_closing_fills(band, (size, 1))
-    if not off_stripe.any():
+    large = band & ~thin
+    if not large.any():
         return thin
+    off_stripe = thin & ~_closing_fills(band, (size, 1))
     parts, count = ndimage.label(off_stripe, structure=np.ones((3, 3)))
     dropped = np.zeros(count + 1, bool)
-    dropped[parts[ndimage.binary_dilation(band & ~thin, np.ones((3, 3))) & off_stripe]] = True
+    dropped[parts[ndimage.binary_dilation(large, np.ones((3, 3))) & off_stripe]] = True
     return thin & ~dropped[parts]
 
 

@@ -781,3 +781,18 @@ def test_fill_all_nodata_fills_the_large_areas_too(tmp_path, capsys):
     # the middle of the large area is less sure than the scan-line gap
     assert variance[:, 28:32, 43:47].mean() > variance[:, 56:58].mean()
     assert metadata_items(tmp_path / "b.tif")[("CONVNP_MASK", None)] == "all nodata"
+
+
+def test_a_usgs_product_folder_without_nodata_tags_is_filled(tmp_path, capsys):
+    """Issue 25.1: 'no gaps detected; pass --mask' for a USGS SLC-off folder whose bands store fill as 0 untagged."""
+    from .test_scene import striped_bands, usgs_folder
+
+    bands, stripes = striped_bands()
+    folder = usgs_folder(tmp_path / "product", bands)
+    assert cli.main(["fill", str(folder), "--out", str(tmp_path / "o.tif"), "--method", "idw"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    filled = raw(tmp_path / "o_filled_mask.tif").astype(bool)
+    assert summary["filled_pixels"] == filled.any(0).sum() > 0 and not (filled & ~stripes).any()
+    out = raw(tmp_path / "o.tif")
+    assert np.array_equal(out[~filled & (bands != 0)], bands[~filled & (bands != 0)])  # known pixels exact
+    assert np.isnan(out[~filled & (bands == 0)]).all()  # fill left unfilled stays nodata, never a 0 taken as data
