@@ -11,6 +11,7 @@ from .errors import SceneError
 from .georef import GEO_TAGS
 from .landsat import BAND_FILE, PRODUCT_NAME, band_numbers, composites  # noqa: F401 - band_numbers: as before
 from .landsat import sensor_family as sensor  # noqa: F401 - the package's one sensor rule (also for composites)
+from .maskfile import is_mask_file, read_mask, rule_for_name
 from .scene import Scene, read_scene
 from .tiffread import GDAL_METADATA, GDAL_NODATA, TIFF_SUFFIXES, TiffPixels
 from .tiffwrite import write_bands, write_scene
@@ -150,7 +151,7 @@ def understands(path) -> bool:
     like a Landsat product, or cannot be parsed at all (then the reader's error names the problem). A
     plain TIFF (a micrograph, a photo) is left to other readers."""
     p = Path(path)
-    if PRODUCT_NAME.match(p.name) or BAND_FILE.search(p.name):
+    if PRODUCT_NAME.match(p.name) or BAND_FILE.search(p.name) or is_mask_file(p):
         return True
     try:
         import tifffile
@@ -183,7 +184,19 @@ def get_reader(path):
 def read_layers(path) -> list[tuple]:
     if isinstance(path, list):
         path = path[0]
+    if is_mask_file(path):
+        return mask_layers(path)
     return scene_layers(read_scene(path))  # a SceneError names the file; napari shows it as a notification
+
+
+def mask_layers(path) -> list[tuple]:
+    """A mask or quality file as a Labels layer, 1 = fill, by the rule its name announces (a USGS gap mask's 0, a
+    QA_PIXEL/BQA/Fmask band's clouds and shadows, else nonzero), placed on the map like a scene; the widget's
+    Mask picker lists it."""
+    mask, mask_scene = read_mask(path, **rule_for_name(Path(path).name))
+    data = mask[0] if len(mask) == 1 else mask
+    return [(data.astype(np.uint8), {"name": mask_scene.name, "metadata": {SCENE_KEY: mask_scene},
+                                     **fit_placement(georeference(mask_scene), data.ndim)}, "labels")]
 
 
 def preferred_reader_patterns() -> list[str]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from .errors import ConvNPError, UsageError
 
 PROG = "napari-convnp"
-MOSTLY_FILLED = 0.5  # a mask marking more of the scene than this to fill may be the other way round: a note
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 _FILEIO_EXPORTS = ("fill_file", "load_mask", "scene_gaps")
 
@@ -150,6 +149,18 @@ def _subject(argv: list[str]) -> str:
     return f"{PROG} {command}".strip()
 
 
+def _note(text: str) -> None:
+    print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
+
+
+def _numbers(text: str) -> list[float]:
+    """'0,2,5' as numbers (an argparse type: its error becomes the one-line usage error)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of numbers (write them as 0 or 1,3)") from None
+
+
 def _error(text: str) -> None:
     print(f"{PROG}: error: {' '.join(str(text).split())}", file=sys.stderr, flush=True)
 
@@ -207,6 +218,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", type=Path, help="mask GeoTIFF, nonzero = fill (default: detected gaps)")
     p.add_argument("--invert-mask", action="store_true",
                    help="the mask's 0 marks the pixels to fill, as in masks of the valid pixels (STS-CNN: 0 = gap)")
+    p.add_argument("--mask-values", type=_numbers, metavar="V,V",
+                   help="the mask's pixels holding these values are filled (a USGS gap mask: 0)")
+    p.add_argument("--mask-bits", type=_numbers, metavar="B,B", help="the mask's pixels with any of these bits set "
+                   "are filled (bit 0 = 1)")
+    p.add_argument("--mask-qa", choices=("qa_pixel", "bqa", "fmask"),
+                   help="the mask is a quality band of this layout: its clouds and cloud shadows are filled")
+    p.add_argument("--fill-all-nodata", action="store_true",
+                   help="fill every nodata pixel, large areas and the off-scene border too (the variance says how "
+                        "unsure), not only the scan-line gaps and small holes")
     _fill_options(p, METHODS, DTYPES)
     p.add_argument("--variance", type=Path, help="also write the predictive variance here (ConvNP)")
     p.add_argument("--reference", type=Path, action="append",
@@ -303,12 +323,9 @@ def _run(args) -> int:
                             precision=args.precision, dtype=args.dtype, filled_mask=not args.no_filled_mask,
                             reference=args.reference, cancelled=_stop_requested,
                             progress=_progress_bar(f"filling {args.input.name}"), invert_mask=args.invert_mask,
-                            **_convnp_options(args))
+                            mask_values=args.mask_values, mask_bits=args.mask_bits, mask_qa=args.mask_qa,
+                            fill_all_nodata=args.fill_all_nodata, on_note=_note, **_convnp_options(args))
         print(json.dumps(summary))
-        if args.mask and summary["filled_share"] > MOSTLY_FILLED:
-            print(f"{PROG}: note: the mask marked {summary['filled_share']:.0%} of the pixels to fill ("
-                  f"{'0' if args.invert_mask else 'nonzero'} = fill); if it marks the gaps the other way, run again "
-                  f"{'without' if args.invert_mask else 'with'} --invert-mask", file=sys.stderr, flush=True)
     elif args.command == "fill-many":
         from .batch import fill_many
 

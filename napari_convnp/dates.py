@@ -11,13 +11,10 @@ import re
 from pathlib import Path
 
 from .errors import OptionError, SceneError
+from .products import PRODUCT_ID, SCENE_ID, mtl_files
 from .scene import Scene
 from .tiffread import metadata_root
 
-# Collection 1/2 product IDs: LE07_L1TP_092084_20110809_20161206_01_T1 (the first date is the acquisition)
-PRODUCT_ID = re.compile(r"(?<![A-Za-z0-9])L[COTEM]0\d_[A-Z0-9]{4}_\d{6}_(\d{4})(\d{2})(\d{2})(?!\d)", re.IGNORECASE)
-# Older scene IDs: LE70350322008118EDC00 = sensor, path 035, row 032, year 2008, day of year 118, station, version
-SCENE_ID = re.compile(r"(?<![A-Za-z0-9])L[COTEM]\d\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}(?![A-Za-z0-9])", re.IGNORECASE)
 # A date at the start of a file name: 2008-04-19_….tif, 20080419_….tif
 LEADING_DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 MTL_DATE = re.compile(r"^\s*(?:DATE_ACQUIRED|ACQUISITION_DATE)\s*=\s*\"?([^\"\s]+)", re.MULTILINE)
@@ -70,14 +67,7 @@ def _date_in_name(path: Path) -> datetime.date | None:
 
 def _date_in_mtl(path: Path) -> datetime.date | None:
     """From the product's *_MTL.txt: inside a product folder, or beside a file whose name it begins."""
-    folder = path if path.is_dir() else path.parent
-    try:
-        mtls = sorted(folder.glob("*_MTL.txt")) + sorted(folder.glob("*_MTL.TXT"))
-    except OSError:
-        return None
-    if not path.is_dir():
-        mtls = [m for m in mtls if path.name.upper().startswith(m.name[:-len("_MTL.txt")].upper())]
-    for mtl in mtls:
+    for mtl in mtl_files(path):
         try:
             match = MTL_DATE.search(mtl.read_text(errors="replace"))
         except OSError as err:

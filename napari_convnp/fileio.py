@@ -32,6 +32,7 @@ import numpy as np
 from . import __version__
 from .errors import OptionError, SceneError
 from .georef import GEO_TAGS as GRID_TAGS
+from .maskfile import check_rule, describe_rule, mask_from_scene
 from .masks import MaskError, detect_scene_gaps, validate_mask
 from .reference import grid_offset
 from .scene import Scene, read_raw, read_scene
@@ -41,6 +42,7 @@ from .views import EXACT_IN_FLOAT32, FloatView
 DTYPES = ("auto", "float32", "float64", "source")
 VARIANCE_METHODS = frozenset({"convnp"})  # the methods whose fill comes with a predictive variance
 FLOAT32_SAFE_SPREAD = 1e18  # known values spanning more: the variance (squared units) overflows float32
+MOSTLY_FILLED = 0.5  # a mask marking more of the scene than this to fill may be the other way round: a note
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,17 @@ def filled_mask_path(out: str | os.PathLike) -> Path:
     return out.with_name(f"{out.stem}_filled_mask.tif")
 
 
-def load_mask(path: str | os.PathLike, scene: Scene, invert: bool = False) -> np.ndarray:
-    """A mask file (nonzero = fill; with `invert`, 0 = fill) as C×H×W bool for `scene`."""
-    return mask_of(read_scene(path), scene, invert)
+def load_mask(path: str | os.PathLike, scene: Scene, invert: bool = False, **rule) -> np.ndarray:
+    """A mask file (nonzero = fill; with `invert`, 0 = fill; `rule`: values, bits or qa_kind as
+    `maskfile.mask_from_scene` takes them) as C×H×W bool for `scene`."""
+    return mask_of(read_scene(path), scene, invert, **rule)
 
 
-def mask_of(mask_scene: Scene, scene: Scene, invert: bool = False) -> np.ndarray:
-    """A mask read as a scene (nonzero = fill; with `invert`, 0 = fill, as in masks that mark the valid pixels)
-    as C×H×W bool for `scene`. NaN (nodata) is never to fill."""
+def mask_of(mask_scene: Scene, scene: Scene, invert: bool = False, **rule) -> np.ndarray:
+    """A mask read as a scene (nonzero = fill, or by `rule`; with `invert`, the other way round, as in masks that
+    mark the valid pixels) as C×H×W bool for `scene`. NaN (nodata) is never to fill."""
     path = mask_scene.path
-    # band by band: no float copy of the whole (nan_to_num made one per band)
-    mask = np.stack([((band == 0) if invert else (band != 0)) & ~np.isnan(band) for band in mask_scene.bands])
+    mask = mask_from_scene(mask_scene, invert=invert, **rule)
     if mask.shape[1:] != scene.shape[1:]:
         raise MaskError(f"{path}: the mask is {mask.shape[1]}×{mask.shape[2]} pixels (rows×columns) but the scene "
                         f"is {scene.shape[1]}×{scene.shape[2]}")
@@ -99,8 +101,13 @@ def _mask_offset(mask_scene: Scene, scene: Scene, path) -> tuple[int, int]:
         raise MaskError(f"{path}: the mask cannot be placed on the scene: {err}") from None
 
 
-def scene_gaps(scene: Scene) -> np.ndarray:
-    """The gaps to fill when no mask is given: detected scan-line gaps and small holes."""
+def scene_gaps(scene: Scene, all_nodata: bool = False) -> np.ndarray:
+    """The gaps to fill when no mask is given: detected scan-line gaps and small holes (`all_nodata`: every
+    nodata pixel, large areas and the off-scene border too)."""
+    if all_nodata:
+        if not scene.nodata.any():
+            raise MaskError(f"{scene.path}: the scene has no nodata pixels to fill; pass --mask to say which to fill")
+        return np.asarray(scene.nodata)
     gaps = detect_scene_gaps(scene)  # as the widget detects them
     if not gaps.any():
         raise MaskError(f"{scene.path}: no gaps detected; pass --mask to say which pixels to fill")
@@ -171,12 +178,16 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
               device: str = "auto", seed: int = 0, tile: int | None = None, precision: str = "float32",
               progress=None, dtype: str = "auto", filled_mask: bool | str | os.PathLike = True,
               reference: list[str | os.PathLike] | None = None, cancelled=None, invert_mask: bool = False,
-              **fill_options) -> dict:
+              mask_values=None, mask_bits=None, mask_qa: str | None = None, fill_all_nodata: bool = False,
+              on_note=None, **fill_options) -> dict:
     """Fill one scene file and write the result as GeoTIFF; returns a summary.
 
     out: the filled scene (known pixels exactly as in the input; see `output_dtype` for `dtype`).
     mask: a mask file, or an array (H×W or C×H×W), nonzero = fill (invert_mask: 0 = fill, for masks that mark
-    the valid pixels); None: the detected gaps.
+    the valid pixels); None: the detected gaps. A mask file may mark its pixels by `mask_values` (a list),
+    `mask_bits` (bit numbers, any set) or `mask_qa` (the clouds and shadows of a 'qa_pixel', 'bqa' or 'fmask'
+    band) instead. fill_all_nodata: fill every nodata pixel too, large areas included (the variance says how
+    unsure). on_note: called with a one-line note before the fill where a mask file marks most of the scene.
     variance: the predictive variance (float32), ConvNP only. filled_mask: True writes
     `<out stem>_filled_mask.tif` (uint8 per band, 1 = filled), a path writes it there, False not at all.
     reference: other dates of the place (paths), passed to `inpaint.fill` as `reference=`;
@@ -208,8 +219,13 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         check_options(method=method, density=density, seed=seed, tile=tile, precision=precision, dtype=dtype,
                       device=device, variance=outputs.variance is not None, reference=references,
                       biharmonic_weight=fill_options.get("biharmonic_weight"))
+        check_rule(mask_values, mask_bits, mask_qa)
     except (OptionError, FillError) as err:
         raise OptionError(f"{input}: {err}") from None
+    rule = {key: value for key, value in (("values", mask_values), ("bits", mask_bits), ("qa_kind", mask_qa))
+            if value is not None}
+    if rule and mask is None:
+        raise OptionError(f"{input}: mask values, bits and qa say how to read a mask file; give the mask file too")
     reference_files = [f for ref in references if ref.is_dir() for f in ref.iterdir() if f.is_file()]
     for path in outputs.paths():  # a reference folder's band files are inputs too
         for src in reference_files:
@@ -231,12 +247,19 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         except MaskError as err:
             raise MaskError(f"{input}: {err}") from None
     elif mask_scene is not None:
-        gaps = mask_of(mask_scene, scene, invert_mask)
+        gaps = mask_of(mask_scene, scene, invert_mask, **rule)
         if not gaps.any():  # named against the mask file, not the scene
-            rule = "0 = fill (--invert-mask)" if invert_mask else "nonzero = fill; 0 and NaN = keep"
-            raise MaskError(f"{mask}: the mask is empty: no pixel is marked to fill ({rule})")
+            raise MaskError(f"{mask}: the mask is empty: no pixel is marked to fill "
+                            f"({describe_rule(**rule, invert=invert_mask)}; NaN = keep)")
+        share = sum(int(band.sum()) for band in gaps) / gaps.size
+        if share > MOSTLY_FILLED and on_note is not None:  # before the fill, not after it
+            on_note(f"the mask marked {share:.0%} of the pixels to fill ({describe_rule(**rule, invert=invert_mask)}); "
+                    f"if it marks the gaps the other way, run again {'without' if invert_mask else 'with'} "
+                    "--invert-mask")
     else:
-        gaps = scene_gaps(scene)
+        gaps = scene_gaps(scene, all_nodata=fill_all_nodata)
+    if fill_all_nodata and scene.nodata.any():
+        gaps = np.logical_or(gaps, scene.nodata)
     del mask_scene
     plan = _plan(scene, gaps, output_dtype(dtype, scene.source_dtype), input)
     if outputs.variance is not None:
@@ -246,7 +269,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         "weights": weights_id() if method == "convnp" and "model" not in fill_options else None,
         "density": f"{float(density):g}", "seed": int(seed),
         "precision": run_precision(device, precision)[0] if method == "convnp" else None,
-        "mask": mask.name if mask is not None else "detected gaps",
+        "mask": " and ".join(filter(None, (mask.name if mask is not None else None if fill_all_nodata
+                                           else "detected gaps", "all nodata" if fill_all_nodata else None))),
         "references": ";".join(r.name for r in references) or None,
         "filled_pixels": int(gaps.sum()),
         **{k: _plain(v) for k, v in fill_options.items() if k not in ("model", "cancelled")},
@@ -311,7 +335,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             path.unlink(missing_ok=True)
         raise
     return {"input": str(input), "out": str(out), "method": method, "device": result.device,
-            "filled_pixels": (filled := int(gaps.sum())), "filled_share": round(filled / gaps.size, 4),
+            "filled_pixels": int(np.logical_or.reduce(gaps, axis=0).sum()),  # pixels (any band), as the GUI counts
+            "filled_values": (filled := int(gaps.sum())), "filled_share": round(filled / gaps.size, 4),
             "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,

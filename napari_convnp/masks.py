@@ -102,10 +102,17 @@ def scene_zero_is_ambiguous(nodata_value: float | None, source_dtype: str) -> bo
 def detect_scene_gaps(scene) -> np.ndarray:
     """The gaps of a scene (anything with bands, nodata, pixel_size, nodata_value and source_dtype, such
     as a `scene.Scene`), detected as the command line and the napari widget do: the pixel size sets the
-    widest gap, and a nodata value of 0 in integer data is not trusted where it may be dark water."""
+    widest gap, and a nodata value of 0 in integer data is not trusted where it may be dark water.
+    Where the scene's Landsat product ships its own gap masks (USGS `gap_mask/*_GM_B<n>.TIF`), they say which
+    missing pixels are gaps instead (the off-scene border, 0 in them too, is still no gap)."""
     if not all(hasattr(scene, name) for name in ("bands", "nodata", "pixel_size", "nodata_value", "source_dtype")):
         raise MaskError(f"detect_scene_gaps takes a scene (read_scene(path)), not {type(scene).__name__}; for "
                         "arrays use detect_gaps(bands, nodata)")
+    from .maskfile import product_gap_mask  # reads files: only for scenes read from a product
+
+    official = product_gap_mask(scene)
+    if official is not None:
+        return detect_gaps(scene.bands, np.asarray(scene.nodata) & official, pixel_size=scene.pixel_size)
     return detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size,
                        zero_is_ambiguous=scene_zero_is_ambiguous(scene.nodata_value, scene.source_dtype))
 
@@ -115,15 +122,32 @@ def _widest_gap_px(pixel_size: float | None) -> int:
 
 
 def _thin_part(band: np.ndarray, width: int) -> np.ndarray:
-    """Missing pixels that a square closing of the valid data (size `width` + 2) fills in.
+    """Missing pixels that a square closing of the valid data (size `width` + 2) fills in, trimmed to the stripes
+    where they border a large nodata area.
 
     Gaps narrower than the square close up, while the off-scene border and large blank areas stay
-    open: closing is a dilation followed by an erosion, which restores wide regions' outlines.
+    open: closing is a dilation followed by an erosion, which restores wide regions' outlines. Beside a
+    large area the square's corners would step into it in blocks; there a pixel stays a gap only where its
+    column closes too (known pixels above and below within the square's side, as across a scan-line stripe),
+    so the edge of the fill follows the stripes. Pixels that fail that test are dropped as far as they
+    connect to the large area (the test then holds at the new edge too).
     """
     size = width + 2
-    valid = (~band).view(np.uint8)
-    closed = ndimage.minimum_filter(ndimage.maximum_filter(valid, size), size).astype(bool)
-    return band & closed
+    thin = _closing_fills(band, size)
+    large = band & ~thin
+    if not large.any():
+        return thin
+    off_stripe = thin & ~_closing_fills(band, (size, 1))
+    parts, count = ndimage.label(off_stripe, structure=np.ones((3, 3)))
+    dropped = np.zeros(count + 1, bool)
+    dropped[parts[ndimage.binary_dilation(large, np.ones((3, 3))) & off_stripe]] = True
+    return thin & ~dropped[parts]
+
+
+def _closing_fills(band: np.ndarray, size) -> np.ndarray:
+    """Missing pixels that a closing of the valid data by a rectangle of `size` fills in (grey_closing: its
+    erosion mirrors the dilation for even sides too, so a closing never reaches past a run's ends)."""
+    return band & ndimage.grey_closing((~band).view(np.uint8), size=size).astype(bool)
 
 
 def _stripe_like(band: np.ndarray, width: int) -> np.ndarray:

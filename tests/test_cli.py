@@ -692,7 +692,9 @@ def test_invert_mask_fills_the_zero_pixels_and_a_mostly_filling_mask_gets_a_note
     base = ["fill", str(path), "--mask", str(mask), "--method", "idw"]
     assert cli.main(base + ["--out", str(tmp_path / "a.tif"), "--invert-mask"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["filled_pixels"] == 2 * 4 * 96 and "note" not in captured.err
+    summary = json.loads(captured.out)
+    assert summary["filled_pixels"] == 4 * 96 and summary["filled_values"] == 2 * 4 * 96  # pixels, pixel×bands
+    assert "note" not in captured.err
     assert raw(tmp_path / "a_filled_mask.tif")[..., 20:24, :].all()
     assert cli.main(base + ["--out", str(tmp_path / "b.tif")]) == 0
     captured = capsys.readouterr()
@@ -715,3 +717,82 @@ def test_a_mask_on_the_scenes_own_rotated_grid_is_taken(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["fill", str(path), "--mask", str(other), "--out", str(tmp_path / "p.tif"), "--method", "idw"]) == 2
     assert "other.tif: the mask cannot be placed on the scene" in capsys.readouterr().err
+
+
+def test_a_mostly_filling_mask_is_noted_before_the_fill(tmp_path):
+    """Issue 25.10: the --invert-mask hint came after a wasted fill; the mask's share is known before it."""
+    from napari_convnp.fileio import fill_file
+    from napari_convnp.inpaint import Cancelled
+
+    path = make_tiff(tmp_path / "s.tif", smooth(2))
+    valid = np.full((1, 64, 96), 255, np.uint8)
+    valid[0, 20:24] = 0
+    notes = []
+    with pytest.raises(Cancelled):  # stopped before the fill: the note has come already
+        fill_file(path, tmp_path / "o.tif", mask=make_tiff(tmp_path / "valid.tif", valid), method="idw",
+                  on_note=notes.append, cancelled=lambda: True)
+    assert len(notes) == 1 and "94% of the pixels" in notes[0] and "with --invert-mask" in notes[0]
+
+
+def test_mask_files_by_values_bits_and_quality_layout(tmp_path, capsys):
+    """Issue 25.2: a mask file marks its pixels by a value list (a USGS gap mask: 0 = gap), bits that are set or a
+    quality band's clouds, not only nonzero."""
+    path = make_tiff(tmp_path / "s.tif", smooth(2))
+    flags = np.zeros((1, 64, 96), np.uint16)
+    flags[0, 10:14] = 1 << 3  # QA_PIXEL: cloud
+    flags[0, 30:32] = 1 << 4  # cloud shadow
+    flags[0, 50:52] = 1 << 6  # clear
+    qa_file = make_tiff(tmp_path / "qa.tif", flags)
+    cloud, shadow, clear = [10, 11, 12, 13], [30, 31], [50, 51]
+    for option, rows in ((["--mask-values", "8,16"], cloud + shadow), (["--mask-bits", "3"], cloud),
+                         (["--mask-qa", "qa_pixel"], cloud + shadow),
+                         (["--mask-values", "0", "--invert-mask"], cloud + shadow + clear)):
+        out = tmp_path / f"o{len(list(tmp_path.glob('o*.tif')))}.tif"
+        assert cli.main(["fill", str(path), "--out", str(out), "--mask", str(qa_file), "--method", "idw"] + option) == 0
+        filled = raw(out.with_name(f"{out.stem}_filled_mask.tif"))
+        assert np.flatnonzero(filled[0].any(1)).tolist() == rows, option
+        assert json.loads(capsys.readouterr().out)["filled_pixels"] == len(rows) * 96
+    for bad, said in ((["--mask-values", "a"], "'a' is not a list of numbers"),
+                      (["--mask-bits", "40"], "bit numbers 0–31"),
+                      (["--mask-values", "0", "--mask-bits", "1"], "give one rule"),
+                      (["--mask-values", "7"], "the mask is empty")):
+        assert cli.main(["fill", str(path), "--out", str(tmp_path / "x.tif"), "--mask", str(qa_file)] + bad) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err
+    assert cli.main(["fill", str(path), "--out", str(tmp_path / "x.tif"), "--mask-values", "0"]) == 2
+    assert "give the mask file too" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_fill_all_nodata_fills_the_large_areas_too(tmp_path, capsys):
+    """Issue 25.9: a user can ask for the large nodata areas to be filled too, the variance saying how unsure."""
+    bands = smooth(2)
+    bands[:, 10:50, 20:70] = 0  # a large blank area (40×50 pixels)
+    bands[:, 56:58] = 0  # a scan-line gap
+    path = make_tiff(tmp_path / "s.tif", bands, nodata=0)
+    assert cli.main(["fill", str(path), "--out", str(tmp_path / "a.tif"), "--method", "idw"]) == 0
+    assert json.loads(capsys.readouterr().out)["filled_pixels"] == 2 * 96
+    assert np.isnan(raw(tmp_path / "a.tif")[:, 10:50, 20:70]).all()  # left nodata
+    assert cli.main(["fill", str(path), "--out", str(tmp_path / "b.tif"), "--fill-all-nodata",
+                     "--variance", str(tmp_path / "v.tif"), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["filled_pixels"] == 2 * 96 + 40 * 50
+    out, variance = raw(tmp_path / "b.tif"), raw(tmp_path / "v.tif")
+    assert np.isfinite(out).all()
+    # the middle of the large area is less sure than the scan-line gap
+    assert variance[:, 28:32, 43:47].mean() > variance[:, 56:58].mean()
+    assert metadata_items(tmp_path / "b.tif")[("CONVNP_MASK", None)] == "all nodata"
+
+
+def test_a_usgs_product_folder_without_nodata_tags_is_filled(tmp_path, capsys):
+    """Issue 25.1: 'no gaps detected; pass --mask' for a USGS SLC-off folder whose bands store fill as 0 untagged."""
+    from .test_scene import striped_bands, usgs_folder
+
+    bands, stripes = striped_bands()
+    folder = usgs_folder(tmp_path / "product", bands)
+    assert cli.main(["fill", str(folder), "--out", str(tmp_path / "o.tif"), "--method", "idw"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    filled = raw(tmp_path / "o_filled_mask.tif").astype(bool)
+    assert summary["filled_pixels"] == filled.any(0).sum() > 0 and not (filled & ~stripes).any()
+    out = raw(tmp_path / "o.tif")
+    assert np.array_equal(out[~filled & (bands != 0)], bands[~filled & (bands != 0)])  # known pixels exact
+    assert np.isnan(out[~filled & (bands == 0)]).all()  # fill left unfilled stays nodata, never a 0 taken as data

@@ -196,7 +196,8 @@ def test_cli_fill_keeps_georeferencing(tmp_path, smooth_scene, capsys):
     code = cli.main(["fill", str(smooth_scene), "--out", str(tmp_path / "out.tif"), "--mask", str(mask_path),
                      "--variance", str(tmp_path / "var.tif"), "--device", "cpu"])
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["filled_pixels"] == gaps.sum() * 3
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["filled_values"] == gaps.sum() * 3 and summary["filled_pixels"] == gaps.sum()  # 3 bands
     out, var = read_scene(tmp_path / "out.tif"), read_scene(tmp_path / "var.tif")
     assert out.geo_tags.keys() == scene.geo_tags.keys() and out.pixel_size == 30.0
     assert out.shape == scene.shape and out.source_dtype == "float32"

@@ -167,3 +167,121 @@ def test_a_per_band_mask_layer_saves_with_the_scene_georeferencing(tmp_path):
 def test_detect_scene_gaps_names_what_it_takes():
     with pytest.raises(masks.MaskError, match="detect_scene_gaps takes a scene"):
         masks.detect_scene_gaps(np.zeros((2, 8, 8)))
+
+
+def in_stripe(nodata: np.ndarray, width: int) -> np.ndarray:
+    """Missing pixels with a known pixel (or the image's edge) within `width` + 1 rows above and below in their
+    column: inside a scan-line stripe of at most that height, counted row by row (independent of masks.py)."""
+    h = nodata.shape[-2]
+    up, down = np.zeros(nodata.shape, int), np.zeros(nodata.shape, int)
+    for r in range(h):
+        up[..., r, :] = np.where(nodata[..., r, :], (up[..., r - 1, :] if r else 0) + 1, 0)
+        k = h - 1 - r
+        down[..., k, :] = np.where(nodata[..., k, :], (down[..., k + 1, :] if k < h - 1 else 0) + 1, 0)
+    return nodata & (up + down - 1 <= width + 1)
+
+
+def cloud_beside_stripes(seed=0):
+    """SLC-off stripes (30 m, at a scene edge: 14 px wide) and cloud-like nodata with ragged edges (smoothed
+    noise above its 85th percentile: blobs from a few pixels to ~100 px across)."""
+    stripes = masks.simulate_slc_off((400, 500), crop_offset=(0, 0), seed=seed)
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=(400, 500)), 8)
+    return stripes, field > np.quantile(field, 0.85)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fill_edges_beside_a_large_nodata_area_follow_the_stripes(seed):
+    """Issue 25.9: the square closing stepped into a large nodata area in blocks of ~20 px; every filled pixel
+    beside the area left unfilled must lie across a stripe (known pixels above and below within its height)."""
+    stripes, cloud = cloud_beside_stripes(seed)
+    nodata = stripes | cloud
+    width = masks._widest_gap_px(30)
+    gaps = masks.detect_gaps(None, nodata, pixel_size=30)
+    large = nodata & ~gaps
+    beside = gaps & ndimage.binary_dilation(large, np.ones((3, 3)))
+    assert beside.any() and large.any()
+    assert not (beside & ~in_stripe(nodata, width)).any()
+    # the stripes away from the large areas (and from the top and bottom rows, mirrored at the edge) are all found
+    size = width + 2
+    away = stripes & ~ndimage.binary_dilation(large, np.ones((size, size)))
+    assert gaps[size:-size][away[size:-size]].all()
+
+
+def test_menindee_fill_edges_follow_the_stripes(data_dir):
+    """The Menindee scene of 2010-02-01 (62 % nodata: clouds masked, partial coverage) of issue 25.9."""
+    scene = read_scene(data_dir / "slc_off/vpac_rsa__LE07_NBAR_095_082_20100201_B345.tif")
+    gaps = masks.detect_scene_gaps(scene)
+    large = scene.nodata & ~gaps
+    beside = gaps & ndimage.binary_dilation(large, np.ones((1, 3, 3)))
+    assert beside.any() and not (beside & ~in_stripe(scene.nodata, masks._widest_gap_px(scene.pixel_size))).any()
+
+
+def test_a_usgs_products_own_gap_masks_say_which_zeros_are_gaps(tmp_path):
+    """Issue 25.1: the product's gap_mask/*_GM_B<n>.TIF were ignored. A strip of dark water stored as 0 in every
+    band looks like a stripe to the detector; the product's gap masks say it is data."""
+    from .test_scene import striped_bands, usgs_folder
+
+    bands, stripes = striped_bands()
+    water = np.zeros_like(stripes)
+    water[70:74, 10:120] = True
+    water &= ~stripes
+    bands[:, water] = 0
+    guessed = masks.detect_scene_gaps(read_scene(usgs_folder(tmp_path / "without", bands)))
+    assert guessed[:, water].mean() > 0.5  # without the product's masks: taken for a stripe
+    scene = read_scene(usgs_folder(tmp_path / "with", bands, gap_masks=[~stripes] * len(bands)))
+    gaps = masks.detect_scene_gaps(scene)
+    assert not gaps[:, water].any() and gaps.sum() >= guessed[:, ~water].sum()
+    assert not (gaps & ~stripes).any()
+
+
+def test_real_usgs_gap_masks_are_read_from_a_product_folder(data_dir, tmp_path):
+    """The wagl SLC-off scene as USGS delivers it (one untagged band file per band and gap_mask/*_GM_B<n>.TIF), and
+    as the 8-band file with its gap mask file beside it (named by the same product ID)."""
+    import tifffile
+
+    from .test_scene import usgs_folder
+
+    folder = data_dir / "slc_off"
+    bands = np.moveaxis(tifffile.imread(folder / "wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_8band.tif"),
+                        -1, 0)
+    official = np.moveaxis(tifffile.imread(
+        folder / "wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_gapmask.tif"), -1, 0)
+    product = read_scene(usgs_folder(tmp_path / "LE07_product", bands, gap_masks=official))
+    assert product.nodata_value == 0 and np.array_equal(product.nodata, bands == 0)
+    # the product's gaps: its missing pixels that its gap masks mark, but for the off-scene border
+    for scene in (product, read_scene(folder / "wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_8band.tif")):
+        large = masks.detect_large_nodata(official == 0, pixel_size=scene.pixel_size)  # 30 m here, 600 m there
+        truth = scene.nodata & (official == 0) & ~large
+        assert np.array_equal(masks.detect_scene_gaps(scene), truth)
+        # the detector alone misses some
+        guessed = masks.detect_gaps(scene.bands, scene.nodata, pixel_size=scene.pixel_size, zero_is_ambiguous=True)
+        assert (guessed & truth).sum() < truth.sum()
+
+
+def test_the_plugin_reader_opens_mask_files_as_labels(tmp_path, data_dir):
+    """Issue 25.2: the reader refused a mask file or made it an Image layer, which the widget's Mask picker does not
+    list. A USGS gap mask opens as Labels of its gaps (its 0), a QA_PIXEL band as its clouds, any *mask* file as its
+    nonzero pixels; each placed on the map like its scene."""
+    from napari_convnp._napari import get_reader
+
+    from .conftest import write_geotiff
+
+    gap_mask = data_dir / "slc_off/wagl__LE07_L1TP_092084_20110809_20161206_01_T1_RR600m_gapmask.tif"
+    (data, meta, kind), = get_reader(str(gap_mask))(str(gap_mask))
+    official = read_scene(gap_mask)
+    assert kind == "labels" and data.dtype == np.uint8 and np.array_equal(data, official.bands == 0)
+    assert meta["scale"][-1] == pytest.approx(official.pixel_size)  # on the map, in metres
+    flags = np.zeros((1, 40, 50), np.uint16)
+    flags[0, 5:9] = 1 << 3  # cloud
+    flags[0, 20:22] = 1 << 6  # clear
+    qa_band = write_geotiff(tmp_path / "LC08_L2SP_218074_20190114_20200829_02_T1_QA_PIXEL.TIF", flags)
+    (data, _, kind), = get_reader(str(qa_band))(str(qa_band))
+    assert kind == "labels" and data.shape == (40, 50) and np.flatnonzero(data.any(1)).tolist() == [5, 6, 7, 8]
+    import tifffile
+
+    plain = tmp_path / "clouds_mask.tif"
+    tifffile.imwrite(plain, (flags[0] > 0).astype(np.uint8))  # no georeferencing, no GDAL tags
+    (data, _, kind), = get_reader(str(plain))(str(plain))
+    assert kind == "labels" and data.sum() == (flags[0] > 0).sum()
+    scene = write_geotiff(tmp_path / "scene.tif", np.full((2, 40, 50), 7, np.uint16))
+    assert [kind for *_, kind in get_reader(str(scene))(str(scene))] == ["image"]  # scenes stay images

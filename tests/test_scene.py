@@ -113,3 +113,63 @@ def test_scene_larger_than_memory_is_refused(monkeypatch, smooth_scene):
     monkeypatch.setattr("napari_convnp.system.available_memory", lambda: 10_000)
     with pytest.raises(SceneError, match="smooth.tif: reading needs about .* GiB of memory"):
         read_scene(smooth_scene)
+
+
+# --- USGS conventions: untagged 0 fill (issue 25.1) ------------------------------------------------------
+
+PRODUCT = "LE07_L1TP_092084_20110809_20161206_01_T1"
+
+
+def striped_bands(c=3, h=96, w=128, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
+    """(bands with values 30-200 and 0 in SLC-off stripes, the stripes)."""
+    from napari_convnp.masks import simulate_slc_off
+
+    y, x = np.mgrid[0:h, 0:w]
+    bands = np.stack([100 + 40 * np.sin(x / 9 + i) + 30 * np.cos(y / 7) for i in range(c)]).astype(dtype)
+    stripes = simulate_slc_off((h, w), crop_offset=(0, 0), seed=1)
+    return np.where(stripes, 0, bands).astype(dtype), stripes
+
+
+def usgs_folder(folder, bands, gap_masks=None, mtl=True):
+    """A USGS product folder: untagged band files (0 = fill) named by the product ID, the MTL, and (if given) the
+    gap masks in gap_mask/ (0 = gap)."""
+    folder.mkdir()
+    for i, band in enumerate(bands, start=1):
+        write_geotiff(folder / f"{PRODUCT}_B{i}.TIF", band[None])
+    if mtl:
+        (folder / f"{PRODUCT}_MTL.txt").write_text("GROUP = L1_METADATA_FILE\nEND_GROUP = L1_METADATA_FILE\n")
+    if gap_masks is not None:
+        (folder / "gap_mask").mkdir()
+        for i, gm in enumerate(gap_masks, start=1):
+            write_geotiff(folder / "gap_mask" / f"{PRODUCT}_GM_B{i}.TIF", gm[None].astype(np.uint8))
+    return folder
+
+
+def test_untagged_zero_is_the_fill_of_a_usgs_product(tmp_path):
+    """Issue 25.1: a USGS product folder without GDAL_NODATA had no nodata, so no gaps were detected."""
+    from napari_convnp.masks import detect_scene_gaps
+
+    bands, stripes = striped_bands()
+    scene = read_scene(usgs_folder(tmp_path / "product", bands))
+    assert scene.nodata_value == 0 and np.array_equal(scene.nodata, bands == 0)
+    gaps = detect_scene_gaps(scene)
+    assert not (gaps & ~stripes).any() and gaps.sum() > 0.8 * stripes.sum() * len(bands)
+    # a band file alone says so by its product ID, or by the MTL beside it
+    assert read_scene(scene.sources[0]).nodata_value == 0
+    plain = usgs_folder(tmp_path / "plain", bands)
+    renamed = plain / f"{PRODUCT}_band1.tif"
+    (plain / f"{PRODUCT}_B1.TIF").rename(renamed)
+    assert read_scene(renamed).nodata.sum() == (bands[0] == 0).sum()
+
+
+def test_zero_stays_data_where_no_product_says_it_is_fill(tmp_path):
+    """Dark water stored as 0: data in a file no Landsat product claims, in float files and in mask files."""
+    bands, _ = striped_bands()
+    assert read_scene(write_geotiff(tmp_path / "lake.tif", bands)).nodata_value is None
+    assert not read_scene(tmp_path / "lake.tif").nodata.any()
+    as_float = write_geotiff(tmp_path / f"{PRODUCT}_reflectance.tif", bands.astype(np.float32))
+    assert not read_scene(as_float).nodata.any()
+    mask = write_geotiff(tmp_path / f"{PRODUCT}_GM_B1.TIF", (bands[:1] != 0).astype(np.uint8))
+    assert not read_scene(mask).nodata.any()
+    tagged = write_geotiff(tmp_path / f"{PRODUCT}_B2.TIF", bands[1:2] + 1, nodata=255)
+    assert read_scene(tagged).nodata_value == 255 and not read_scene(tagged).nodata.any()  # a tag always wins
