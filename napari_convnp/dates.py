@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from .errors import OptionError, SceneError
-from .products import PRODUCT_ID, SCENE_ID, mtl_files
+from .landsat import PRODUCT_ID, SCENE_ID, mtl_files
 from .scene import Scene
 from .tiffread import metadata_root
 

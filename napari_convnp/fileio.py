@@ -252,10 +252,14 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             raise MaskError(f"{mask}: the mask is empty: no pixel is marked to fill "
                             f"({describe_rule(**rule, invert=invert_mask)}; NaN = keep)")
         share = sum(int(band.sum()) for band in gaps) / gaps.size
+        other_way = f"run again {'without' if invert_mask else 'with'} --invert-mask"
+        if share == 1:  # one line: the problem and the likely way out
+            raise MaskError(f"{input}: the mask covers every pixel: there are no known pixels left to fill from "
+                            f"({mask.name}: {describe_rule(**rule, invert=invert_mask)}); if it marks the valid "
+                            f"pixels, {other_way}")
         if share > MOSTLY_FILLED and on_note is not None:  # before the fill, not after it
             on_note(f"the mask marked {share:.0%} of the pixels to fill ({describe_rule(**rule, invert=invert_mask)}); "
-                    f"if it marks the gaps the other way, run again {'without' if invert_mask else 'with'} "
-                    "--invert-mask")
+                    f"if it marks the gaps the other way, {other_way}")
     else:
         gaps = scene_gaps(scene, all_nodata=fill_all_nodata)
     if fill_all_nodata and scene.nodata.any():

@@ -14,8 +14,7 @@ import numpy as np
 
 from . import qa
 from .errors import MaskError, OptionError
-from .landsat import BAND_FILE
-from .products import GAP_MASK_NAME, MASK_NAME, gap_mask_files
+from .landsat import BAND_FILE, GAP_MASK_NAME, MASK_NAME, gap_mask_files
 from .scene import Scene, read_scene
 from .tiffread import read_tiff
 

@@ -16,7 +16,7 @@ import tifffile
 
 from .errors import SceneError
 from .georef import GEO_TAGS
-from .products import zero_is_fill
+from .landsat import zero_is_fill
 from .system import check_memory
 from .views import EXACT_IN_FLOAT32, BandWindows, basic_index, index_span
 
