@@ -43,6 +43,7 @@ class ScoreTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # run order until a click
         self.setSortingEnabled(True)
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)  # compact: 7 rows in little room
         self.setMinimumHeight(self.horizontalHeader().sizeHint().height() + 2 * self.frameWidth()
                               + ROWS_SHOWN * self.verticalHeader().defaultSectionSize()
                               + self.horizontalScrollBar().sizeHint().height())

@@ -452,12 +452,14 @@ class GapFillWidget(QWidget):
         self.device.setToolTip(TOOLTIPS["device"])
         form.addRow("Device", self.device)
         form.addRow("", QLabel(_device_note()))
-        self.show_std = QCheckBox("also show the standard deviation")
+        self.show_std = QCheckBox("also show the std. deviation")
         self.show_std.setToolTip(TOOLTIPS["show std"])
-        form.addRow(self.show_std)
         self.replace_results = QCheckBox("replace earlier results")
         self.replace_results.setToolTip(TOOLTIPS["replace"])
-        form.addRow(self.replace_results)
+        row = QHBoxLayout()
+        row.addWidget(self.show_std)
+        row.addWidget(self.replace_results)
+        form.addRow(row)
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip(TOOLTIPS["run"])
@@ -596,8 +598,8 @@ class GapFillWidget(QWidget):
             job.scores[label] = scores
             self.table.add(job, label, scores)
             ref = f", reference '{job.reference_name}'" if job.reference is not None else ""
-            self.scores_caption.setText(f"{job.source}: scores on the hidden pixels of each row's mask "
-                                        f"('{job.mask_name}': {mask_pixels(job.mask)}){ref}")
+            self.scores_caption.setText(f"{job.source}: scores on each mask's hidden pixels "
+                                        f"({mask_pixels(job.mask)} in '{job.mask_name}'{ref})")
         if self.grid.enabled:
             label_cells(self.viewer, self.grid)
             self.viewer.reset_view()
