@@ -51,22 +51,20 @@ from ._layers import (
 )
 from ._napari import (
     COMPOSITE_KEY,
-    READER_PATTERNS,
     SCENE_KEY,
     composite_name,
     composites,
     fit_placement,
     georeference,
     layer_placement,
-    prefer_this_reader,
-    preferred_reader_patterns,
     rgb_composite,
-    write_image,
 )
 from ._pickers import LayerPicker
+from ._reader import READER_PATTERNS, prefer_this_reader, preferred_reader_patterns
 from ._run import Failure, Job, _device_choices, _device_note, _Progress, calibration_note
 from ._scores import ScoreTable
 from ._tooltips import TOOLTIPS, method_description
+from ._writer import write_image
 from .adapt import DEFAULT_STEPS
 from .errors import ConvNPError
 from .reference import grid_offset

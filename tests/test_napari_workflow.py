@@ -14,9 +14,9 @@ from napari_convnp._napari import (
     composites,
     default_composite,
     georeference,
-    get_reader,
     sensor,
 )
+from napari_convnp._reader import get_reader
 from napari_convnp.scene import Scene, read_scene
 
 from .conftest import SAMPLES, choose, wait_for
