@@ -51,10 +51,10 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_convnp import _widget
+    from napari_convnp import _run
 
     if args.in_memory:
-        _widget.STREAM_RESULTS_VALUES = 2 ** 62
+        _run.STREAM_RESULTS_VALUES = 2 ** 62
     viewer = napari.Viewer(title="napari-convnp")
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
     steps = {}

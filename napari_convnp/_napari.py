@@ -1,4 +1,6 @@
-"""npe2 reader, writers and sample data: thin glue between napari layers and `scene.py`."""
+"""Scenes as napari layers: band numbers and RGB composites, display limits, placement on the map, and a
+layer back as a Scene. The npe2 reader, writers and sample data are in `_reader.py`, `_writer.py`,
+`_sample_data.py`."""
 from __future__ import annotations
 
 import math
@@ -7,21 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SceneError
-from .georef import GEO_TAGS
-from .landsat import BAND_FILE, PRODUCT_NAME, band_numbers, composites  # noqa: F401 - band_numbers: as before
+from .landsat import band_numbers, composites  # noqa: F401 - band_numbers: as before
 from .landsat import sensor_family as sensor  # noqa: F401 - the package's one sensor rule (also for composites)
-from .maskfile import is_mask_file, read_mask, rule_for_name
-from .scene import Scene, read_scene
-from .tiffread import GDAL_METADATA, GDAL_NODATA, TIFF_SUFFIXES, TiffPixels
-from .tiffwrite import write_bands, write_scene
+from .scene import Scene
+from .tiffread import TiffPixels
 
 # The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SCENE_KEY = "napari_convnp_scene"  # layer.metadata key holding the Scene (georeferencing, band names)
 COMPOSITE_KEY = "composite"  # layer.metadata key of an RGB composite made by this plugin
-PLUGIN = "napari-convnp"
-READER_PATTERNS = ("*.tif", "*.tiff", "*.TIF", "*.TIFF")  # as in napari.yaml
 
 # --- band numbering and RGB composites ---------------------------------------------------------------
 
@@ -141,88 +137,6 @@ def scene_layers(scene: Scene) -> list[tuple]:
     return layers
 
 
-# --- npe2 contributions ----------------------------------------------------------------------------
-
-GEOTIFF_TAGS = (*GEO_TAGS, GDAL_METADATA, GDAL_NODATA)  # georeferencing, GDAL metadata, GDAL nodata
-
-
-def understands(path) -> bool:
-    """Whether this plugin should claim a TIFF: it is a GeoTIFF (georeferencing or GDAL tags), is named
-    like a Landsat product, or cannot be parsed at all (then the reader's error names the problem). A
-    plain TIFF (a micrograph, a photo) is left to other readers."""
-    p = Path(path)
-    if PRODUCT_NAME.match(p.name) or BAND_FILE.search(p.name) or is_mask_file(p):
-        return True
-    try:
-        import tifffile
-
-        with tifffile.TiffFile(p) as tif:
-            tags = tif.pages[0].tags
-            return any(code in tags for code in GEOTIFF_TAGS)
-    except Exception:  # noqa: BLE001 - unreadable: let read_scene say why, in one line
-        return True
-
-
-def get_reader(path):
-    """Reader for GeoTIFF files and Landsat product folders; None for anything else."""
-    if isinstance(path, list):
-        if len(path) != 1:
-            return None
-        path = path[0]
-    p = Path(path)
-    if p.is_dir():
-        try:
-            if not any(BAND_FILE.search(f.name) for f in p.iterdir()):
-                return None
-        except OSError:
-            return None
-    elif p.suffix.lower() not in TIFF_SUFFIXES or not understands(p):
-        return None
-    return read_layers
-
-
-def read_layers(path) -> list[tuple]:
-    if isinstance(path, list):
-        path = path[0]
-    if is_mask_file(path):
-        return mask_layers(path)
-    return scene_layers(read_scene(path))  # a SceneError names the file; napari shows it as a notification
-
-
-def mask_layers(path) -> list[tuple]:
-    """A mask or quality file as a Labels layer, 1 = fill, by the rule its name announces (a USGS gap mask's 0, a
-    QA_PIXEL/BQA/Fmask band's clouds and shadows, else nonzero), placed on the map like a scene; the widget's
-    Mask picker lists it."""
-    mask, mask_scene = read_mask(path, **rule_for_name(Path(path).name))
-    data = mask[0] if len(mask) == 1 else mask
-    return [(data.astype(np.uint8), {"name": mask_scene.name, "metadata": {SCENE_KEY: mask_scene},
-                                     **fit_placement(georeference(mask_scene), data.ndim)}, "labels")]
-
-
-def preferred_reader_patterns() -> list[str]:
-    """The file patterns napari currently opens with this plugin without asking."""
-    from napari.settings import get_settings
-
-    prefs = get_settings().plugins.extension2reader
-    return [p for p in READER_PATTERNS if prefs.get(p) == PLUGIN]
-
-
-def prefer_this_reader(on: bool = True) -> None:
-    """Make this plugin napari's reader for .tif/.tiff files (drag and drop, File › Open) without the
-    'choose a reader' dialog, or undo that. It is napari's own per-pattern preference (Preferences ›
-    Plugins › File extension readers); TIFFs this plugin does not understand then fall back to the dialog."""
-    from napari.settings import get_settings
-
-    settings = get_settings().plugins
-    prefs = dict(settings.extension2reader)
-    for pattern in READER_PATTERNS:
-        if on:
-            prefs[pattern] = PLUGIN
-        elif prefs.get(pattern) == PLUGIN:
-            del prefs[pattern]
-    settings.extension2reader = prefs
-
-
 def scene_of(data: np.ndarray, meta: dict) -> Scene:
     """The Scene (with georeferencing) behind a layer, or a plain one for layers from elsewhere."""
     source = (meta.get("metadata") or {}).get(SCENE_KEY)
@@ -246,37 +160,3 @@ def lazy_image(path):  # -> dask.array.Array
     _, h, w = pixels.shape
     return da.from_array(pixels, chunks=(1, min(h, 1024), w), asarray=True, fancy=False, lock=False,
                          name=f"napari-convnp-{Path(path).name}")
-
-
-def write_image(path: str, data, meta: dict) -> list[str]:
-    """Save an image layer (a scene, a fill, a variance) as float32 GeoTIFF, georeferencing kept; never over
-    any file the layer's scene was read from (every band file of a Landsat folder too)."""
-    scene = scene_of(data, meta)
-    protect = [scene.path] if scene.path else []
-    write_scene(scene, path, protect=tuple(protect))
-    return [path]
-
-
-def write_labels(path: str, data, meta: dict) -> list[str]:
-    """Save a mask (Labels layer, nonzero = fill) as a uint8 GeoTIFF (1 = fill) with the georeferencing of
-    the layer's scene, so masks round-trip."""
-    mask = (np.asarray(data) != 0).astype(np.uint8)
-    scene = scene_of(np.zeros(mask.shape, np.float32), meta)
-    names = scene.band_names if mask.ndim == 3 else [f"{scene.name} mask"]
-    write_bands(path, mask, like=scene, names=names, keep_roles=(), protect=(scene.path,) if scene.path else ())
-    return [path]
-
-
-def _sample(filename: str):
-    def load():
-        path = SAMPLE_DIR / filename
-        if not path.exists():
-            raise SceneError(f"{path}: sample file missing from the installation; reinstall napari-convnp")
-        return scene_layers(read_scene(path))
-
-    return load
-
-
-sample_sf_bay = _sample("sf_bay_landsat7_768.tif")
-sample_itaipu = _sample("itaipu_landsat8_B234_768.tif")
-sample_slc_off = _sample("LE07_L2SP_225078_20110306_slc_off_B1.tif")

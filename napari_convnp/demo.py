@@ -31,7 +31,7 @@ def main(argv=None):
 
     import napari
 
-    from ._widget import show_scale_bar
+    from ._layers import show_scale_bar
 
     viewer = napari.Viewer(title="napari-convnp")
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")

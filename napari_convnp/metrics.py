@@ -58,20 +58,31 @@ def _ssim_values(pred, truth, gaps, data_range: float, win_size: int = 7) -> np.
 
 
 def gaussian_nll(mean, variance, truth, gaps) -> float:
-    """Mean negative log-likelihood per gap pixel, in the data's units."""
-    m, v, t = mean[gaps].astype(np.float64), variance[gaps].astype(np.float64), truth[gaps].astype(np.float64)
-    return float(np.mean(0.5 * (np.log(2 * np.pi * v) + (t - m) ** 2 / v)))
+    """Mean negative log-likelihood per gap pixel, in the data's units; band by band, as `rmse`."""
+    def nll(m, v, t):
+        return 0.5 * (np.log(2 * np.pi * v) + (t - m) ** 2 / v)
+
+    return _mean_over_gaps(nll, mean, variance, truth, gaps)
 
 
 def coverage95(mean, variance, truth, gaps) -> float:
-    """Fraction of true gap pixels inside the central 95 % predictive interval."""
-    m, s, t = mean[gaps], np.sqrt(variance[gaps]), truth[gaps]
-    return float(np.mean(np.abs(t - m) <= Z95 * s))
+    """Fraction of true gap pixels inside the central 95 % predictive interval; band by band, as `rmse`."""
+    return _mean_over_gaps(lambda m, v, t: np.abs(t - m) <= Z95 * np.sqrt(v), mean, variance, truth, gaps)
+
+
+def _mean_over_gaps(per_pixel, mean, variance, truth, gaps) -> float:
+    """The mean of per_pixel(mean, variance, truth) over the gap pixels, in float64, one band in memory at a time
+    (mean and variance may be lazy sequences of bands: a result read back from its files)."""
+    total, count = 0.0, 0
+    for m, v, t, g in zip(mean, variance, truth, gaps):
+        values = per_pixel(*(np.asarray(a)[g].astype(np.float64) for a in (m, v, t)))
+        total, count = total + float(np.sum(values)), count + values.size
+    return total / count if count else float("nan")
 
 
 def scores(pred, truth, gaps, data_range: float, variance=None) -> dict:
-    """All scores for one filled image (C×H×W arrays, gaps True where filled and truth known). Without a
-    variance, `pred` may be a lazy array (a result read back from its file): it is read band by band."""
+    """All scores for one filled image (C×H×W arrays, gaps True where filled and truth known). `pred` and
+    `variance` may be lazy arrays (a result read back from its files): they are read band by band."""
     error = rmse(pred, truth, gaps)
     out = {"psnr": _psnr(error, data_range), "ssim": ssim(pred, truth, gaps, data_range), "rmse": error}
     if variance is not None:

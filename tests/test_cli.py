@@ -109,7 +109,8 @@ def test_fill_never_writes_a_file_of_a_landsat_folder(tmp_path, capsys):
 
 
 def test_napari_writer_never_writes_a_file_of_a_landsat_folder(tmp_path):
-    from napari_convnp._napari import read_layers, write_image, write_labels
+    from napari_convnp._reader import read_layers
+    from napari_convnp._writer import write_image, write_labels
 
     folder = product(tmp_path / "LE07_product")
     before = hashes(folder)
@@ -567,7 +568,7 @@ def test_memory_and_permission_errors_are_named_as_such(tmp_path, smooth_scene, 
 def test_truncated_files_are_a_scene_error_everywhere(tmp_path, compression):
     """Truncated deflate/zstd/packbits/JPEG raised codec errors from read_scene and the napari reader;
     a truncated JPEG read as constant grey rows."""
-    from napari_convnp._napari import get_reader
+    from napari_convnp._reader import get_reader
 
     bands = smooth(1, 300, 300, np.uint8, 100, 50)
     good = make_tiff(tmp_path / "good.tif", bands, compression=compression, rowsperstrip=None if compression == "jpeg"

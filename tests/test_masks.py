@@ -97,7 +97,8 @@ def test_validate_and_combine():
 
 
 def test_masks_round_trip_through_geotiff(tmp_path):
-    from napari_convnp._napari import SCENE_KEY, write_labels
+    from napari_convnp._napari import SCENE_KEY
+    from napari_convnp._writer import write_labels
     from napari_convnp.cli import load_mask
 
     from .conftest import SAMPLES
@@ -151,7 +152,8 @@ def test_absurd_pixel_sizes_mean_unknown(pixel_size):
 def test_a_per_band_mask_layer_saves_with_the_scene_georeferencing(tmp_path):
     """A C×H×W Labels layer (detected gaps per band) saves as a uint8 GeoTIFF with the scene's tags and band
     names, and reads back as the same mask."""
-    from napari_convnp._napari import SCENE_KEY, write_labels
+    from napari_convnp._napari import SCENE_KEY
+    from napari_convnp._writer import write_labels
     from napari_convnp.fileio import load_mask
 
     from .conftest import SAMPLES
@@ -262,7 +264,7 @@ def test_the_plugin_reader_opens_mask_files_as_labels(tmp_path, data_dir):
     """Issue 25.2: the reader refused a mask file or made it an Image layer, which the widget's Mask picker does not
     list. A USGS gap mask opens as Labels of its gaps (its 0), a QA_PIXEL band as its clouds, any *mask* file as its
     nonzero pixels; each placed on the map like its scene."""
-    from napari_convnp._napari import get_reader
+    from napari_convnp._reader import get_reader
 
     from .conftest import write_geotiff
 

@@ -49,3 +49,16 @@ def test_nan_in_the_prediction_counts_as_nodata_and_no_window_left_is_nan():
     pred[1, :, :] = np.nan
     assert np.isfinite(metrics.ssim(pred, truth, gaps, 1.0))
     assert np.isnan(metrics.ssim(pred[1:], truth[1:], gaps[1:], 1.0))
+
+
+def test_nll_and_coverage_are_the_same_over_bands_read_one_at_a_time():
+    """The widget scores a streamed result, read back band by band, as one in memory (issue 25, item 7)."""
+    pred, truth, gaps = _data(3)
+    variance = np.full(truth.shape, 0.01) * np.linspace(0.5, 2, truth.shape[-1])
+    m, v, t = pred[gaps], variance[gaps], truth[gaps]
+    whole_nll = np.mean(0.5 * (np.log(2 * np.pi * v) + (t - m) ** 2 / v))
+    whole_coverage = np.mean(np.abs(t - m) <= metrics.Z95 * np.sqrt(v))
+    lazy = (list(pred), list(variance))  # sequences of bands, as a dask array read back from files
+    assert metrics.gaussian_nll(*lazy, truth, gaps) == pytest.approx(whole_nll, rel=1e-12)
+    assert metrics.coverage95(*lazy, truth, gaps) == whole_coverage
+    assert 0.5 < whole_coverage < 1

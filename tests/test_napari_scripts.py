@@ -81,8 +81,8 @@ def test_the_wheel_carries_samples_and_weights(tmp_path):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import napari_convnp._napari as n; layers = n.sample_sf_bay(); "
-            "print(n.SAMPLE_DIR); print(layers[-1][0].shape)")
+    code = ("import napari_convnp._sample_data as s; layers = s.sample_sf_bay(); "
+            "print(s.SAMPLE_DIR); print(layers[-1][0].shape)")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

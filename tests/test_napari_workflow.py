@@ -6,6 +6,7 @@ import pytest
 import tifffile
 
 from napari_convnp import inpaint, masks
+from napari_convnp._layers import KNOWN_COLOUR, NAME_BUDGET, RESULT_KEY, variance_colormap
 from napari_convnp._napari import (
     COMPOSITE_KEY,
     SCENE_KEY,
@@ -13,10 +14,9 @@ from napari_convnp._napari import (
     composites,
     default_composite,
     georeference,
-    get_reader,
     sensor,
 )
-from napari_convnp._widget import KNOWN_COLOUR, NAME_BUDGET, RESULT_KEY, variance_colormap
+from napari_convnp._reader import get_reader
 from napari_convnp.scene import Scene, read_scene
 
 from .conftest import SAMPLES, choose, wait_for
@@ -203,7 +203,7 @@ def test_overlapping_scenes_line_up():
 # --- 5. progress, scoring off the GUI thread, Save's default, tooltips -------------------------------
 
 def test_progress_scores_and_save(widget, qtbot, monkeypatch):
-    from napari_convnp import _widget, metrics
+    from napari_convnp import _layers, metrics
 
     on_gui_thread = []
 
@@ -214,7 +214,7 @@ def test_progress_scores_and_save(widget, qtbot, monkeypatch):
     monkeypatch.setattr(metrics, "scores", watched(metrics.scores))
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
-    monkeypatch.setattr("napari_convnp._widget.contrast_limits", watched(_widget.contrast_limits))
+    monkeypatch.setattr(_layers, "contrast_limits", watched(_layers.contrast_limits))
     run(widget, qtbot, "idw")
     assert widget.progress.value() == widget.progress.maximum() > 0  # the run ended: full
     choose(widget, "gauss", "harmonic")
@@ -460,7 +460,7 @@ def test_convnp_with_a_reference_is_named_apart(widget, qtbot, tmp_path, message
     run(widget, qtbot, "convnp")
     assert {"convnp mean", "convnp+ref mean", "convnp variance", "convnp+ref variance"} <= {
         layer.name for layer in widget.viewer.layers}
-    assert [row[0] for row in table(widget)] == ["convnp+ref"]
+    assert [(row[0], row[7]) for row in table(widget)] == [("convnp", "none"), ("convnp+ref", "LE07_date_b")]
     assert "where the reference is known" in widget.status.text()  # how far this reference was trusted
     assert all(fill in widget.status.text() for fill in ("reference base", "multiband fill"))
 
@@ -479,16 +479,16 @@ def test_adapt_to_this_scene(widget, qtbot):
 def test_the_biharmonic_share_can_be_fixed_in_the_widget(widget, qtbot, monkeypatch):
     """By default the ConvNP chooses it on the scene; a value in the box is passed to the fill as given (only
     to the ConvNP)."""
-    from napari_convnp import _widget
+    from napari_convnp import _run
 
     seen = {}
-    real = _widget.fill
+    real = _run.fill
 
     def recorder(bands, mask, **options):
         seen[options["method"]] = options.get("biharmonic_weight", "chosen")
         return real(bands, mask, **options)
 
-    monkeypatch.setattr(_widget, "fill", recorder)
+    monkeypatch.setattr(_run, "fill", recorder)
     widget.load(SAMPLES / "LE07_L2SP_225078_20110306_slc_off_B1.tif")
     widget.detect()
     assert widget.blend.text() == "chosen on the scene"
@@ -505,7 +505,7 @@ def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(w
     saving such a layer writes the whole."""
     import dask.array as da
 
-    from napari_convnp import _napari, _widget
+    from napari_convnp import _napari, _run
 
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
@@ -516,7 +516,7 @@ def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(w
     limits = {name: tuple(widget.viewer.layers[name].contrast_limits) for name in kept}
     scores = dict(in_memory.scores)
 
-    monkeypatch.setattr(_widget, "STREAM_RESULTS_VALUES", 1000)
+    monkeypatch.setattr(_run, "STREAM_RESULTS_VALUES", 1000)
     streamed = run(widget, qtbot, "convnp", "idw")
     for name, values in kept.items():
         layer = widget.viewer.layers[name]
@@ -533,19 +533,19 @@ def test_a_whole_scene_result_is_read_back_lazily_and_equals_the_in_memory_one(w
     for label, values in scores.items():
         for key, value in values.items():
             assert streamed.scores[label][key] == pytest.approx(value, rel=1e-9), (label, key)
-    files = sorted(p.name for p in _widget.results_folder().iterdir())
+    files = sorted(p.name for p in _run.results_folder().iterdir())
     assert any(f.endswith("mean.tif") for f in files) and any(f.endswith("variance.tif") for f in files)
     assert not [f for f in files if not f.endswith(".tif")]  # no scratch files left behind
 
     out = widget.viewer.layers["convnp mean"]
-    assert widget.save(out, str(_widget.results_folder() / "saved.tif"))
-    np.testing.assert_array_equal(read_scene(_widget.results_folder() / "saved.tif").bands, kept["convnp mean"])
+    assert widget.save(out, str(_run.results_folder() / "saved.tif"))
+    np.testing.assert_array_equal(read_scene(_run.results_folder() / "saved.tif").bands, kept["convnp mean"])
 
 
 def test_a_whole_scene_is_read_and_detected_off_the_gui_thread(widget, qtbot, monkeypatch, tmp_path):
     """Reading and detecting a whole scene take 10–20 s: above STREAM_RESULTS_VALUES both run in a thread
     worker with a busy progress bar, and end with the same layers as the direct path."""
-    from napari_convnp import _widget
+    from napari_convnp import _run, _widget
 
     path = SAMPLES / "sf_bay_landsat7_768.tif"
     direct = widget.load(path)
@@ -558,7 +558,7 @@ def test_a_whole_scene_is_read_and_detected_off_the_gui_thread(widget, qtbot, mo
                         threading.current_thread() is not threading.main_thread() else pytest.fail("read on GUI"))
     monkeypatch.setattr(masks, "detect_scene_gaps", lambda s: real_detect(s) if threading.current_thread() is not
                         threading.main_thread() else pytest.fail("detected on the GUI thread"))
-    monkeypatch.setattr(_widget, "STREAM_RESULTS_VALUES", 1000)
+    monkeypatch.setattr(_run, "STREAM_RESULTS_VALUES", 1000)
     assert widget.load(path) is not None  # the worker
     assert widget.progress.maximum() == 0 and widget.status.text().startswith("reading sf_bay")
     wait_for(qtbot, widget)

@@ -3,8 +3,14 @@ import numpy as np
 import pytest
 
 from napari_convnp import baselines, inpaint
-from napari_convnp._napari import SAMPLE_DIR, get_reader, write_image
-from napari_convnp._widget import GapFillWidget, InputError, Job, LayerPicker, method_description, result_label
+from napari_convnp._layers import InputError, result_label
+from napari_convnp._napari import SAMPLE_DIR
+from napari_convnp._pickers import LayerPicker
+from napari_convnp._reader import get_reader
+from napari_convnp._run import Job
+from napari_convnp._tooltips import method_description
+from napari_convnp._widget import GapFillWidget
+from napari_convnp._writer import write_image
 from napari_convnp.scene import read_scene
 
 from .conftest import SAMPLES, choose, wait_for

@@ -1,0 +1,186 @@
+"""The run: a Job (what is filled, with what), filled in a thread worker one method after another, in memory
+or, for a whole scene, streamed to files and read back lazily."""
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+from . import metrics
+from ._layers import _display, result_label, uses_reference
+from ._napari import display_step, lazy_image
+from .fileio import fill_to_files
+from .inpaint import Cancelled, FillError, fill
+from .scene import Scene, SceneError
+
+# Results of scenes with more values than this (4096²×4) are streamed to files and shown read back window by
+# window, not held in memory: a whole Landsat scene's mean and variance would take 2.7 GB.
+STREAM_RESULTS_VALUES = 2 ** 26
+
+
+def whole_scene(values: int) -> bool:
+    """Whether a scene of this many values is read, detected and filled off the GUI thread, streamed."""
+    return values > STREAM_RESULTS_VALUES
+
+
+@dataclass
+class Job:
+    """One run of Run: what is filled, with what, where its results go, and its worker."""
+
+    source: str  # the bands layer's name when the run started (the layer may be renamed or removed later)
+    scene: Scene
+    mask: np.ndarray
+    methods: list[str]
+    density: float
+    device: str
+    placement: dict | None  # the source layer's scale, translate and units: every result gets them
+    reference: object = None  # what fill(reference=…) gets: a Scene (aligned by fill) or an array
+    reference_name: str = ""
+    adapt_steps: int = 0
+    show_std: bool = False
+    biharmonic_weight: float | None = None  # None: the ConvNP chooses it on the scene
+    mask_name: str = ""  # the mask layer's name when the run started: results of another mask are kept apart
+    replace: bool = False  # results of another mask or reference replace the earlier ones of their label
+    cancel: threading.Event = field(default_factory=threading.Event)
+    scores: dict = field(default_factory=dict)
+    worker: object = None
+
+    def label(self, method: str) -> str:
+        return result_label(method, self.density, self.reference is not None and uses_reference(method),
+                            self.adapt_steps > 0 and method == "convnp")
+
+
+@dataclass
+class Failure:
+    """A method that could not fill (bad input for it, or an error inside): reported, the others go on."""
+
+    job: Job
+    method: str
+    message: str
+
+
+class _Progress(QObject):
+    """Carries tile progress from the worker thread to the progress bar (queued across threads)."""
+
+    changed = Signal(int, int, str)
+
+
+def _device_choices() -> list[str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return ["auto", "cuda", "cpu"]
+    return ["auto", "cpu"]
+
+
+def _device_note() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"found GPU: {torch.cuda.get_device_name(0)}"
+    return "no CUDA GPU found: running on the CPU"
+
+
+@functools.lru_cache(maxsize=1)
+def results_folder() -> Path:
+    """Where this napari session's streamed results go; removed when Python exits."""
+    folder = Path(tempfile.mkdtemp(prefix="napari-convnp-results-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def calibration_note(result) -> str:
+    """What the ConvNP chose on this scene, for the status line: the blend weights of its mean and, with a
+    reference, how far the intervals where it is known were widened."""
+    if result.biharmonic_weight is None:
+        return ""
+    if result.reference_variance_factor is None:
+        return f"; {result.biharmonic_weight:.0%} biharmonic in the mean"
+    return (f"; where the reference is known: mean {result.reference_base_weight:.0%} reference base + "
+            f"{result.multiband_weight:.0%} multiband fill, intervals "
+            f"×{result.reference_variance_factor ** 0.5:.2f}; elsewhere {result.biharmonic_weight:.0%} biharmonic")
+
+
+def _fill_streamed(job: Job, options: dict):
+    """The fill of a whole scene: its mean and variance are streamed into GeoTIFFs in `results_folder()` and
+    come back as lazy arrays read from them; every step-th row and column is kept on the way (about
+    _napari.DISPLAY_SAMPLE values), for the display limits. Returns (Fill, (mean, variance, mask) of that sample)."""
+    step = display_step(job.scene.bands.size)
+    means, variances = [], []
+
+    def keep(r0, mean, variance):
+        first = -r0 % step  # the rows of this band whose index is a multiple of step
+        means.append(mean[:, first::step, ::step].copy())
+        if variance is not None:
+            variances.append(variance[:, first::step, ::step].copy())
+
+    result, mean_path, variance_path = fill_to_files(job.scene.bands, job.mask, results_folder(), like=job.scene,
+                                                     name=f"{job.source} {job.label(options['method'])}",
+                                                     on_rows=keep, **options)
+    result = dataclasses.replace(result, mean=lazy_image(mean_path),
+                                 variance=lazy_image(variance_path) if variance_path else None)
+    sample = (np.concatenate(means, 1), np.concatenate(variances, 1) if variances else None,
+              job.mask[:, ::step, ::step])
+    return result, sample
+
+
+def work(job: Job, progress: Callable[[int, int, str], None]):
+    """Runs in the worker thread: one method after another, each result (and its scores) yielded as it ends;
+    progress(done, total, method) after each tile."""
+    nodata = job.scene.nodata  # fill fills nodata pixels in the mask (the mask wins), keeps the others
+    # band by band: no scene-sized temporaries
+    truth_known = all(np.isfinite(band[gaps]).all() for band, gaps in zip(job.scene.bands, job.mask))
+    data_range = None
+    for method in job.methods:
+        if job.cancel.is_set():
+            return
+        report = lambda done, total, m=method: progress(done, total, m)  # noqa: E731
+        options = {}
+        if job.reference is not None and uses_reference(method):
+            options["reference"] = job.reference
+            if not isinstance(job.reference, np.ndarray):
+                options["scene"] = job.scene  # fill aligns the reference Scene to this one
+        if job.adapt_steps and method == "convnp":
+            options["adapt_steps"] = job.adapt_steps
+        if job.biharmonic_weight is not None and method == "convnp":
+            options["biharmonic_weight"] = job.biharmonic_weight
+        options.update(method=method, density=job.density, nodata=nodata, device=job.device, progress=report,
+                       cancelled=job.cancel.is_set)
+        try:
+            if whole_scene(job.scene.bands.size):
+                result, sample = _fill_streamed(job, options)
+            else:
+                result = fill(job.scene.bands, job.mask, **options)
+                sample = None
+        except Cancelled:
+            return
+        except (FillError, SceneError, RuntimeError) as err:  # this method cannot: say so, go on with the
+            yield Failure(job, method, str(err))  # others (a RuntimeError raised out of here hangs superqt)
+            continue
+        scores = None
+        if truth_known:  # scored here, off the GUI thread (seconds on a large scene)
+            if data_range is None:
+                data_range = float(np.nanmax(job.scene.bands) - np.nanmin(job.scene.bands)) or 1.0
+            scores = metrics.scores(result.mean, job.scene.bands, job.mask, data_range, result.variance)
+        yield job, method, result, scores, _display(result, job, sample)
+
+
+def start(job: Job, progress: Callable[[int, int, str], None], *, yielded, errored, finished):
+    """`work` on the job in a napari thread worker (job.worker), its signals connected, started."""
+    from napari.qt.threading import create_worker
+
+    job.worker = create_worker(work, job, progress, _ignore_errors=True)  # errored reports them
+    job.worker.yielded.connect(yielded)
+    job.worker.errored.connect(errored)
+    job.worker.finished.connect(finished)
+    job.worker.start()
+    return job.worker
