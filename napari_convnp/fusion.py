@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import FillError, OptionError
-from .inpaint import Fill, _is_whole, fill
+from .inpaint import Cancelled, Fill, _is_whole, fill
 
 # The ranking: score = share of the target's holes a date knows − DAY_WEIGHT·(years apart)
 # − SEASON_WEIGHT·(season apart, in half years) − FIT_WEIGHT·(held-out relative error of a linear fit of the
@@ -156,7 +156,8 @@ def fuse_references(target, target_known, references) -> Fused:
     """The references (C×H×W, NaN unknown) as one on the target's scale: each fitted to the target by the model's
     local linear fit (`model.local_linear_fit`, its windows), weighted per pixel by the inverse of its local fit
     error there, the weights normalised over the references that know the pixel. target: C×H×W (array-like,
-    read in row blocks); target_known: its known pixels (H×W or C×H×W). Pixels no reference knows stay NaN."""
+    read in row blocks); target_known: its known pixels (H×W or C×H×W). Pixels no reference knows stay NaN, and
+    so do those known only by a reference that shares no known pixel with the target within the block."""
     import torch
 
     from .model import ModelConfig, _box_means, band_stats, local_linear_fit
@@ -195,7 +196,9 @@ def fuse_references(target, target_known, references) -> Fused:
             error = (local_sq * area + ERROR_PRIOR * overall) / (local_n * area + ERROR_PRIOR)
             fits.append(fitted)
             errors.append(error)
-            weights.append(torch.where(ref_known, 1 / (error + 1e-6), 0))
+            # a band that shares no known pixel with the target here cannot be fitted: no weight
+            fitted_here = ref_known & (both.sum((-2, -1), keepdim=True) > 0)
+            weights.append(torch.where(fitted_here, 1 / (error + 1e-6), 0))
         total = sum(weights)
         some = total > 0
         weights = [weight / total.clamp_min(1e-30) for weight in weights]  # normalised: they sum to 1
@@ -250,8 +253,6 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     results = []
     for done, t in enumerate(targets):
         if cancelled and cancelled():
-            from .inpaint import Cancelled
-
             raise Cancelled()
         clouds = (unusable[t] & np.isfinite(bands[t]).all(0)) if cloudy is None else np.asarray(cloudy[t], bool)
         kept = np.zeros_like(clouds) if fill_clouds else clouds  # neither filled nor context

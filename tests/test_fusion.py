@@ -39,9 +39,13 @@ def test_each_half_takes_the_reference_that_predicts_it_there():
         assert error[0] < 1.3 * error[1 + good] and error[0] < 0.3 * error[1 + bad], error
     assert 0.4 < fused.weights[0] < 0.6 and abs(sum(fused.weights) - 1) < 1e-5
     assert (fused.variance >= fused.spread).all() and np.isfinite(fused.variance).all()
-    # a pixel no reference knows stays unknown
+    # a pixel no reference knows stays unknown, and one that shares no known pixel with the target has no say
     a[:, :5, :5] = b[:, :5, :5] = np.nan
     assert np.isnan(fuse_references(target, known, [a, b]).reference[:, :5, :5]).all()
+    elsewhere = np.where(known, np.nan, noise)
+    assert np.isnan(fuse_references(given, known, [elsewhere]).reference).all()
+    np.testing.assert_allclose(fuse_references(given, known, [a, b, elsewhere]).reference,
+                               fuse_references(given, known, [a, b]).reference, rtol=1e-6)
 
 
 def test_ranking_prefers_dates_that_know_the_holes_are_near_and_predict_the_target():
@@ -138,3 +142,23 @@ def test_stack_fill_reports_references_and_keeps_clouds_unless_asked():
 def test_bad_stacks_are_named(args, kwargs, error, message):
     with pytest.raises(error, match=message):
         fill_stack(*args, **kwargs)
+
+
+def test_several_reference_files_are_fused_on_the_scene(tmp_path):
+    """References given as files are aligned and fused window by window, as arrays are."""
+    from napari_convnp.scene import read_scene
+
+    from .conftest import write_geotiff
+
+    bands = texture(seed=11)
+    gaps = stripes()
+    first, second = 0.7 * bands + 20, 1.2 * bands - 30
+    first[:, :, 64:] = np.nan
+    paths = [write_geotiff(tmp_path / f"{name}.tif", ref.astype(np.float32))
+             for name, ref in (("first", first), ("second", second))]
+    scene = read_scene(write_geotiff(tmp_path / "scene.tif", bands.astype(np.float32)))
+    hidden = np.where(gaps, np.nan, bands)
+    from_files = fill(hidden, gaps, method="regression", reference=paths, scene=scene)
+    from_arrays = fill(hidden, gaps, method="regression", reference=[first, second])
+    np.testing.assert_allclose(from_files.mean, from_arrays.mean, rtol=1e-5)
+    assert np.abs(from_files.mean - bands)[:, gaps].mean() < 0.1 * np.abs(bands - bands.mean()).mean()
