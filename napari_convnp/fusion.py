@@ -249,7 +249,10 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
             raise FillError(f"date {days[i]}: bands {b.shape} and unusable mask {u.shape} do not match the first "
                             f"date's {shape} and {shape[1:]}")
     usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
-    targets = range(n) if targets is None else targets
+    targets = range(n) if targets is None else list(targets)
+    wrong = [t for t in targets if not _is_whole(t) or not 0 <= t < n]
+    if wrong:
+        raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
     results = []
     for done, t in enumerate(targets):
         if cancelled and cancelled():

@@ -136,6 +136,8 @@ def test_stack_fill_reports_references_and_keeps_clouds_unless_asked():
     (([np.ones((1, 4, 4))] * 2, [np.zeros((4, 4), bool)] * 2, ["2010-01-01", "2010-01-02"]),
      {"max_references": 0}, OptionError, "max_references"),
     (([np.ones((1, 4, 4))] * 2, [np.zeros((4, 4), bool)] * 2, ["2010-01-01", "June"]), {}, FillError, "June"),
+    (([np.ones((1, 4, 4))] * 2, [np.zeros((4, 4), bool)] * 2, ["2010-01-01", "2010-01-02"]), {"targets": [2]},
+     FillError, "target 2"),
     (([np.ones((1, 4, 4)), np.ones((1, 4, 5))], [np.zeros((4, 4), bool)] * 2, ["2010-01-01", "2010-01-02"]), {},
      FillError, "2010-01-02"),
 ])
