@@ -138,8 +138,9 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     ConvNP's arithmetic, "float32" or "bfloat16" (faster on some CPUs with AVX-512 BF16 or AMX, and GPUs).
     reference: other dates of the same place as context: one or a list of C×H×W arrays on the grid of
     `bands` (NaN = unknown), or of GeoTIFF / Landsat folder paths or Scenes, aligned to `scene` (the Scene
-    `bands` came from) by their georeferencing, several merged into one. adapt_steps: fine-tune a copy
-    of the ConvNP on the scene itself for this many steps first (test-time adaptation; 0 = off).
+    `bands` came from) by their georeferencing, several fused into one weighted pixel by pixel by how well each
+    predicts the scene there (`fusion.fuse_references`). adapt_steps: fine-tune a copy of the ConvNP on the
+    scene itself for this many steps first (test-time adaptation; 0 = off).
     biharmonic_weight: the ConvNP's share of the biharmonic fill in its mean where no reference is known, in
     [0, 1]; None (the default) chooses it on the scene's own known pixels; 0 is the network alone, about a
     quarter faster (no biharmonic solve, and without a reference no scene calibration).
@@ -184,6 +185,10 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError("the mask covers every pixel: there are no known pixels left to fill from")
     if bad:
         raise FillError(f"{bad} known pixels are NaN or infinite; mark them as nodata or in the mask")
+    if isinstance(reference, list):  # several dates: one reference on this scene's scale, weighted pixel by pixel
+        from .fusion import fuse_references
+
+        reference = fuse_references(bands, known, reference).reference
     context = known
     if density < 1:  # a seeded subsample, drawn band by band to bound the memory
         rng = np.random.default_rng(seed)
@@ -313,11 +318,12 @@ class NormalisedReference(BandWindows):
 
 
 def _reference(reference, shape, scene) -> np.ndarray | None:
-    """The reference as one C×H×W float32 array on the grid of the bands (NaN = unknown; one reference given
-    as a file or Scene is cut window by window from it as the fill reads it), or None."""
+    """The reference as a C×H×W float32 array on the grid of the bands (NaN = unknown; one reference given
+    as a file or Scene is cut window by window from it as the fill reads it), a list of them where several are
+    given (`fill` fuses them on the scene, `fusion.fuse_references`), or None."""
     if reference is None or (isinstance(reference, (list, tuple)) and not reference):
         return None
-    from .reference import load_reference, merge_references
+    from .reference import load_reference
     from .scene import Scene
 
     items = reference if isinstance(reference, (list, tuple)) else [reference]
@@ -328,8 +334,7 @@ def _reference(reference, shape, scene) -> np.ndarray | None:
         arrays = [load_reference(item, scene) for item in items]
     except SceneError as err:
         raise FillError(str(err)) from None
-    # load_reference has refused a reference with no known pixel over the scene, so a merge has some too
-    return merge_references(arrays) if len(arrays) > 1 else arrays[0]
+    return arrays if len(arrays) > 1 else arrays[0]
 
 
 @functools.lru_cache(maxsize=2)

@@ -1,0 +1,277 @@
+"""Several dates of one place as one reference, and every date of a stack filled from the others.
+
+`rank_references` picks the dates worth using for a target; `fuse_references` makes them one reference on the
+target's scale, each weighted pixel by pixel by how well it predicts the target around that pixel (a date that
+matches the target in one field and not in the next gets the weight only where it matches); `fill_stack` does
+both for each date and runs one `inpaint.fill` per date with the fused reference. numpy and torch only.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .errors import FillError, OptionError
+from .inpaint import Cancelled, Fill, _is_whole, fill
+
+# The ranking: score = share of the target's holes a date knows − DAY_WEIGHT·(years apart)
+# − SEASON_WEIGHT·(season apart, in half years) − FIT_WEIGHT·(held-out relative error of a linear fit of the
+# target on the date). Chosen on the val/ and train/ series (benchmarks/stack.md), never on Colorado or Menindee.
+DAY_WEIGHT = 0.1
+SEASON_WEIGHT = 0.2
+FIT_WEIGHT = 1.0
+MAX_REFERENCES = 3  # K, chosen on the same series
+FIT_PIXELS = 20_000  # pixels (at most) the ranking's held-out fit looks at: a subsample on large scenes
+FIT_BLOCK = 8  # the held-out fit learns on every other FIT_BLOCK² block (a checkerboard) and is scored on the rest
+
+# The fusion: each reference's local fit error is the mean squared residual of its local linear fit over the target's
+# known pixels in an ERROR_WINDOW² window, shrunk towards its global error by ERROR_PRIOR pixels' worth (a window
+# inside a wide cloud has few known pixels).
+ERROR_WINDOW = 21
+FIT_MIN_PIXELS = 4.0  # the local fit leans on the global one where its window shares fewer pixels than this;
+# both lower than the model's own (24, 0.05): a fit that leans on a global one cannot tell where a date matches
+FIT_RIDGE = 0.005  # its slopes' shrinkage towards the global slope (z-score units)
+ERROR_PRIOR = 2.0
+BLOCK_ROWS = 512  # rows fused at a time, plus MARGIN rows each side: memory bounded on whole scenes
+MARGIN = 32  # covers the widest fit window's half (15) and the error window's (10)
+
+
+@dataclass
+class Fused:
+    """Several references as one, on the target's scale (C×H×W float32, NaN where no reference knows a pixel).
+
+    variance: the references' weighted spread about the fused value (their disagreement) plus their weighted local
+    fit errors; spread: the first part alone. weights: each reference's mean share of the weight over the pixels
+    where any reference is known."""
+
+    reference: np.ndarray
+    variance: np.ndarray
+    spread: np.ndarray
+    weights: list[float]
+
+
+@dataclass
+class StackFill:
+    """One date of a stack filled from the others: its Fill and the references used, as (index of the date in the
+    stack, its mean weight in the fused reference)."""
+
+    date: datetime.date
+    fill: Fill
+    references: list[tuple[int, float]]
+
+
+def _plane(known) -> np.ndarray:
+    """Known pixels as H×W: a pixel counts where every band is known."""
+    known = np.asarray(known, bool)
+    return known.all(0) if known.ndim == 3 else known
+
+
+def _as_date(value) -> datetime.date:
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[D]").item()
+    try:
+        return datetime.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise FillError(f"date {value!r}: not a date (give datetime.date or 'YYYY-MM-DD')") from None
+
+
+def days_apart(a: datetime.date, b: datetime.date) -> tuple[int, int]:
+    """(days between a and b, days between their days of the year, round the year)."""
+    days = abs((a - b).days)
+    season = abs(a.timetuple().tm_yday - b.timetuple().tm_yday) % 365
+    return days, min(season, 365 - season)
+
+
+def held_out_error(target, target_known: np.ndarray, reference, reference_known: np.ndarray) -> float:
+    """How badly a per-band linear fit of the target on the reference predicts pixels it was not fitted on, as a
+    share of the target's variance there (0 perfect, about 1 no better than the mean), averaged over the bands;
+    1 where they share too few known pixels to say. Fitted on a checkerboard of blocks, scored on the others;
+    on a subsample of the pixels of a large scene."""
+    from .reference import _fit
+
+    h, w = target_known.shape
+    step = max(1, int(np.sqrt(h * w / FIT_PIXELS)))
+    sub = (slice(None), slice(None, None, step), slice(None, None, step))
+    both = (target_known & reference_known)[sub[1:]]
+    rows, cols = np.indices(both.shape) * step // FIT_BLOCK
+    learn = (rows + cols) % 2 == 0
+    if (both & learn).sum() < 100 or (both & ~learn).sum() < 100:
+        return 1.0
+    errors = []
+    for tb, rb in zip(np.asarray(target[sub], np.float64), np.asarray(reference[sub], np.float64)):
+        gain, offset = _fit(np.where(both & learn, rb, np.nan), np.where(both & learn, tb, np.nan))
+        test = both & ~learn
+        truth = tb[test]
+        mse = np.mean((gain * rb[test] + offset - truth) ** 2)
+        errors.append(float(min(mse / max(truth.var(), 1e-12), 2.0)))
+    return float(np.mean(errors))
+
+
+def reference_terms(known, dates, target: int, *, bands=None) -> list[tuple[int, float, float, float, float]]:
+    """Per other date that knows some of the target's holes: (its index, the share of the holes it knows, years
+    apart, half years apart in season, `held_out_error` of the target on it, 0 without bands)."""
+    planes = [_plane(k) for k in known]
+    days = [_as_date(d) for d in dates]
+    holes = ~planes[target]
+    terms = []
+    for i, plane in enumerate(planes):
+        if i == target:
+            continue
+        cover = (plane & holes).sum() / holes.sum() if holes.any() else plane.mean()
+        if cover == 0:
+            continue
+        apart, season = days_apart(days[i], days[target])
+        error = held_out_error(bands[target], planes[target], bands[i], plane) if bands is not None else 0.0
+        terms.append((i, float(cover), apart / 365, season / 182.5, error))
+    return terms
+
+
+def ranked(terms, k: int, weights=None) -> list[int]:
+    """The indices of the k best dates by `reference_terms`: share of the holes known less the weighted time,
+    season and fit terms (weights: DAY_WEIGHT, SEASON_WEIGHT, FIT_WEIGHT unless given)."""
+    day, season, fit = weights or (DAY_WEIGHT, SEASON_WEIGHT, FIT_WEIGHT)
+    scores = sorted((-(cover - day * years - season * seasons - fit * error), i)
+                    for i, cover, years, seasons, error in terms)
+    return [i for _, i in scores[:k]]
+
+
+def rank_references(known, dates, target: int, k: int, *, bands=None) -> list[int]:
+    """The indices of up to k other dates to fill date `target` from, best first.
+
+    known: per date, its usable pixels (H×W or C×H×W bool: a reference's clouds are never usable); dates: per date a
+    date; bands: per date C×H×W (NaN unknown), to score how well each date predicts the target where both are
+    known (left out of the score without it). A date is ranked by the share of the target's holes it knows, how
+    close it is in time and in season and that fit (`reference_terms`); dates that know none of the holes are
+    left out."""
+    return ranked(reference_terms(known, dates, target, bands=bands), k)
+
+
+def fuse_references(target, target_known, references) -> Fused:
+    """The references (C×H×W, NaN unknown) as one on the target's scale: each fitted to the target by the model's
+    local linear fit (`model.local_linear_fit`, its windows), weighted per pixel by the inverse of its local fit
+    error there, the weights normalised over the references that know the pixel. target: C×H×W (array-like,
+    read in row blocks); target_known: its known pixels (H×W or C×H×W). Pixels no reference knows stay NaN, and
+    so do those known only by a reference that shares no known pixel with the target within the block."""
+    import torch
+
+    from .model import ModelConfig, _box_means, band_stats, local_linear_fit
+
+    if not references:
+        raise FillError("fuse_references needs at least one reference")
+    c, h, w = target.shape
+    for ref in references:
+        if tuple(ref.shape) != (c, h, w):
+            raise FillError(f"a reference of shape {tuple(ref.shape)} does not fit the target's {(c, h, w)}")
+    windows = ModelConfig().regression_window
+    out = [np.full((c, h, w), np.nan, np.float32) for _ in range(3)]
+    weight_sums, weight_count = np.zeros(len(references)), 0
+    area = ERROR_WINDOW ** 2
+    for r0 in range(0, h, BLOCK_ROWS):
+        a, b = max(0, r0 - MARGIN), min(h, r0 + BLOCK_ROWS + MARGIN)
+        keep = slice(r0 - a, min(h, r0 + BLOCK_ROWS) - a)
+        values = torch.from_numpy(np.asarray(target[:, a:b], np.float32).copy())[:, None]
+        known = torch.from_numpy(np.broadcast_to(np.asarray(target_known[..., a:b, :], bool), values[:, 0].shape)
+                                 .copy())[:, None] & torch.isfinite(values)
+        offsets, scales = band_stats(values[:, 0].numpy(), known[:, 0].numpy())
+        offsets, scales = torch.from_numpy(offsets)[:, None, None, None], torch.from_numpy(scales)[:, None, None, None]
+        values = torch.where(known, (values - offsets) / scales, 0)  # z-scores: the fit's ridge is set in them
+        fits, weights, errors = [], [], []
+        for ref in references:
+            ref = torch.from_numpy(np.asarray(ref[:, a:b], np.float32).copy())[:, None]
+            ref_known = torch.isfinite(ref)
+            ref_offsets, ref_scales = (torch.from_numpy(x)[:, None, None, None]
+                                       for x in band_stats(ref[:, 0].numpy(), ref_known[:, 0].numpy()))
+            ref = torch.where(ref_known, (ref - ref_offsets) / ref_scales, 0)
+            fitted = local_linear_fit(values, known, ref, ref_known, windows, FIT_MIN_PIXELS, FIT_RIDGE)
+            both = (known & ref_known).float()
+            squared = both * (fitted - values) ** 2
+            overall = squared.sum((-2, -1), keepdim=True) / both.sum((-2, -1), keepdim=True).clamp_min(1)
+            local_sq, local_n = _box_means(torch.cat([squared, both], 1), (ERROR_WINDOW,))[0].chunk(2, 1)
+            error = (local_sq * area + ERROR_PRIOR * overall) / (local_n * area + ERROR_PRIOR)
+            fits.append(fitted)
+            errors.append(error)
+            # a band that shares no known pixel with the target here cannot be fitted: no weight
+            fitted_here = ref_known & (both.sum((-2, -1), keepdim=True) > 0)
+            weights.append(torch.where(fitted_here, 1 / (error + 1e-6), 0))
+        total = sum(weights)
+        some = total > 0
+        weights = [weight / total.clamp_min(1e-30) for weight in weights]  # normalised: they sum to 1
+        mean = sum(weight * fitted for weight, fitted in zip(weights, fits))
+        spread = sum(weight * (fitted - mean) ** 2 for weight, fitted in zip(weights, fits))
+        fit_error = sum(weight * error for weight, error in zip(weights, errors))
+        mean = mean * scales + offsets
+        spread, fit_error = spread * scales ** 2, fit_error * scales ** 2
+        for array, part in zip(out, (mean, spread + fit_error, spread)):
+            array[:, a:b][:, keep] = torch.where(some, part, torch.nan)[:, 0, keep].numpy()
+        inside = some[:, :, keep]
+        weight_count += int(inside.sum())
+        for i, weight in enumerate(weights):
+            weight_sums[i] += float(weight[:, :, keep][inside].sum())
+    weights = [float(s / max(weight_count, 1)) for s in weight_sums]
+    return Fused(out[0], out[1], out[2], weights)
+
+
+def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
+               cloudy=None, progress: Callable[[int, int], None] | None = None,
+               cancelled: Callable[[], bool] | None = None, **fill_options) -> list[StackFill]:
+    """Every date of a stack (or those of `targets`, indices) filled from the others with one `inpaint.fill` each.
+
+    bands: per date C×H×W float32, NaN where unknown (stripes, nodata); unusable: per date H×W bool, the pixels
+    a quality mask rules out (cloud, shadow, snow, fill): never context, in the target nor in a reference;
+    dates: per date a date. The holes filled are the unknown pixels and the unusable ones without values, and
+    with fill_clouds the clouds too (`cloudy`, per date H×W; by default every unusable pixel that has values);
+    clouds not filled keep their values (variance 0, as kept pixels). For each target up to max_references dates
+    are ranked (`rank_references`), fused (`fuse_references`) and given to `fill` as its one reference; where
+    they disagree, their spread widens the returned variance. fill_options go to `fill` (method, device, …)."""
+    n = len(bands)
+    if n == 0:
+        raise FillError("the stack is empty: give at least one date")
+    if len(unusable) != n or len(dates) != n or (cloudy is not None and len(cloudy) != n):
+        raise FillError(f"the stack has {n} dates of bands but {len(unusable)} unusable masks and {len(dates)} "
+                        "dates" + ("" if cloudy is None else f" and {len(cloudy)} cloud masks") + ": give one each")
+    if not _is_whole(max_references) or max_references < 1:
+        raise OptionError(f"max_references must be a whole number, 1 or more, not {max_references!r}")
+    days = [_as_date(d) for d in dates]
+    if len(set(days)) != n:
+        twice = sorted({d for d in days if days.count(d) > 1})[0]
+        raise FillError(f"date {twice} appears twice in the stack: each date once")
+    shape = np.shape(bands[0])
+    bands = [np.asarray(b, np.float32) for b in bands]
+    unusable = [np.asarray(u, bool) for u in unusable]
+    for i, (b, u) in enumerate(zip(bands, unusable)):
+        if b.ndim != 3 or b.shape != shape or u.shape != shape[1:]:
+            raise FillError(f"date {days[i]}: bands {b.shape} and unusable mask {u.shape} do not match the first "
+                            f"date's {shape} and {shape[1:]}")
+    usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
+    targets = range(n) if targets is None else list(targets)
+    wrong = [t for t in targets if not _is_whole(t) or not 0 <= t < n]
+    if wrong:
+        raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
+    results = []
+    for done, t in enumerate(targets):
+        if cancelled and cancelled():
+            raise Cancelled()
+        clouds = (unusable[t] & np.isfinite(bands[t]).all(0)) if cloudy is None else np.asarray(cloudy[t], bool)
+        kept = np.zeros_like(clouds) if fill_clouds else clouds  # neither filled nor context
+        holes = ~usable[t] & ~kept
+        chosen = rank_references(usable, days, t, int(max_references), bands=bands)
+        references = [np.where(usable[i], bands[i], np.nan) for i in chosen]
+        fused = fuse_references(bands[t], usable[t], references) if chosen else None
+        step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
+        result = fill(np.where(usable[t], bands[t], np.nan), holes, nodata=np.broadcast_to(kept, holes.shape),
+                      reference=None if fused is None else fused.reference, progress=step, cancelled=cancelled,
+                      **fill_options)
+        if result.mean is not None:
+            np.copyto(result.mean, bands[t], where=np.broadcast_to(kept, holes.shape))
+            if result.variance is not None:
+                np.copyto(result.variance, 0, where=np.broadcast_to(kept, holes.shape))
+                if fused is not None:  # the references' disagreement, which one fused reference cannot show
+                    result.variance += np.where(holes & np.isfinite(fused.spread), fused.spread, 0)
+        results.append(StackFill(days[t], result, list(zip(chosen, [] if fused is None else fused.weights))))
+    return results
