@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_convnp import baselines, evaluate, fusion, masks, metrics
+from napari_convnp import baselines, evaluate, fusion, masks, metrics, stack_fill
 from napari_convnp.inpaint import _cached_model, fill
 from napari_convnp.reference import merge_references
 from napari_convnp.scene import read_scene
@@ -186,7 +186,7 @@ def fold_check(data: Path, model, limit: int = 8) -> dict:
         for t in range(min(len(bands), limit)):
             hidden = stripes_for(bands[t].shape[1:], seed=t)
             given, scored = hide(bands, unusable, t, hidden)
-            result = fusion.fill_stack(given, unusable, dates, targets=[t], fill_clouds=True, model=model,
+            result = stack_fill.fill_stack(given, unusable, dates, targets=[t], fill_clouds=True, model=model,
                                        device="cpu")[0]
             usable = usable_planes(given, unusable)
             chosen = [i for i, _ in result.references]
@@ -272,7 +272,7 @@ def evaluate_target(bands, unusable, dates, t, hidden, data_range, model):
     best = max(candidates, key=lambda i: metrics.scores(with_reference((i,)).mean, truth, scored, data_range)["psnr"])
     score("best single date in hindsight (of the candidates)", *_mv(with_reference((best,))))
     start = time.perf_counter()
-    stack = fusion.fill_stack(given, unusable, dates, targets=[t], fill_clouds=True, model=model, device="cpu")[0]
+    stack = stack_fill.fill_stack(given, unusable, dates, targets=[t], fill_clouds=True, model=model, device="cpu")[0]
     stack_seconds = time.perf_counter() - start
     score("fill_stack (K = 3)", stack.fill.mean, stack.fill.variance)
     clear = [i for i in refs if knows[i] > 0 and usable[i].mean() >= MIN_CLEAR]

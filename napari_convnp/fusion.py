@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .errors import FillError, OptionError
-from .inpaint import Cancelled, Fill, _is_whole, fill
+from .errors import FillError
 
 # The ranking: score = share of the target's holes a date knows − DAY_WEIGHT·(years apart)
 # − SEASON_WEIGHT·(season apart, in half years) − FIT_WEIGHT·(held-out relative error of a linear fit of the
@@ -52,16 +50,6 @@ class Fused:
     weights: list[float]
 
 
-@dataclass
-class StackFill:
-    """One date of a stack filled from the others: its Fill and the references used, as (index of the date in the
-    stack, its mean weight in the fused reference)."""
-
-    date: datetime.date
-    fill: Fill
-    references: list[tuple[int, float]]
-
-
 def _plane(known) -> np.ndarray:
     """Known pixels as H×W: a pixel counts where every band is known."""
     known = np.asarray(known, bool)
@@ -93,7 +81,7 @@ def held_out_error(target, target_known: np.ndarray, reference, reference_known:
     share of the target's variance there (0 perfect, about 1 no better than the mean), averaged over the bands;
     1 where they share too few known pixels to say. Fitted on a checkerboard of blocks, scored on the others;
     on a subsample of the pixels of a large scene."""
-    from .reference import _fit
+    from .reference import linear_fit
 
     h, w = target_known.shape
     step = max(1, int(np.sqrt(h * w / FIT_PIXELS)))
@@ -105,7 +93,7 @@ def held_out_error(target, target_known: np.ndarray, reference, reference_known:
         return 1.0
     errors = []
     for tb, rb in zip(np.asarray(target[sub], np.float64), np.asarray(reference[sub], np.float64)):
-        gain, offset = _fit(np.where(both & learn, rb, np.nan), np.where(both & learn, tb, np.nan))
+        gain, offset = linear_fit(np.where(both & learn, rb, np.nan), np.where(both & learn, tb, np.nan))
         test = both & ~learn
         truth = tb[test]
         mse = np.mean((gain * rb[test] + offset - truth) ** 2)
@@ -154,13 +142,14 @@ def rank_references(known, dates, target: int, k: int, *, bands=None) -> list[in
 
 def fuse_references(target, target_known, references) -> Fused:
     """The references (C×H×W, NaN unknown) as one on the target's scale: each fitted to the target by the model's
-    local linear fit (`model.local_linear_fit`, its windows), weighted per pixel by the inverse of its local fit
+    local linear fit (`solvers.local_linear_fit`, its windows), weighted per pixel by the inverse of its local fit
     error there, the weights normalised over the references that know the pixel. target: C×H×W (array-like,
     read in row blocks); target_known: its known pixels (H×W or C×H×W). Pixels no reference knows stay NaN, and
     so do those known only by a reference that shares no known pixel with the target within the block."""
     import torch
 
-    from .model import ModelConfig, _box_means, band_stats, local_linear_fit
+    from .model import ModelConfig, band_stats
+    from .solvers import box_means, local_linear_fit
 
     if not references:
         raise FillError("fuse_references needs at least one reference")
@@ -192,7 +181,7 @@ def fuse_references(target, target_known, references) -> Fused:
             both = (known & ref_known).float()
             squared = both * (fitted - values) ** 2
             overall = squared.sum((-2, -1), keepdim=True) / both.sum((-2, -1), keepdim=True).clamp_min(1)
-            local_sq, local_n = _box_means(torch.cat([squared, both], 1), (ERROR_WINDOW,))[0].chunk(2, 1)
+            local_sq, local_n = box_means(torch.cat([squared, both], 1), (ERROR_WINDOW,))[0].chunk(2, 1)
             error = (local_sq * area + ERROR_PRIOR * overall) / (local_n * area + ERROR_PRIOR)
             fits.append(fitted)
             errors.append(error)
@@ -215,63 +204,3 @@ def fuse_references(target, target_known, references) -> Fused:
             weight_sums[i] += float(weight[:, :, keep][inside].sum())
     weights = [float(s / max(weight_count, 1)) for s in weight_sums]
     return Fused(out[0], out[1], out[2], weights)
-
-
-def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
-               cloudy=None, progress: Callable[[int, int], None] | None = None,
-               cancelled: Callable[[], bool] | None = None, **fill_options) -> list[StackFill]:
-    """Every date of a stack (or those of `targets`, indices) filled from the others with one `inpaint.fill` each.
-
-    bands: per date C×H×W float32, NaN where unknown (stripes, nodata); unusable: per date H×W bool, the pixels
-    a quality mask rules out (cloud, shadow, snow, fill): never context, in the target nor in a reference;
-    dates: per date a date. The holes filled are the unknown pixels and the unusable ones without values, and
-    with fill_clouds the clouds too (`cloudy`, per date H×W; by default every unusable pixel that has values);
-    clouds not filled keep their values (variance 0, as kept pixels). For each target up to max_references dates
-    are ranked (`rank_references`), fused (`fuse_references`) and given to `fill` as its one reference; where
-    they disagree, their spread widens the returned variance. fill_options go to `fill` (method, device, …)."""
-    n = len(bands)
-    if n == 0:
-        raise FillError("the stack is empty: give at least one date")
-    if len(unusable) != n or len(dates) != n or (cloudy is not None and len(cloudy) != n):
-        raise FillError(f"the stack has {n} dates of bands but {len(unusable)} unusable masks and {len(dates)} "
-                        "dates" + ("" if cloudy is None else f" and {len(cloudy)} cloud masks") + ": give one each")
-    if not _is_whole(max_references) or max_references < 1:
-        raise OptionError(f"max_references must be a whole number, 1 or more, not {max_references!r}")
-    days = [_as_date(d) for d in dates]
-    if len(set(days)) != n:
-        twice = sorted({d for d in days if days.count(d) > 1})[0]
-        raise FillError(f"date {twice} appears twice in the stack: each date once")
-    shape = np.shape(bands[0])
-    bands = [np.asarray(b, np.float32) for b in bands]
-    unusable = [np.asarray(u, bool) for u in unusable]
-    for i, (b, u) in enumerate(zip(bands, unusable)):
-        if b.ndim != 3 or b.shape != shape or u.shape != shape[1:]:
-            raise FillError(f"date {days[i]}: bands {b.shape} and unusable mask {u.shape} do not match the first "
-                            f"date's {shape} and {shape[1:]}")
-    usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
-    targets = range(n) if targets is None else list(targets)
-    wrong = [t for t in targets if not _is_whole(t) or not 0 <= t < n]
-    if wrong:
-        raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
-    results = []
-    for done, t in enumerate(targets):
-        if cancelled and cancelled():
-            raise Cancelled()
-        clouds = (unusable[t] & np.isfinite(bands[t]).all(0)) if cloudy is None else np.asarray(cloudy[t], bool)
-        kept = np.zeros_like(clouds) if fill_clouds else clouds  # neither filled nor context
-        holes = ~usable[t] & ~kept
-        chosen = rank_references(usable, days, t, int(max_references), bands=bands)
-        references = [np.where(usable[i], bands[i], np.nan) for i in chosen]
-        fused = fuse_references(bands[t], usable[t], references) if chosen else None
-        step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
-        result = fill(np.where(usable[t], bands[t], np.nan), holes, nodata=np.broadcast_to(kept, holes.shape),
-                      reference=None if fused is None else fused.reference, progress=step, cancelled=cancelled,
-                      **fill_options)
-        if result.mean is not None:
-            np.copyto(result.mean, bands[t], where=np.broadcast_to(kept, holes.shape))
-            if result.variance is not None:
-                np.copyto(result.variance, 0, where=np.broadcast_to(kept, holes.shape))
-                if fused is not None:  # the references' disagreement, which one fused reference cannot show
-                    result.variance += np.where(holes & np.isfinite(fused.spread), fused.spread, 0)
-        results.append(StackFill(days[t], result, list(zip(chosen, [] if fused is None else fused.weights))))
-    return results

@@ -113,12 +113,12 @@ def merge_references(arrays: list[np.ndarray]) -> np.ndarray:
         for b in range(len(merged)):
             holes = np.isnan(merged[b]) & ~np.isnan(later[b])
             if holes.any():
-                gain, offset = _fit(later[b], merged[b])
+                gain, offset = linear_fit(later[b], merged[b])
                 merged[b][holes] = gain * later[b][holes] + offset
     return merged
 
 
-def _fit(x: np.ndarray, y: np.ndarray, min_pixels: int = 100) -> tuple[float, float]:
+def linear_fit(x: np.ndarray, y: np.ndarray, min_pixels: int = 100) -> tuple[float, float]:
     """(gain, offset) taking x to y over their common known pixels: least squares where there are
     enough of them and they correlate, else matched mean and standard deviation, else as is."""
     common = ~np.isnan(x) & ~np.isnan(y)

@@ -96,7 +96,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,nchw->n", a, b).view(-1, 1, 1, 1)
 
 
-def _box_means(x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
+def box_means(x: torch.Tensor, sizes: tuple[int, ...]) -> list[torch.Tensor]:
     """Means over size×size windows (zero padded) for each size, from one table of running sums: the cost does
     not grow with the window. The sums are float64, so that a tile's totals keep the precision of its values."""
     h, w = x.shape[-2:]
@@ -137,7 +137,7 @@ def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor,
         _, gmx, gmy, gvx, gcxy = fit(*(t.mean((-2, -1), keepdim=True) for t in maps))
         g_slope = gcxy / (gvx + 1e-3)
         overall = gmy + g_slope * (ref - gmx)
-        boxes = [_box_means(t, windows) for t in maps]  # per map, per window
+        boxes = [box_means(t, windows) for t in maps]  # per map, per window
         fits = []
         for i, size in enumerate(windows):
             n, mx, my, vx, cxy = fit(*(b[i] for b in boxes))
@@ -176,7 +176,7 @@ def multiband_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor, re
         blocks = F.avg_pool2d(maps, MULTIBAND_BLOCK, ceil_mode=True)  # partial blocks at the edges: their mean
         tile = maps.mean((-2, -1), keepdim=True)  # the tile's own sums: the fallback
         del maps
-        local = _box_means(blocks, (MULTIBAND_WINDOW,))[0]
+        local = box_means(blocks, (MULTIBAND_WINDOW,))[0]
 
         def solve(sums):  # N×m×… window means of the products → N×…×k×C coefficients
             gram = torch.zeros(*sums.shape[:1], *sums.shape[2:], k, k, device=sums.device)

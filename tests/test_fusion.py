@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from napari_convnp.errors import FillError, OptionError
-from napari_convnp.fusion import fill_stack, fuse_references, rank_references
+from napari_convnp.fusion import fuse_references, rank_references
 from napari_convnp.inpaint import fill
 from napari_convnp.reference import merge_references
+from napari_convnp.stack_fill import fill_stack
 
 from .test_inpaint import smooth_bands, stripes
 

@@ -1,0 +1,86 @@
+"""Every date of a stack filled from the others: for each target date, the other dates ranked and fused into one
+reference (`fusion`), then one `inpaint.fill`. Arrays in, Fills out; the file layer (`fill_stack_files`) reads a
+`stack.Stack` and writes what `fill-many` writes, per date.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .errors import FillError, OptionError
+from .fusion import MAX_REFERENCES, _as_date, fuse_references, rank_references
+from .inpaint import Cancelled, Fill, _is_whole, fill
+
+
+@dataclass
+class StackFill:
+    """One date of a stack filled from the others: its Fill and the references used, as (index of the date in the
+    stack, its mean weight in the fused reference)."""
+
+    date: datetime.date
+    fill: Fill
+    references: list[tuple[int, float]]
+
+
+
+def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
+               cloudy=None, progress: Callable[[int, int], None] | None = None,
+               cancelled: Callable[[], bool] | None = None, **fill_options) -> list[StackFill]:
+    """Every date of a stack (or those of `targets`, indices) filled from the others with one `inpaint.fill` each.
+
+    bands: per date C×H×W float32, NaN where unknown (stripes, nodata); unusable: per date H×W bool, the pixels
+    a quality mask rules out (cloud, shadow, snow, fill): never context, in the target nor in a reference;
+    dates: per date a date. The holes filled are the unknown pixels and the unusable ones without values, and
+    with fill_clouds the clouds too (`cloudy`, per date H×W; by default every unusable pixel that has values);
+    clouds not filled keep their values (variance 0, as kept pixels). For each target up to max_references dates
+    are ranked (`rank_references`), fused (`fuse_references`) and given to `fill` as its one reference; where
+    they disagree, their spread widens the returned variance. fill_options go to `fill` (method, device, …)."""
+    n = len(bands)
+    if n == 0:
+        raise FillError("the stack is empty: give at least one date")
+    if len(unusable) != n or len(dates) != n or (cloudy is not None and len(cloudy) != n):
+        raise FillError(f"the stack has {n} dates of bands but {len(unusable)} unusable masks and {len(dates)} "
+                        "dates" + ("" if cloudy is None else f" and {len(cloudy)} cloud masks") + ": give one each")
+    if not _is_whole(max_references) or max_references < 1:
+        raise OptionError(f"max_references must be a whole number, 1 or more, not {max_references!r}")
+    days = [_as_date(d) for d in dates]
+    if len(set(days)) != n:
+        twice = sorted({d for d in days if days.count(d) > 1})[0]
+        raise FillError(f"date {twice} appears twice in the stack: each date once")
+    shape = np.shape(bands[0])
+    bands = [np.asarray(b, np.float32) for b in bands]
+    unusable = [np.asarray(u, bool) for u in unusable]
+    for i, (b, u) in enumerate(zip(bands, unusable)):
+        if b.ndim != 3 or b.shape != shape or u.shape != shape[1:]:
+            raise FillError(f"date {days[i]}: bands {b.shape} and unusable mask {u.shape} do not match the first "
+                            f"date's {shape} and {shape[1:]}")
+    usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
+    targets = range(n) if targets is None else list(targets)
+    wrong = [t for t in targets if not _is_whole(t) or not 0 <= t < n]
+    if wrong:
+        raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
+    results = []
+    for done, t in enumerate(targets):
+        if cancelled and cancelled():
+            raise Cancelled()
+        clouds = (unusable[t] & np.isfinite(bands[t]).all(0)) if cloudy is None else np.asarray(cloudy[t], bool)
+        kept = np.zeros_like(clouds) if fill_clouds else clouds  # neither filled nor context
+        holes = ~usable[t] & ~kept
+        chosen = rank_references(usable, days, t, int(max_references), bands=bands)
+        references = [np.where(usable[i], bands[i], np.nan) for i in chosen]
+        fused = fuse_references(bands[t], usable[t], references) if chosen else None
+        step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
+        result = fill(np.where(usable[t], bands[t], np.nan), holes, nodata=np.broadcast_to(kept, holes.shape),
+                      reference=None if fused is None else fused.reference, progress=step, cancelled=cancelled,
+                      **fill_options)
+        if result.mean is not None:
+            np.copyto(result.mean, bands[t], where=np.broadcast_to(kept, holes.shape))
+            if result.variance is not None:
+                np.copyto(result.variance, 0, where=np.broadcast_to(kept, holes.shape))
+                if fused is not None:  # the references' disagreement, which one fused reference cannot show
+                    result.variance += np.where(holes & np.isfinite(fused.spread), fused.spread, 0)
+        results.append(StackFill(days[t], result, list(zip(chosen, [] if fused is None else fused.weights))))
+    return results
