@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import baselines, inpaint, masks, metrics
+from . import baselines, masks, metrics, options
 from ._napari import (
     COMPOSITE_KEY,
     READER_PATTERNS,
@@ -64,7 +64,7 @@ LABEL_CHARACTER_WIDTH, LABEL_MARGIN = 1.3, 10
 RESULT_KEY = "napari_convnp_result"  # layer.metadata: {"source", "label", "kind"} of a result or a mask
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
-NEEDS_REFERENCE = inpaint.NEEDS_REFERENCE
+NEEDS_REFERENCE = options.NEEDS_REFERENCE
 # Results of scenes with more values than this (4096²×4) are streamed to files and shown read back window by
 # window, not held in memory: a whole Landsat scene's mean and variance would take 2.7 GB.
 STREAM_RESULTS_VALUES = 2 ** 26
@@ -248,11 +248,11 @@ class _Progress(QObject):
 
 
 def _device_choices() -> list[str]:
+    """The registry's devices (options.DEVICES and its cuda:N) that exist here: auto, every GPU, cpu."""
     import torch
 
-    if torch.cuda.is_available():
-        return ["auto", "cuda", "cpu"]
-    return ["auto", "cpu"]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", *(["cuda", *(f"cuda:{n}" for n in range(1, gpus))] if gpus else []), "cpu"]
 
 
 def _device_note() -> str:
@@ -652,7 +652,7 @@ class GapFillWidget(QWidget):
         self.method_boxes = {}
         grid = QHBoxLayout()
         column = None
-        for i, method in enumerate(inpaint.METHODS):
+        for i, method in enumerate(options.METHODS):
             if i % 3 == 0:
                 column = QVBoxLayout()
                 grid.addLayout(column)

@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from .errors import SceneError
+from .options import check_path
 
 # GeoTIFF tags that carry georeferencing, copied verbatim from input to output.
 GEO_TAGS = {
@@ -203,14 +204,58 @@ def read_scene(path: str | os.PathLike, *, lazy_float: bool = False) -> Scene:
     `FloatView` that converts them to float32 window by window (for the file-to-file fill); where the file
     is one image in strips or tiles, its pixels are not even held: they are decoded window by window
     (`TiffPixels`), after one pass that checks every block decodes and finds the nodata pixels."""
-    path = Path(path)
+    path = Path(check_path(path, "read_scene's path", SceneError))
     if not path.exists():
         raise SceneError(f"{path}: no such file or folder")
     if path.is_dir():
         return _read_landsat_folder(path)
     raw = _read_tiff(path, windowed=lazy_float)
+    _check_fill_pair(path, provenance_items(raw["metadata"]))
     return _make_scene(raw["data"], raw["names"], raw["geo_tags"], raw["nodata_value"], path, (path,),
                        raw["metadata"], lazy_float, raw.get("nodata"))
+
+
+FILLED_MASK_SUFFIX = "_filled_mask"  # `<out stem>_filled_mask.tif`: which pixels of a fill were filled
+
+
+def provenance_items(metadata) -> dict[str, str]:
+    """The CONVNP_ items of GDAL metadata XML (what wrote a file, from what), without the prefix."""
+    root = _metadata_root(metadata)
+    return {} if root is None else {
+        item.get("name")[len(PROVENANCE_PREFIX):]: item.text or "" for item in root.iter("Item")
+        if (item.get("name") or "").upper().startswith(PROVENANCE_PREFIX)}
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, str]:
+    """`provenance_items` of a TIFF file, from its tags alone; {} where it has none, is no TIFF or no regular
+    file (a FIFO is never opened: that would wait for a writer)."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return {}
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            return provenance_items(tags[GDAL_METADATA].value if GDAL_METADATA in tags else None)
+    except Exception:  # noqa: BLE001 - not a TIFF we can read: it carries no provenance
+        return {}
+
+
+def _check_fill_pair(path: Path, items: dict) -> None:
+    """A fill and its `_filled_mask` sidecar carry the hash of one filled-pixel mask: read beside each other
+    with different hashes, they come from different runs (two writers raced, or one file was replaced)."""
+    digest = items.get("MASK_SHA256")
+    if not digest:
+        return
+    if path.stem.endswith(FILLED_MASK_SUFFIX):
+        stem = path.stem[:-len(FILLED_MASK_SUFFIX)]
+        partners = [path.with_name(stem + suffix) for suffix in (".tif", ".tiff", ".TIF", ".TIFF")]
+    else:
+        partners = [path.with_name(f"{path.stem}{FILLED_MASK_SUFFIX}.tif")]
+    for partner in partners:
+        other = read_provenance(partner).get("MASK_SHA256")
+        if other and other != digest:
+            raise SceneError(f"{path}: it and {partner.name} come from different runs (their CONVNP_MASK_SHA256 "
+                             "differ), so the filled-pixel mask does not describe this fill; fill it again")
 
 
 def scene_shape(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -837,15 +882,16 @@ def _xml_safe(text: str) -> str:
     return "".join(c if c in "\t\n\r" or (" " <= c and c not in "\ufffe\uffff") else "?" for c in text)
 
 
-def check_output_path(path: str | os.PathLike, sources=()) -> Path:
-    """Refuse an output that cannot be written, before any work: not a .tif, one of `sources` (the
-    inputs), an existing folder, in a folder that does not exist, is a file, or cannot be written to
-    (a probe file is created and removed)."""
-    path = Path(path)
+def check_output_path(path: str | os.PathLike, sources=(), *, tiff: bool = True) -> Path:
+    """Refuse an output that cannot be written, before any work: not a .tif (unless `tiff` is False: a
+    checkpoint, scores), one of `sources` (the inputs), an existing folder, in a folder
+    that does not exist, is a file, or cannot be written to (a probe file is created and removed). The one
+    check every output of every command goes through."""
+    path = Path(check_path(path, "the output", SceneError))
     for src in sources:
         if same_file(path, src):
             raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
-    if path.suffix.lower() not in TIFF_SUFFIXES:
+    if tiff and path.suffix.lower() not in TIFF_SUFFIXES:
         raise SceneError(f"{path}: output must be a .tif/.tiff file")
     if path.is_dir():
         raise SceneError(f"{path}: the output is an existing folder; give a file name")
