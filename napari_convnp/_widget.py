@@ -102,11 +102,11 @@ def _reports_input_errors(slot):
     return wrapper
 
 
-# --- methods, from the registry in inpaint.py (a new baseline needs no second list here) -----------------
+# --- methods, from the registry in options.py (a new baseline needs no second list here) -----------------
 
 def uses_reference(method: str) -> bool:
     """Whether a method takes another date: the ConvNP optionally, the two-date baselines always."""
-    return method == "convnp" or method in NEEDS_REFERENCE
+    return method in options.USES_REFERENCE
 
 
 def method_description(method: str) -> str:

@@ -371,10 +371,10 @@ def _run(args) -> int:
     return 0
 
 
-def _check_outputs(outputs: dict[str, Path | None], inputs, data: Path | None = None) -> None:
+def _check_outputs(outputs: dict[str, Path | None], inputs, data: Path | None = None, anywhere=()) -> None:
     """The outputs of train and evaluate (checkpoints, scores, a cache) through the one output check
-    (`scene.check_output_path`): never an input, never inside --data, never two of them one file; refused
-    before the work, naming the option."""
+    (`scene.check_output_path`): never an input, never inside --data (but the options in `anywhere`), never
+    two of them one file; refused before the work, naming the option."""
     from .errors import OptionError
     from .scene import SceneError, check_output_path, same_file
 
@@ -383,7 +383,7 @@ def _check_outputs(outputs: dict[str, Path | None], inputs, data: Path | None = 
         for other, other_path in given[i + 1:]:
             if same_file(path, other_path):
                 raise OptionError(f"{path}: {option} and {other} name one file; give them different names")
-        if data is not None and Path(data).resolve() in path.resolve().parents:
+        if data is not None and option not in anywhere and Path(data).resolve() in path.resolve().parents:
             raise OptionError(f"{path}: {option} lies inside --data {data}; write it elsewhere")
         try:
             check_output_path(path, [p for p in inputs if p is not None], tiff=False)
@@ -442,7 +442,7 @@ def _check_train(args) -> tuple:
             raise OptionError(f"{path}: {option} is the --init checkpoint; training would overwrite it")
     cache = args.cache if args.cache is not None and not Path(args.cache).exists() else None  # made, or read
     _check_outputs({"--out": args.out, "--last": args.last, "--cache": cache},
-                   [args.init, args.cache if cache is None else None], data=args.data)
+                   [args.init, args.cache if cache is None else None], data=args.data, anywhere=("--cache",))
     if args.init is not None:
         _check_weights(args.init, "--init")
     try:
