@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import ConvNPError
 from .fileio import FILL_FILE_EXTRAS, OptionError, Outputs, filled_mask_path
+from .options import check_path, is_path
 from .scene import (
     BAND_FILE,
     TIFF_SUFFIXES,
@@ -133,6 +134,15 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
     """
     from .fileio import check_options
 
+    items = [inputs] if is_path(inputs) else inputs
+    if not isinstance(items, (list, tuple)) or not items:
+        raise OptionError(f"inputs must be a file, folder or glob pattern, or a list of them, not "
+                          f"{type(inputs).__name__}")
+    for item in items:
+        check_path(item, "each input")
+    check_path(out_dir, "out_dir")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise OptionError(f"scheduler must be a Dask scheduler's address (str) or None, not {type(scheduler).__name__}")
     if scheduler is None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise OptionError(f"--workers must be 1 or more (a whole number), not {workers!r}")
     options = {"density": 1.0, "seed": 0, "tile": None, "precision": "float32", "dtype": "auto", "device": "auto"}

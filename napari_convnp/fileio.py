@@ -389,8 +389,8 @@ def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: 
     """`inpaint.fill` with its mean and variance written into tiled float32 GeoTIFFs in `folder` (georeferenced
     like `like`) as the rows come, instead of held in memory: for results the size of a whole scene, which
     napari then shows read back window by window. Returns (Fill with mean and variance None, mean path,
-    variance path or None); `on_rows` sees every band of rows as well. Nothing is left behind on an error or
-    a cancel."""
+    variance path or None); `on_rows` sees every band of rows as well. Filled values of an integer scene are
+    clipped to its type's range, as `fill_file` does. Nothing is left behind on an error or a cancel."""
     from .inpaint import FillError, fill
 
     if tuple(np.shape(bands)) != tuple(like.shape):
@@ -406,7 +406,10 @@ def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: 
                                        names=[f"{n} {kind}" for n in like.band_names], keep_roles=(),
                                        protect=like.sources, metadata={"output": f"{name} {kind}"})
 
+        clip = source_range(like.source_dtype)
+
         def write(r0, mean, variance):
+            _clip(mean, clip)  # as in the file-to-file fill
             streams["mean"].write(mean)
             if "variance" in streams:
                 streams["variance"].write(variance)
@@ -464,13 +467,19 @@ def _plan(scene: Scene, gaps: np.ndarray, dtype: np.dtype, input: Path) -> dict:
         nodata_value = float(scene.nodata_value)  # --dtype source keeps a float scene's own nodata value
     nodata_text = None if nodata_value is None and dtype.kind in "ui" else (
         "nan" if nodata_value is None else str(nodata_value))
-    # filled values of an integer scene stay in its type's range, whatever the output type (a uint8 scene's fill
-    # never reads -15 or 278)
-    clip = None
-    if source.kind in "uib":
-        info = np.iinfo(np.uint8 if source.kind == "b" else source)
-        clip = (0, 1) if source.kind == "b" else (info.min, info.max)
-    return {"dtype": dtype, "raw": raw, "nodata_value": nodata_value, "nodata_text": nodata_text, "clip": clip}
+    return {"dtype": dtype, "raw": raw, "nodata_value": nodata_value, "nodata_text": nodata_text,
+            "clip": source_range(source)}
+
+
+def source_range(source_dtype) -> tuple[int, int] | None:
+    """The range filled values of a scene of this pixel type are clipped to, whatever the output type (a uint8
+    scene's fill never reads -15 or 278); None for float scenes."""
+    source = np.dtype(source_dtype)
+    if source.kind == "b":
+        return 0, 1
+    if source.kind in "ui":
+        return int(np.iinfo(source).min), int(np.iinfo(source).max)
+    return None
 
 
 def _clip(mean: np.ndarray, clip) -> int:

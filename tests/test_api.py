@@ -96,11 +96,15 @@ def test_fill_file_takes_one_reference_path_as_one_reference(tmp_path):
 def test_fill_many_checks_its_options_before_dask_starts(tmp_path):
     src = scene(tmp_path)
     for kwargs, message in (({"adapt_steps": -1}, "adaptation steps must be"), ({"magic": 2}, "no option 'magic'"),
-                            ({"workers": "2"}, r"--workers must be 1 or more \(a whole number\), not '2'")):
+                            ({"workers": "2"}, r"--workers must be 1 or more \(a whole number\), not '2'"),
+                            ({"inputs": None}, "inputs must be a file, folder or glob"),
+                            ({"inputs": [3]}, "each input must be a file name"),
+                            ({"out_dir": None}, "out_dir must be a file name"),
+                            ({"scheduler": 8786}, "scheduler must be a Dask scheduler's address")):
         with pytest.raises(OptionError, match=message):
             from napari_convnp.batch import fill_many
 
-            fill_many([src], tmp_path / "out", **kwargs)
+            fill_many(**{"inputs": [src], "out_dir": tmp_path / "out", **kwargs})
     assert not (tmp_path / "out").exists()
 
 
@@ -136,6 +140,16 @@ def test_filled_values_of_an_integer_scene_stay_in_its_range(tmp_path, monkeypat
         assert filled.max() == 255, dtype
         assert summary["clipped_pixels"] == 4 * 96
         assert read_provenance(out)["CLIPPED"] == "filled values clipped to the source's uint8 range [0, 255]"
+
+
+def test_streamed_results_of_an_integer_scene_stay_in_its_range(tmp_path, monkeypatch):
+    """The widget's streamed path (fileio.fill_to_files) clips as the file-to-file fill does."""
+    monkeypatch.setitem(baselines.METHODS, "harmonic", lambda given, context: np.where(context, given, -40.0))
+    scene_ = read_scene(make_tiff(tmp_path / "s.tif", smooth(1, 64, 96, np.uint8, offset=120.0, scale=100.0)))
+    gaps = np.zeros((64, 96), bool)
+    gaps[20:24] = True
+    _, mean_path, _ = fileio.fill_to_files(scene_.bands, gaps, tmp_path, like=scene_, name="t", method="harmonic")
+    assert tifffile.imread(mean_path)[20:24].min() == 0
 
 
 def test_a_fill_and_a_sidecar_from_different_runs_are_told_apart(tmp_path):
