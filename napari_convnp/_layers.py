@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import inpaint
+from . import options
 from ._napari import COMPOSITE_KEY, SCENE_KEY, contrast_limits, fit_placement, layer_placement, scene_of
 from .errors import ConvNPError
 from .scene import Scene, SceneError, read_scene
@@ -15,7 +15,7 @@ RESULT_KEY = "napari_convnp_result"  # layer.metadata: {"source", "label", "kind
 OWN_LIMITS_KEY = "napari_convnp_own_limits"  # a result's own contrast limits, before `share_limits`
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
-NEEDS_REFERENCE = inpaint.NEEDS_REFERENCE
+NEEDS_REFERENCE = options.NEEDS_REFERENCE
 
 
 class InputError(ConvNPError):
@@ -26,7 +26,7 @@ class InputError(ConvNPError):
 
 def uses_reference(method: str) -> bool:
     """Whether a method takes another date: the ConvNP optionally, the two-date baselines always."""
-    return method == "convnp" or method in NEEDS_REFERENCE
+    return method in options.USES_REFERENCE
 
 
 def result_label(method: str, density: float = 1.0, reference: bool = False, adapted: bool = False) -> str:

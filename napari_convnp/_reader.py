@@ -49,6 +49,8 @@ def get_reader(path):
                 return None
         except OSError:
             return None
+    elif p.exists() and not p.is_file():  # a FIFO (named pipe), a device: opening it would wait forever
+        return None
     elif p.suffix.lower() not in TIFF_SUFFIXES or not understands(p):
         return None
     return read_layers

@@ -75,11 +75,11 @@ class _Progress(QObject):
 
 
 def _device_choices() -> list[str]:
+    """The registry's devices (options.DEVICES and its cuda:N) that exist here: auto, every GPU, cpu."""
     import torch
 
-    if torch.cuda.is_available():
-        return ["auto", "cuda", "cpu"]
-    return ["auto", "cpu"]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", *(["cuda", *(f"cuda:{n}" for n in range(1, gpus))] if gpus else []), "cpu"]
 
 
 def _device_note() -> str:

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _run, inpaint, masks
+from . import _run, masks, options
 from ._layers import (
     NAME_BUDGET,
     NEEDS_REFERENCE,
@@ -405,7 +405,7 @@ class GapFillWidget(QWidget):
         self.method_boxes = {}
         grid = QHBoxLayout()
         column = None
-        for i, method in enumerate(inpaint.METHODS):
+        for i, method in enumerate(options.METHODS):
             if i % 3 == 0:
                 column = QVBoxLayout()
                 grid.addLayout(column)

@@ -35,7 +35,7 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
 
     c, h, w = bands.shape
     tile = task_side(model, h, w)
-    if steps <= 0 or tile < 2 * model.multiple:
+    if steps <= 0 or not can_adapt(model, h, w):
         return model  # too small a scene to cut tasks from
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -58,3 +58,8 @@ def adapt_model(model, bands, offsets, scales, context, gaps, steps: int, *, ref
         if progress:
             progress(step + 1, steps)
     return tuned.eval()
+
+
+def can_adapt(model, h: int, w: int) -> bool:
+    """Whether tasks can be cut from an h×w scene (each at least two of the UNet's multiples a side)."""
+    return task_side(model, h, w) >= 2 * model.multiple

@@ -11,10 +11,11 @@ import os
 from pathlib import Path
 
 from .errors import ConvNPError, SceneError
-from .fileio import OptionError, Outputs, filled_mask_path
+from .fileio import FILL_FILE_EXTRAS, OptionError, Outputs, filled_mask_path
 from .landsat import BAND_FILE
-from .tiffread import TIFF_SUFFIXES
-from .tiffwrite import check_output_path, file_identity, remove_stale_partials
+from .options import check_path, is_path
+from .tiffread import TIFF_SUFFIXES, read_provenance
+from .tiffwrite import check_output_path, file_identity, remove_stale_partials, same_file
 
 CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
 
@@ -126,11 +127,24 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
     """
     from .fileio import check_options
 
+    items = [inputs] if is_path(inputs) else inputs
+    if not isinstance(items, (list, tuple)) or not items:
+        raise OptionError(f"inputs must be a file, folder or glob pattern, or a list of them, not "
+                          f"{type(inputs).__name__}")
+    for item in items:
+        check_path(item, "each input")
+    check_path(out_dir, "out_dir")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise OptionError(f"scheduler must be a Dask scheduler's address (str) or None, not {type(scheduler).__name__}")
     if scheduler is None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise OptionError(f"--workers must be 1 or more, not {workers}")
+        raise OptionError(f"--workers must be 1 or more (a whole number), not {workers!r}")
     options = {"density": 1.0, "seed": 0, "tile": None, "precision": "float32", "dtype": "auto", "device": "auto"}
+    unknown = sorted(set(fill_kwargs) - set(options) - set(FILL_FILE_EXTRAS))
+    if unknown:  # now, not on every worker after Dask has started
+        raise OptionError(f"fill_many takes no option {unknown[0]!r}")
     options.update((k, v) for k, v in fill_kwargs.items() if k in options)
-    check_options(method=method, variance=variance, biharmonic_weight=fill_kwargs.get("biharmonic_weight"), **options)
+    check_options(method=method, variance=variance, biharmonic_weight=fill_kwargs.get("biharmonic_weight"),
+                  adapt_steps=fill_kwargs.get("adapt_steps", 0), **options)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SceneError(f"{out_dir}: the output folder is a file")
@@ -139,7 +153,9 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
     except OSError as err:
         raise SceneError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
     check_output_path(out_dir / "probe.tif")  # the folder takes files: a probe file made and removed
-    scenes = expand_inputs(inputs)
+    # this command's own outputs in --out-dir (an earlier run's, where it is the input folder too) are no scenes
+    scenes = [s for s in expand_inputs(inputs)
+              if not (same_file(s.parent, out_dir) and read_provenance(s).get("OUTPUT"))]
     if not scenes:
         raise SceneError(f"no input scenes found in {inputs}")
     plan = plan_outputs(scenes, out_dir, method, variance, filled_mask)

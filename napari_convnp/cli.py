@@ -171,7 +171,8 @@ def _main(argv, about: dict) -> int:
 
         warnings.simplefilter("ignore")  # stderr carries one line per error; library warnings are noise there
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(_signed_values(argv, parser))
         about["what"] = str(getattr(args, "input", None) or getattr(args, "out_dir", None) or args.command)
         if args.command == "fill-many":
             about["kept"] = "finished scenes are kept; a re-run goes on from there"
@@ -201,11 +202,40 @@ def _report(err: Exception, about: dict) -> int:
     return EXIT_BAD_INPUT
 
 
+def _signed_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """'--biharmonic-weight -inf' as '--biharmonic-weight=-inf': argparse takes a token that starts with '-' and is
+    not a plain negative number for an option, so the value would be reported as missing ("expected one
+    argument") instead of refused for what it is."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices.values()
+    takes_value = {s for p in commands for a in p._actions if a.nargs != 0 for s in a.option_strings}
+    joined: list[str] = []
+    for token in argv:
+        if joined and joined[-1] in takes_value and token.startswith("-") and _is_float(token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (the N-th GPU)"
+# how the command line spells each FillOptions field, to name it in an error
+FLAGS = {"method": "--method", "density": "--density", "device": "--device", "seed": "--seed", "tile": "--tile",
+         "precision": "--precision", "dtype": "--dtype", "references": "--reference", "adapt_steps": "--adapt",
+         "biharmonic_weight": "--biharmonic-weight", "variance": "--variance"}
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .evaluate import SETS
-    from .fileio import DTYPES
-    from .inpaint import METHODS, NEEDS_REFERENCE
+    from .options import DTYPES, METHODS, NEEDS_REFERENCE, PRECISIONS
 
     parser = _Parser(prog=PROG, description="Fill Landsat 7 gaps with a ConvNP.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -227,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fill-all-nodata", action="store_true",
                    help="fill every nodata pixel, large areas and the off-scene border too (the variance says how "
                         "unsure), not only the scan-line gaps and small holes")
-    _fill_options(p, METHODS, DTYPES)
+    _fill_options(p, METHODS, DTYPES, PRECISIONS)
     p.add_argument("--variance", type=Path, help="also write the predictive variance here (ConvNP)")
     p.add_argument("--reference", type=Path, action="append",
                    help="another date of the same place as context (repeatable)")
@@ -235,7 +265,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fill-many", help="fill many scenes on a Dask cluster")
     p.add_argument("inputs", nargs="+", help="files, folders of .tif files, or glob patterns")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs (made if missing)")
-    _fill_options(p, [m for m in METHODS if m not in NEEDS_REFERENCE], DTYPES)  # fill-many takes no reference
+    # fill-many takes no reference
+    _fill_options(p, [m for m in METHODS if m not in NEEDS_REFERENCE], DTYPES, PRECISIONS)
     p.add_argument("--variance", action="store_true", help="also write NAME_variance.tif")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (1 or more)")
@@ -247,14 +278,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="stop (with a finished schedule) after this long")
     p.add_argument("--batch", type=int, default=8, help="tasks (tiles) per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--cache", type=Path, help="npz cache of the prepared images (made if missing)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task sampler and the initial weights")
     p.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
     p.add_argument("--log-every", type=int, default=100, help="steps between validations (and checkpoints)")
     p.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up (1 or more)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="training arithmetic (bfloat16: autocast, faster on CPUs with AVX-512 BF16)")
     p.add_argument("--single-image", action="store_true",
                    help="train a model without the second-date input (checkpoints before it)")
@@ -271,26 +302,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated methods to score (two-date baselines run on the two-date sets anyway)")
     p.add_argument("--json", type=Path, help="write the scores here")
     p.add_argument("--weights", type=Path, help="score this checkpoint instead of the shipped one")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="ConvNP arithmetic")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the ConvNP runs")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS, help="ConvNP arithmetic")
+    p.add_argument("--device", default="cpu", help=f"where the ConvNP runs: {DEVICE_HELP}")
     p.add_argument("--sets", default=",".join(SETS), help=f"evaluation sets, of {', '.join(SETS)}")
     return parser
 
 
-def _fill_options(p, methods, dtypes):
-    from .inpaint import NEEDS_REFERENCE
+def _fill_options(p, methods, dtypes, precisions):
+    from .options import NEEDS_REFERENCE
 
     two_date = [m for m in methods if m in NEEDS_REFERENCE]
     p.add_argument("--method", default="convnp", choices=methods,
                    help="the ConvNP or a classical fill" + (f" ({', '.join(two_date)} need --reference)"
                                                             if two_date else ""))
     p.add_argument("--density", type=float, default=1.0, help="fraction of known pixels used as context, (0, 1]")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where the ConvNP runs (auto: a CUDA GPU when torch sees one)")
+    p.add_argument("--device", default="auto",
+                   help=f"where the ConvNP runs: {DEVICE_HELP} (auto: a CUDA GPU when torch sees one)")
     p.add_argument("--seed", type=int, default=0, help="seed of the context subsample (0 or more)")
     p.add_argument("--tile", type=int, help="tile side in pixels (default: 512 on CPU, 2048 on GPU); smaller "
                    "tiles need less memory and take longer (256: about 0.4 GB less, 1.4x the time)")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+    p.add_argument("--precision", default="float32", choices=precisions,
                    help="ConvNP arithmetic; bfloat16 can be faster on CPUs with AVX-512 BF16 or AMX, and on GPUs")
     p.add_argument("--dtype", default="auto", choices=dtypes,
                    help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
@@ -340,9 +371,6 @@ def _run(args) -> int:
             _error(failed["error"])
         return EXIT_FAILED if report["failed"] else 0
     elif args.command == "train":
-        _check_writable(args.out, "--out")
-        if args.last:
-            _check_writable(args.last, "--last")
         config, share = _check_train(args)
         from .inpaint import resolve_device
         from .train import train
@@ -361,29 +389,33 @@ def _run(args) -> int:
         results = evaluate_all(args.data, methods, device=resolve_device(args.device), weights=args.weights,
                                precision=args.precision, sets=sets)
         if args.json:
-            _write_text_atomic(args.json, json.dumps(results, indent=1))
+            _write_text_atomic(args.json, json.dumps(results, indent=1), [args.weights] if args.weights else [])
         print(markdown(results))
     return 0
 
 
-def _check_writable(path: Path, option: str) -> None:
-    """An output file other than a GeoTIFF (checkpoint, scores): refused before the work if it cannot be written."""
-    from .fileio import OptionError
+def _check_outputs(outputs: dict[str, Path | None], inputs, data: Path | None = None, anywhere=()) -> None:
+    """The outputs of train and evaluate (checkpoints, scores, a cache) through the one output check
+    (`scene.check_output_path`): never an input, never inside --data (but the options in `anywhere`), never
+    two of them one file; refused before the work, naming the option."""
+    from .errors import OptionError, SceneError
+    from .tiffwrite import check_output_path, same_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise OptionError(f"{path}: {option} is an existing folder; give a file name")
-    if not path.parent.is_dir():
-        raise OptionError(f"{path.parent}: the folder of {option} does not exist (or is a file)")
-    probe = path.parent / f".{path.name}.{os.getpid()}.probe"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OptionError(f"{path.parent}: cannot write {option} there ({err.strerror or err})") from None
+    given = [(option, Path(path)) for option, path in outputs.items() if path is not None]
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1:]:
+            if same_file(path, other_path):
+                raise OptionError(f"{path}: {option} and {other} name one file; give them different names")
+        if data is not None and option not in anywhere and Path(data).resolve() in path.resolve().parents:
+            raise OptionError(f"{path}: {option} lies inside --data {data}; write it elsewhere")
+        try:
+            check_output_path(path, [p for p in inputs if p is not None], tiff=False)
+        except SceneError as err:
+            raise OptionError(f"{option}: {err}") from None
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def _write_text_atomic(path: Path, text: str, inputs=()) -> None:
+    _check_outputs({"--json": path}, inputs)  # again: an input may have appeared there during the work
     tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
     try:
         tmp.write_text(text)
@@ -394,18 +426,19 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _convnp_options(args) -> dict:
     """--adapt-steps and --biharmonic-weight as fill options, only when asked for (the fill's defaults hold
-    otherwise); checked before any file is read."""
-    from .fileio import OptionError
-    from .inpaint import FillError, check_biharmonic_weight
+    otherwise); every fill option is checked by `options.FillOptions` before any file is read, the error naming
+    the flag."""
+    from .errors import OptionError
+    from .options import FillOptions
 
-    if args.adapt_steps < 0:
-        raise OptionError(f"--adapt STEPS must be 0 or more, not {args.adapt_steps}")
-    if args.adapt_steps and args.method != "convnp":
-        raise OptionError(f"--adapt fine-tunes the ConvNP; it does nothing for --method {args.method}")
+    references = tuple(getattr(args, "reference", None) or ())  # fill-many takes none
     try:
-        check_biharmonic_weight(args.biharmonic_weight, args.method)
-    except FillError as err:
-        raise OptionError(f"--biharmonic-weight: {err}") from None
+        FillOptions(method=args.method, density=args.density, device=args.device, seed=args.seed, tile=args.tile,
+                    precision=args.precision, dtype=args.dtype, references=references,
+                    adapt_steps=args.adapt_steps, biharmonic_weight=args.biharmonic_weight,
+                    variance=bool(args.variance)).validate()
+    except OptionError as err:
+        raise OptionError(f"{FLAGS[err.option]}: {err}") from None
     options = {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
     if args.biharmonic_weight is not None:
         options["biharmonic_weight"] = args.biharmonic_weight
@@ -428,12 +461,11 @@ def _check_train(args) -> tuple:
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         raise OptionError(f"--minutes must be a positive time limit, not {args.minutes}")
     for option, path in (("--out", args.out), ("--last", args.last)):
-        if path is None:
-            continue
-        if args.init is not None and same_file(path, args.init):
+        if path is not None and args.init is not None and same_file(path, args.init):
             raise OptionError(f"{path}: {option} is the --init checkpoint; training would overwrite it")
-        if Path(args.data).resolve() in Path(path).resolve().parents:
-            raise OptionError(f"{path}: {option} lies inside --data {args.data}; write checkpoints elsewhere")
+    cache = args.cache if args.cache is not None and not Path(args.cache).exists() else None  # made, or read
+    _check_outputs({"--out": args.out, "--last": args.last, "--cache": cache},
+                   [args.init, args.cache if cache is None else None], data=args.data, anywhere=("--cache",))
     if args.init is not None:
         _check_weights(args.init, "--init")
     try:
@@ -487,7 +519,7 @@ def _check_evaluate(args) -> tuple[list[str], tuple[str, ...]]:
         if not path.suffix and not any(p.suffix.lower() in (".tif", ".tiff") for p in path.glob("*")):
             raise SceneError(f"{path}: no GeoTIFF scenes there (evaluate needs them)")
     if args.json is not None:
-        _check_writable(args.json, "--json")
+        _check_outputs({"--json": args.json}, [args.weights], data=data)
     if "convnp" in methods and args.weights is not None:
         _check_weights(args.weights, "--weights")
     return methods, sets

@@ -34,13 +34,15 @@ from .errors import OptionError, SceneError
 from .georef import GEO_TAGS as GRID_TAGS
 from .maskfile import check_rule, describe_rule, mask_from_scene
 from .masks import MaskError, detect_scene_gaps, validate_mask
+from .options import DTYPES, FillOptions, check_callable, check_path, is_path, resolve_device
 from .reference import grid_offset
-from .scene import Scene, read_raw, read_scene
+from .scene import FILLED_MASK_SUFFIX, Scene, read_raw, read_scene
+from .tiffread import read_provenance
 from .tiffwrite import TiffStream, check_output_path, output_tags, same_file, write_stream
 from .views import EXACT_IN_FLOAT32, FloatView
 
-DTYPES = ("auto", "float32", "float64", "source")
-VARIANCE_METHODS = frozenset({"convnp"})  # the methods whose fill comes with a predictive variance
+FILL_FILE_EXTRAS = ("adapt_steps", "biharmonic_weight", "model")  # what fill_file passes on to inpaint.fill
+FILLED_MASK_OUTPUT = "filled pixels (1 = filled, 0 = kept or left nodata)"  # the sidecar's CONVNP_OUTPUT
 FLOAT32_SAFE_SPREAD = 1e18  # known values spanning more: the variance (squared units) overflows float32
 MOSTLY_FILLED = 0.5  # a mask marking more of the scene than this to fill may be the other way round: a note
 
@@ -61,7 +63,21 @@ class Outputs:
 def filled_mask_path(out: str | os.PathLike) -> Path:
     """The sidecar that says which pixels were filled: `<out stem>_filled_mask.tif` beside `out`."""
     out = Path(out)
-    return out.with_name(f"{out.stem}_filled_mask.tif")
+    return out.with_name(f"{out.stem}{FILLED_MASK_SUFFIX}.tif")
+
+
+def mask_sha256(gaps: np.ndarray) -> str:
+    """A short hash of a filled-pixel mask (its shape and bits), carried by a fill and its sidecar alike:
+    `scene.read_scene` tells a pair from two different runs by it."""
+    digest = hashlib.sha256(str(gaps.shape).encode())
+    for band in gaps:  # band by band: no packed copy of the whole
+        digest.update(np.packbits(np.asarray(band, bool)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def is_filled_mask(path: str | os.PathLike) -> bool:
+    """Whether a file is a filled-pixel mask this package wrote (by its provenance)."""
+    return read_provenance(path).get("OUTPUT") == FILLED_MASK_OUTPUT
 
 
 def load_mask(path: str | os.PathLike, scene: Scene, invert: bool = False, **rule) -> np.ndarray:
@@ -137,22 +153,45 @@ def weights_id() -> str:
 
 
 def check_options(*, method: str, density, seed, tile, precision: str, dtype: str, device: str = "auto",
-                  variance: bool = False, reference=None, biharmonic_weight=None) -> None:
-    """Raise OptionError (or FillError) for option values that cannot work, before any file is read."""
-    from .inpaint import NEEDS_REFERENCE, FillError, check_fill_options, resolve_device
+                  variance: bool = False, reference=None, biharmonic_weight=None, adapt_steps=0) -> FillOptions:
+    """The validated `FillOptions`, or OptionError for a value that cannot work (a missing GPU too), before
+    any file is read."""
+    options = FillOptions(method=method, density=density, device=device, seed=seed, tile=tile, precision=precision,
+                          dtype=dtype, references=tuple(reference or ()), adapt_steps=adapt_steps,
+                          biharmonic_weight=biharmonic_weight, variance=bool(variance)).validate()
+    if options.method == "convnp":
+        resolve_device(options.device)
+    return options
 
-    try:
-        check_fill_options(method=method, density=density, seed=seed, tile=tile, precision=precision,
-                           biharmonic_weight=biharmonic_weight)
-    except FillError as err:
-        raise OptionError(str(err)) from None
-    output_dtype(dtype, "float32")
-    if variance and method not in VARIANCE_METHODS:
-        raise OptionError(f"method '{method}' gives no variance; use --method convnp for --variance")
-    if method in NEEDS_REFERENCE and not reference:
-        raise OptionError(f"method '{method}' fills from another date: give a reference scene")
-    if method == "convnp":
-        resolve_device(device)
+
+def _checked_arguments(input, out, mask, variance, reference, filled_mask, invert_mask, progress, cancelled,
+                       fill_options):
+    """fill_file's arguments checked for their type before any work (one line naming the argument); returns
+    (input, out, mask, variance, references as a list of Paths): one reference path alone is one reference."""
+    check_path(input, "input")
+    check_path(out, "out")
+    if variance is not None:
+        check_path(variance, "variance")
+    if mask is not None and not is_path(mask) and not isinstance(mask, (np.ndarray, list, tuple)):
+        raise OptionError(f"mask must be a file name or an array (nonzero = fill), not {type(mask).__name__}")
+    if not isinstance(filled_mask, bool) and not is_path(filled_mask):
+        raise OptionError(f"filled_mask must be True, False or a file name, not {type(filled_mask).__name__}")
+    if not isinstance(invert_mask, bool):
+        raise OptionError(f"invert_mask must be True or False, not {type(invert_mask).__name__}")
+    if invert_mask and mask is None:
+        raise OptionError(f"{input}: --invert-mask turns a mask round, but no mask was given (without one the "
+                          "detected gaps are filled)")
+    check_callable(progress, "progress")
+    check_callable(cancelled, "cancelled")
+    unknown = sorted(set(fill_options) - set(FILL_FILE_EXTRAS))
+    if unknown:
+        raise OptionError(f"fill_file takes no option {unknown[0]!r} (besides its own: {', '.join(FILL_FILE_EXTRAS)})")
+    references = [reference] if is_path(reference) else reference or []
+    if not isinstance(references, (list, tuple)):
+        raise OptionError(f"reference must be a file name or a list of them, not {type(reference).__name__}")
+    for ref in references:
+        check_path(ref, "each reference")
+    return Path(input), Path(out), mask, variance, [Path(r) for r in references]
 
 
 def check_distinct(outputs: Outputs) -> None:
@@ -202,10 +241,10 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         if cancelled is not None and cancelled():
             raise Cancelled()
 
-    input, out = Path(input), Path(out)
-    mask_array = None if mask is None or isinstance(mask, (str, os.PathLike)) else mask
+    input, out, mask, variance, references = _checked_arguments(input, out, mask, variance, reference, filled_mask,
+                                                                invert_mask, progress, cancelled, fill_options)
+    mask_array = None if mask is None or is_path(mask) else mask
     mask = Path(mask) if mask is not None and mask_array is None else None
-    references = [Path(r) for r in (reference or [])]
     for path, role in [(input, "input"), (mask, "mask"), *((ref, "reference") for ref in references)]:
         if path is not None and not path.exists():  # before the output checks: a missing file is named as such
             raise SceneError(f"{path}: no such file or folder ({role})")
@@ -215,10 +254,16 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     inputs = [input, *([mask] if mask else []), *references]
     for path in reversed(outputs.paths()):  # the filled scene first: its name is the one the user gave
         check_output_path(path, inputs)
+    if sidecar is not None and sidecar.exists() and not is_filled_mask(sidecar):
+        raise SceneError(f"{sidecar}: it exists and is not a filled-pixel mask written by napari-convnp; refusing to "
+                         "replace it (move it, or leave the mask out with --no-filled-mask)")
+    stale = filled_mask_path(out)  # an earlier run's sidecar of OUT that this run would leave describing another
+    stale = stale if stale != sidecar and is_filled_mask(stale) else None
     try:
         check_options(method=method, density=density, seed=seed, tile=tile, precision=precision, dtype=dtype,
                       device=device, variance=outputs.variance is not None, reference=references,
-                      biharmonic_weight=fill_options.get("biharmonic_weight"))
+                      biharmonic_weight=fill_options.get("biharmonic_weight"),
+                      adapt_steps=fill_options.get("adapt_steps", 0))
         check_rule(mask_values, mask_bits, mask_qa)
     except (OptionError, FillError) as err:
         raise OptionError(f"{input}: {err}") from None
@@ -276,12 +321,15 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         "mask": " and ".join(filter(None, (mask.name if mask is not None else None if fill_all_nodata
                                            else "detected gaps", "all nodata" if fill_all_nodata else None))),
         "references": ";".join(r.name for r in references) or None,
-        "filled_pixels": int(gaps.sum()),
-        **{k: _plain(v) for k, v in fill_options.items() if k not in ("model", "cancelled")},
+        "filled_pixels": int(gaps.sum()), "mask_sha256": mask_sha256(gaps),
+        **{k: _plain(v) for k, v in fill_options.items() if k != "model"},
     }
-    meta = {"out": {"output": "filled scene", **provenance},
+    clip = plan["clip"]
+    meta = {"out": {"output": "filled scene", **provenance,
+                    "clipped": f"filled values clipped to the source's {scene.source_dtype} range [{clip[0]:g}, "
+                               f"{clip[1]:g}]" if clip else None},
             "variance": {"output": "predictive variance (squared units of the scene)", **provenance},
-            "filled_mask": {"output": "filled pixels (1 = filled, 0 = kept or left nodata)", **provenance}}
+            "filled_mask": {"output": FILLED_MASK_OUTPUT, **provenance}}
     names = {"out": scene.band_names, "variance": [f"{n} variance" for n in scene.band_names],
              "filled_mask": [f"{n} filled" for n in scene.band_names]}
     try:  # a tag that cannot be written: said now, not after the fill
@@ -310,9 +358,12 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         streams["out"] = TiffStream(outputs.out, shape, plan["dtype"], like=scene, names=names["out"],
                                     metadata=meta["out"], nodata_value=plan["nodata_value"], protect=protect)
 
+        clipped = [0]
+
         def on_rows(r0, mean, var):
             rows = slice(r0, r0 + mean.shape[1])
             _check_finite(mean, var, gaps[:, rows], input, method, outputs.variance is not None)
+            clipped[0] += _clip(mean, clip)
             if "variance" in streams:
                 streams["variance"].write(var)
             streams["out"].write(_compose(scene, gaps, mean, plan, rows))
@@ -328,6 +379,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         if outputs.filled_mask is not None:
             streams["filled_mask"] = write_stream(outputs.filled_mask, gaps, like=scene, names=names["filled_mask"],
                                                   metadata=meta["filled_mask"], protect=protect, keep_roles=())
+        if stale is not None:  # before the new fill appears: never a fill beside another run's sidecar
+            stale.unlink(missing_ok=True)
         for role in ("filled_mask", "variance", "out"):  # the filled mean last: when it exists, the others do
             if role in streams:
                 written.append(streams[role].commit())
@@ -344,6 +397,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "seconds": round(result.seconds, 2), "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
+            **({"clipped_pixels": clipped[0]} if clip else {}),
             **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(result, key)) is not None}}
 
 
@@ -351,8 +405,8 @@ def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: 
     """`inpaint.fill` with its mean and variance written into tiled float32 GeoTIFFs in `folder` (georeferenced
     like `like`) as the rows come, instead of held in memory: for results the size of a whole scene, which
     napari then shows read back window by window. Returns (Fill with mean and variance None, mean path,
-    variance path or None); `on_rows` sees every band of rows as well. Nothing is left behind on an error or
-    a cancel."""
+    variance path or None); `on_rows` sees every band of rows as well. Filled values of an integer scene are
+    clipped to its type's range, as `fill_file` does. Nothing is left behind on an error or a cancel."""
     from .inpaint import FillError, fill
 
     if tuple(np.shape(bands)) != tuple(like.shape):
@@ -368,7 +422,10 @@ def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: 
                                        names=[f"{n} {kind}" for n in like.band_names], keep_roles=(),
                                        protect=like.sources, metadata={"output": f"{name} {kind}"})
 
+        clip = source_range(like.source_dtype)
+
         def write(r0, mean, variance):
+            _clip(mean, clip)  # as in the file-to-file fill
             streams["mean"].write(mean)
             if "variance" in streams:
                 streams["variance"].write(variance)
@@ -426,7 +483,32 @@ def _plan(scene: Scene, gaps: np.ndarray, dtype: np.dtype, input: Path) -> dict:
         nodata_value = float(scene.nodata_value)  # --dtype source keeps a float scene's own nodata value
     nodata_text = None if nodata_value is None and dtype.kind in "ui" else (
         "nan" if nodata_value is None else str(nodata_value))
-    return {"dtype": dtype, "raw": raw, "nodata_value": nodata_value, "nodata_text": nodata_text}
+    return {"dtype": dtype, "raw": raw, "nodata_value": nodata_value, "nodata_text": nodata_text,
+            "clip": source_range(source)}
+
+
+def source_range(source_dtype) -> tuple[int, int] | None:
+    """The range filled values of a scene of this pixel type are clipped to, whatever the output type (a uint8
+    scene's fill never reads -15 or 278); None for float scenes."""
+    source = np.dtype(source_dtype)
+    if source.kind == "b":
+        return 0, 1
+    if source.kind in "ui":
+        return int(np.iinfo(source).min), int(np.iinfo(source).max)
+    return None
+
+
+def _clip(mean: np.ndarray, clip) -> int:
+    """Clip the fill's values (in place) to the source type's range; how many were beyond it. Known pixels lie
+    within it already and NaN stays NaN."""
+    if clip is None:
+        return 0
+    lo, hi = clip
+    with np.errstate(invalid="ignore"):
+        beyond = int(np.count_nonzero(mean < lo) + np.count_nonzero(mean > hi))
+    if beyond:
+        np.clip(mean, lo, hi, out=mean)
+    return beyond
 
 
 def _changed_count(raw: np.ndarray, known: np.ndarray, dtype: np.dtype):

@@ -5,10 +5,7 @@ One entry point, `fill`, for the ConvNP and the classical baselines alike.
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 import os
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,17 +13,15 @@ from typing import Callable
 
 import numpy as np
 
-from . import baselines
-from .errors import Cancelled, FillError, SceneError  # noqa: F401 - Cancelled: the API's name for it
+from . import baselines, options
+from .errors import Cancelled, FillError, OptionError, SceneError  # noqa: F401 - Cancelled: the API's name for it
 from .masks import MaskError, validate_mask
+from .options import METHODS, NEEDS_REFERENCE, PRECISIONS, FillOptions  # noqa: F401 - importable from here too
 from .scene import check_float32_precision
 from .system import check_memory
 from .tiling import DEFAULT_TILE, axis_tiles, predict_rows, tile_grid, tile_starts  # noqa: F401
 from .views import EXACT_IN_FLOAT32, BandWindows, FloatView
 
-METHODS = ("convnp", *baselines.METHODS, *baselines.TWO_DATE_METHODS)
-NEEDS_REFERENCE = frozenset(baselines.TWO_DATE_METHODS)  # methods that only work with another date
-PRECISIONS = ("float32", "bfloat16")
 CALIBRATE_ON_SCENE = True  # the biharmonic blend, and the variance where a reference is known, chosen on the scene
 
 
@@ -61,57 +56,28 @@ CALIBRATION_KEYS = ("reference_variance_factor", "biharmonic_weight", "reference
 
 def check_biharmonic_weight(weight, method: str) -> None:
     """A blend weight the caller fixes: a number in [0, 1], and only for the ConvNP (the one fill that blends)."""
-    if weight is None:
-        return
-    if not _is_number(weight) or not 0 <= float(weight) <= 1:
-        raise FillError(f"the biharmonic weight must be a number in [0, 1] (0 = the network alone), not {weight}")
-    if method != "convnp":
-        raise FillError(f"the biharmonic weight blends the ConvNP's mean; method '{method}' has none")
+    check_fill_options(method=method, density=1.0, seed=0, tile=None, precision="float32",
+                       biharmonic_weight=weight)
 
 
 def check_fill_options(*, method: str, density, seed, tile, precision: str, adapt_steps=0,
                        biharmonic_weight=None) -> None:
-    """Raise FillError for option values that cannot work, before any pixel is read: the one place for these
-    checks, shared by `fill`, the file-to-file fill and the command line."""
-    if method not in METHODS:
-        raise FillError(f"unknown method '{method}': choose one of {', '.join(METHODS)}")
-    if precision not in PRECISIONS:
-        raise FillError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
-    if not _is_number(density) or not 0 < float(density) <= 1:
-        raise FillError(f"density must be in (0, 1] (the fraction of known pixels used), not {density!r}")
-    if not _is_whole(seed) or seed < 0:
-        raise FillError(f"seed must be a whole number, 0 or more, not {seed!r}")
-    if tile is not None and (not _is_whole(tile) or tile < 1):
-        raise FillError(f"tile must be a positive number of pixels, not {tile!r}")
-    if not _is_whole(adapt_steps) or adapt_steps < 0:
-        raise FillError(f"adaptation steps must be a whole number ≥ 0, not {adapt_steps!r}")
-    check_biharmonic_weight(biharmonic_weight, method)
-
-
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-
-
-def _is_whole(value) -> bool:
-    return _is_number(value) and float(value) == int(value)
+    """Raise FillError for option values that cannot work, before any pixel is read (`options.FillOptions`
+    holds the rules)."""
+    try:
+        FillOptions(method=method, density=density, seed=seed, tile=tile, precision=precision,
+                    adapt_steps=adapt_steps, biharmonic_weight=biharmonic_weight,
+                    references=("a reference",) if method in NEEDS_REFERENCE else ()).validate()
+    except OptionError as err:
+        raise FillError(str(err)) from None
 
 
 def resolve_device(device: str = "auto") -> str:
-    """'auto' picks CUDA when torch sees a GPU, else the CPU; asking for a missing GPU is an error."""
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise FillError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N (the N-th GPU)")
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise FillError(f"device '{device}' was asked for, but torch finds no CUDA GPU here (use 'auto' or 'cpu')")
-        if int(device.partition(":")[2] or 0) >= count:
-            raise FillError(f"device '{device}' was asked for, but torch finds {count} CUDA GPU(s): cuda:0 to "
-                            f"cuda:{count - 1}")
-    return device
+    """`options.resolve_device`, its error a FillError as `fill` raises."""
+    try:
+        return options.resolve_device(device)
+    except OptionError as err:
+        raise FillError(str(err)) from None
 
 
 def run_precision(device: str, precision: str) -> tuple[str, str | None]:
@@ -150,9 +116,17 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     then bounded by the input and a row of tiles.
     """
     start = time.time()
-    check_fill_options(method=method, density=density, seed=seed, tile=tile, precision=precision,
-                       adapt_steps=adapt_steps, biharmonic_weight=biharmonic_weight)
-    seed, tile = int(seed), None if tile is None else int(tile)
+    references = () if reference is None else tuple(reference) if isinstance(reference, (list, tuple)) else (
+        reference,)
+    try:
+        _check_arguments(progress=progress, cancelled=cancelled, on_rows=on_rows, model=model, scene=scene,
+                         references=references)
+        given = FillOptions(method=method, density=density, device=device, seed=seed, tile=tile,
+                            precision=precision, references=references, adapt_steps=adapt_steps,
+                            biharmonic_weight=biharmonic_weight).validate()
+    except OptionError as err:
+        raise FillError(str(err)) from None
+    seed, tile, adapt_steps = given.seed, given.tile, given.adapt_steps
     if not isinstance(bands, FloatView):  # a FloatView converts window by window as the fill reads it
         bands = _float32_bands(bands, nodata)
     if bands.ndim == 2:
@@ -242,6 +216,29 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start,
                 *(calibration.get(key) for key in CALIBRATION_KEYS), precision if method == "convnp" else None)
+
+
+def _check_arguments(*, progress, cancelled, on_rows, model, scene, references) -> None:
+    """`fill`'s arguments that are not options, checked for their type before any work: a wrong one fails
+    now with its name, not as a foreign error minutes later."""
+    from .scene import Scene
+
+    for name, value in (("progress", progress), ("cancelled", cancelled), ("on_rows", on_rows)):
+        options.check_callable(value, name)
+    if scene is not None and not isinstance(scene, Scene):
+        raise OptionError(f"scene must be the Scene the bands were read from (scene.read_scene), not "
+                          f"{type(scene).__name__}")
+    if model is not None and not (callable(model) and hasattr(model, "config")):
+        raise OptionError(f"model must be ConvNP weights loaded by model.load_model, not {type(model).__name__}")
+    for item in references:
+        if options.is_path(item) or isinstance(item, Scene):
+            continue
+        kind = item.dtype.kind if isinstance(item, np.ndarray) else None
+        if kind == "c":
+            raise OptionError("reference: complex pixels are not supported: give real values (e.g. the magnitudes)")
+        if kind not in tuple("biuf"):
+            raise OptionError(f"reference must be a file name, a Scene or an array of numbers (or a list of them), "
+                              f"not {type(item).__name__}{f' of {item.dtype}' if kind else ''}")
 
 
 def _float32_bands(bands, nodata) -> np.ndarray:
@@ -353,11 +350,14 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
     fixed (not chosen on the scene)."""
     import torch
 
-    from .adapt import adapt_model
+    from .adapt import adapt_model, can_adapt
     from .calibration import calibrated, scene_calibration
     from .model import band_stats
 
     model = model or _cached_model(device)
+    if adapt_steps and not can_adapt(model, *bands.shape[1:]):  # refused, not skipped and then reported as done
+        raise FillError(f"a {bands.shape[1]}×{bands.shape[2]} scene is too small to adapt to (tasks need at "
+                        f"least {2 * model.multiple}×{2 * model.multiple} pixels); leave adaptation off")
     offsets, scales = band_stats(bands, context)
     if reference is not None:
         if not model.config.reference:

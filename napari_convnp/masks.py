@@ -5,6 +5,7 @@ numpy in, numpy out; knows nothing of napari or torch.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from scipy import ndimage
@@ -21,6 +22,9 @@ DEFAULT_PIXEL_M = 30.0
 def pixel_metres(pixel_size: float | None) -> float:
     """Pixel size in metres; degrees (geographic CRS) are converted, unknown (or absurd: zero, denormal,
     infinite) means 30 m."""
+    if pixel_size is not None and (isinstance(pixel_size, bool) or not isinstance(pixel_size, numbers.Real)):
+        raise MaskError(f"pixel_size must be a number (metres, or degrees) or None, not {type(pixel_size).__name__} "
+                        f"{pixel_size!r}")
     if not pixel_size or not math.isfinite(pixel_size) or not 1e-9 < pixel_size < 1e9:
         return DEFAULT_PIXEL_M
     return pixel_size * 111_320.0 if pixel_size < 0.1 else pixel_size
@@ -73,8 +77,8 @@ def detect_gaps(bands: np.ndarray, nodata: np.ndarray, *, pixel_size: float | No
     candidates = np.asarray(nodata, bool)
     if candidates.ndim == 2:
         return detect_gaps(None, candidates[None], pixel_size=pixel_size, zero_is_ambiguous=zero_is_ambiguous)[0]
-    if candidates.ndim != 3:
-        raise MaskError(f"nodata must be C×H×W or H×W, not shape {candidates.shape}")
+    if candidates.ndim != 3 or not candidates.size:
+        raise MaskError(f"nodata must be C×H×W or H×W with pixels in it, not shape {candidates.shape}")
     if zero_is_ambiguous and len(candidates) > 1:
         near = ndimage.maximum_filter(candidates, size=(1, 3, 3))  # band-to-band offsets of a pixel
         candidates = candidates & (near.sum(0) * 2 >= len(candidates))

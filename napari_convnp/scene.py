@@ -15,11 +15,22 @@ import numpy as np
 from .errors import SceneError
 from .georef import GEO_TAGS, Grid
 from .landsat import BAND_FILE, PANCHROMATIC, PRODUCT_FILE, band_file_order
+from .options import check_path
 from .system import available_memory, check_memory
-from .tiffread import GDAL_METADATA, GDAL_NODATA, TIFF_SUFFIXES, TiffPixels, equals_nodata, os_problem, read_tiff
+from .tiffread import (
+    GDAL_METADATA,
+    GDAL_NODATA,
+    PROVENANCE_PREFIX,
+    TIFF_SUFFIXES,
+    TiffPixels,
+    equals_nodata,
+    os_problem,
+    provenance_items,
+    read_provenance,
+    read_tiff,
+)
 from .tiffwrite import (
     DEFLATE_LEVEL,
-    PROVENANCE_PREFIX,
     STALE_METADATA,
     STREAM_TILE,
     TiffStream,
@@ -112,14 +123,36 @@ def read_scene(path: str | os.PathLike, *, lazy_float: bool = False) -> Scene:
     `FloatView` that converts them to float32 window by window (for the file-to-file fill); where the file
     is one image in strips or tiles, its pixels are not even held: they are decoded window by window
     (`TiffPixels`), after one pass that checks every block decodes and finds the nodata pixels."""
-    path = Path(path)
+    path = Path(check_path(path, "read_scene's path", SceneError))
     if not path.exists():
         raise SceneError(f"{path}: no such file or folder")
     if path.is_dir():
         return _read_landsat_folder(path)
     raw = read_tiff(path, windowed=lazy_float)
+    _check_fill_pair(path, provenance_items(raw["metadata"]))
     return _make_scene(raw["data"], raw["names"], raw["geo_tags"], raw["nodata_value"], path, (path,),
                        raw["metadata"], lazy_float, raw.get("nodata"))
+
+
+FILLED_MASK_SUFFIX = "_filled_mask"  # `<out stem>_filled_mask.tif`: which pixels of a fill were filled
+
+
+def _check_fill_pair(path: Path, items: dict) -> None:
+    """A fill and its `_filled_mask` sidecar carry the hash of one filled-pixel mask: read beside each other
+    with different hashes, they come from different runs (two writers raced, or one file was replaced)."""
+    digest = items.get("MASK_SHA256")
+    if not digest:
+        return
+    if path.stem.endswith(FILLED_MASK_SUFFIX):
+        stem = path.stem[:-len(FILLED_MASK_SUFFIX)]
+        partners = [path.with_name(stem + suffix) for suffix in (".tif", ".tiff", ".TIF", ".TIFF")]
+    else:
+        partners = [path.with_name(f"{path.stem}{FILLED_MASK_SUFFIX}.tif")]
+    for partner in partners:
+        other = read_provenance(partner).get("MASK_SHA256")
+        if other and other != digest:
+            raise SceneError(f"{path}: it and {partner.name} come from different runs (their CONVNP_MASK_SHA256 "
+                             "differ), so the filled-pixel mask does not describe this fill; fill it again")
 
 
 def scene_shape(path: str | os.PathLike) -> tuple[int, int, int]:

@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import FillError, OptionError
 from .fusion import MAX_REFERENCES, _as_date, fuse_references, rank_references
-from .inpaint import Cancelled, Fill, _is_whole, fill
+from .inpaint import Cancelled, Fill, fill
+from .options import is_whole
 
 
 @dataclass
@@ -44,7 +45,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     if len(unusable) != n or len(dates) != n or (cloudy is not None and len(cloudy) != n):
         raise FillError(f"the stack has {n} dates of bands but {len(unusable)} unusable masks and {len(dates)} "
                         "dates" + ("" if cloudy is None else f" and {len(cloudy)} cloud masks") + ": give one each")
-    if not _is_whole(max_references) or max_references < 1:
+    if not is_whole(max_references) or max_references < 1:
         raise OptionError(f"max_references must be a whole number, 1 or more, not {max_references!r}")
     days = [_as_date(d) for d in dates]
     if len(set(days)) != n:
@@ -59,7 +60,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
                             f"date's {shape} and {shape[1:]}")
     usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
     targets = range(n) if targets is None else list(targets)
-    wrong = [t for t in targets if not _is_whole(t) or not 0 <= t < n]
+    wrong = [t for t in targets if not is_whole(t) or not 0 <= t < n]
     if wrong:
         raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
     results = []

@@ -339,6 +339,31 @@ def _parse_nodata(text) -> float | None:
         return None
 
 
+PROVENANCE_PREFIX = "CONVNP_"  # GDAL metadata items this package writes: what made a file, from what
+
+
+def provenance_items(metadata) -> dict[str, str]:
+    """The CONVNP_ items of GDAL metadata XML (what wrote a file, from what), without the prefix."""
+    root = metadata_root(metadata)
+    return {} if root is None else {
+        item.get("name")[len(PROVENANCE_PREFIX):]: item.text or "" for item in root.iter("Item")
+        if (item.get("name") or "").upper().startswith(PROVENANCE_PREFIX)}
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, str]:
+    """`provenance_items` of a TIFF file, from its tags alone; {} where it has none, is no TIFF or no regular
+    file (a FIFO is never opened: that would wait for a writer)."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return {}
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            return provenance_items(tags[GDAL_METADATA].value if GDAL_METADATA in tags else None)
+    except Exception:  # noqa: BLE001 - not a TIFF we can read: it carries no provenance
+        return {}
+
+
 def metadata_root(metadata) -> ET.Element | None:
     """GDAL's metadata XML as an element, or None when there is none or it is not well-formed (GDAL
     itself then ignores it, and so does this reader: the scene reads with default band names)."""

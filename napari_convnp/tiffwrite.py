@@ -16,15 +16,24 @@ import tifffile
 
 from .errors import SceneError
 from .georef import GEO_KEY_DIRECTORY, GEO_TAGS, tag_numbers
+from .options import check_path
 from .system import umask
-from .tiffread import GDAL_METADATA, GDAL_NODATA, TIFF_SUFFIXES, metadata_root, one_line, os_problem, worker_threads
+from .tiffread import (
+    GDAL_METADATA,
+    GDAL_NODATA,
+    PROVENANCE_PREFIX,
+    TIFF_SUFFIXES,
+    metadata_root,
+    one_line,
+    os_problem,
+    worker_threads,
+)
 
 if TYPE_CHECKING:
     from .scene import Scene
 
 # GDAL_METADATA items that describe the pixel values of the source and are stale after a fill.
 STALE_METADATA = re.compile(r"^STATISTICS_", re.IGNORECASE)
-PROVENANCE_PREFIX = "CONVNP_"
 
 
 def write_scene(scene: Scene, path: str | os.PathLike, *, nodata_value: float | None = None,
@@ -151,15 +160,16 @@ def _xml_safe(text: str) -> str:
     return "".join(c if c in "\t\n\r" or (" " <= c and c not in "\ufffe\uffff") else "?" for c in text)
 
 
-def check_output_path(path: str | os.PathLike, sources=()) -> Path:
-    """Refuse an output that cannot be written, before any work: not a .tif, one of `sources` (the
-    inputs), an existing folder, in a folder that does not exist, is a file, or cannot be written to
-    (a probe file is created and removed)."""
-    path = Path(path)
+def check_output_path(path: str | os.PathLike, sources=(), *, tiff: bool = True) -> Path:
+    """Refuse an output that cannot be written, before any work: not a .tif (unless `tiff` is False: a
+    checkpoint, scores), one of `sources` (the inputs), an existing folder, in a folder
+    that does not exist, is a file, or cannot be written to (a probe file is created and removed). The one
+    check every output of every command goes through."""
+    path = Path(check_path(path, "the output", SceneError))
     for src in sources:
         if same_file(path, src):
             raise SceneError(f"{path}: refusing to overwrite the input file {src}; choose another output name")
-    if path.suffix.lower() not in TIFF_SUFFIXES:
+    if tiff and path.suffix.lower() not in TIFF_SUFFIXES:
         raise SceneError(f"{path}: output must be a .tif/.tiff file")
     if path.is_dir():
         raise SceneError(f"{path}: the output is an existing folder; give a file name")

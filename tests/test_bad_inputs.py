@@ -344,9 +344,42 @@ def _evaluate(kind):
             weights = d / "in" / "w.pt"
             weights.write_bytes(np.random.default_rng(0).bytes(500))
             return ["evaluate", "--data", str(data), *EVALUATE_SETS, "--weights", str(weights)], [], "w.pt: not usable"
+        if kind == "json-is-weights":  # the checkpoint given as --weights and --json: never replaced by scores
+            from napari_convnp.model import WEIGHTS
+
+            weights = d / "in" / "w.pt"
+            weights.write_bytes(Path(WEIGHTS).read_bytes())
+            return (["evaluate", "--data", str(data), *EVALUATE_SETS, "--weights", str(weights), "--json",
+                     str(weights)], [], "--json: " + str(weights) + ": refusing to overwrite the input file")
+        if kind == "json-in-data":  # a benchmark file given as --json
+            target = data / "benchmark" / "sts-cnn" / "mask_slc1.tif"
+            return (["evaluate", "--data", str(data), *EVALUATE_SETS, "--json", str(target)], [],
+                    "--json lies inside --data")
         out = d / "out" / "no" / "s.json"
         return ["evaluate", "--data", str(data), *EVALUATE_SETS, "--json", str(out)], [out], "--json"
     return build
+
+
+def _foreign_sidecar(d):
+    """OUT_filled_mask.tif exists and is not a mask this package wrote: never replaced by a fill of OUT."""
+    src = scene_file(d)
+    out = d / "in" / "o.tif"
+    make_tiff(_sidecar(out), smooth(1))  # counted as an input: its hash must not change
+    argv, _ = fill(d, src, out=out)
+    return argv, [out], "o_filled_mask.tif: it exists and is not a filled-pixel mask written by napari-convnp"
+
+
+def _reference_with_single_image_method(d):
+    src = scene_file(d)
+    ref = scene_file(d, "r.tif")
+    argv, outs = fill(d, src, "--reference", ref, method="harmonic")
+    return argv, outs, "--reference: method 'harmonic' fills from the scene alone and would ignore the reference"
+
+
+def _train_out_is_last(d):
+    out = d / "out" / "w.pt"
+    return ["train", "--data", str(d / "in"), "--out", str(out), "--last", str(out)], [out], \
+        "--out and --last name one file"
 
 
 def _train_out(d):
@@ -485,10 +518,25 @@ CASES = [
          tags=("option",)),
     Case("unknown-method", _option(token="--method", method="bogus"), tags=("option",)),
     Case("unknown-dtype", _option("--dtype", "int8", token="--dtype"), tags=("option",)),
-    Case("adapt-steps-negative", _option("--adapt-steps", "-1", token="--adapt STEPS must be 0 or more",
-                                         method="convnp"), tags=("option",)),
-    Case("adapt-steps-without-convnp", _option("--adapt-steps", "2", token="--adapt fine-tunes the ConvNP"),
+    Case("adapt-steps-negative", _option("--adapt-steps", "-1", method="convnp",
+                                         token="--adapt: adaptation steps must be a whole number from 0"),
          tags=("option",)),
+    Case("adapt-steps-without-convnp", _option("--adapt-steps", "2",
+                                               token="--adapt: adaptation fine-tunes the ConvNP"),
+         tags=("option",)),
+    Case("adapt-steps-beyond-int64", _option("--adapt", "9223372036854775808", method="convnp",
+                                             token="--adapt: adaptation steps must be a whole number from 0 to"),
+         tags=("option",)),
+    Case("adapt-steps-30-digits", _option("--adapt", "1" + "0" * 29, method="convnp",
+                                          token="--adapt: adaptation steps must be a whole number from 0 to"),
+         tags=("option",)),
+    Case("biharmonic-weight-minus-inf", _option("--biharmonic-weight", "-inf", method="convnp",
+                                                token="--biharmonic-weight: the biharmonic weight must be a number"),
+         tags=("option",)),
+    Case("invert-mask-without-mask", _option("--invert-mask", token="--invert-mask turns a mask round"),
+         tags=("option",)),
+    Case("reference-with-single-image-method", _reference_with_single_image_method, tags=("option",)),
+    Case("out-beside-foreign-sidecar", _foreign_sidecar, tags=("path",)),
     Case("many-workers-zero", _many("--workers", "0", token="--workers must be 1 or more"), tags=("option",)),
     Case("many-workers-negative", _many("--workers", "-1", token="--workers must be 1 or more"), tags=("option",)),
     Case("many-scheduler-unreachable", _many("--scheduler", "tcp://127.0.0.1:1",
@@ -504,6 +552,9 @@ CASES = [
     Case("evaluate-empty-data", _evaluate("empty"), tags=("path",)),
     Case("evaluate-garbage-weights", _evaluate("weights"), tags=("file",)),
     Case("evaluate-json-folder-missing", _evaluate("json"), tags=("path",)),
+    Case("evaluate-json-is-weights", _evaluate("json-is-weights"), tags=("path",)),
+    Case("evaluate-json-in-data", _evaluate("json-in-data"), tags=("path",)),
+    Case("train-out-is-last", _train_out_is_last, tags=("path",)),
     Case("train-out-folder-missing", _train_out, tags=("path",)),
     Case("train-minutes-negative", _train("--minutes", "-1", token="--minutes must be a positive"),
          tags=("option",)),

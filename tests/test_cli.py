@@ -250,9 +250,11 @@ def test_evaluate_checks_its_inputs_and_outputs_before_any_work(tmp_path, monkey
     data = fake_evaluate_data(tmp_path / "data")
     quick = ["evaluate", "--data", str(data), *EVALUATE_SETS]
     assert cli.main([*quick, "--json", str(tmp_path / "no" / "s.json")]) == 2
-    assert "folder of --json does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--json: " in err and "no does not exist" in err
     assert cli.main([*quick, "--json", str(tmp_path)]) == 2
-    assert "--json is an existing folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--json: " in err and "the output is an existing folder" in err
     garbage = tmp_path / "w.pt"
     garbage.write_bytes(os.urandom(300))
     assert cli.main([*quick, "--weights", str(garbage)]) == 2
@@ -426,7 +428,8 @@ def test_the_biharmonic_share_can_be_fixed_on_the_command_line(tmp_path, smooth_
 
 
 def test_fill_file_passes_references_and_options_to_fill(tmp_path, monkeypatch, smooth_scene):
-    """The lead's `reference=` and `adapt_steps=` reach inpaint.fill; provenance records them."""
+    """The lead's `reference=` and `adapt_steps=` reach inpaint.fill; provenance records them. (The recorder fills
+    by idw, quickly: the ConvNP, the one method that uses both, is asked for.)"""
     import napari_convnp.inpaint as inpaint
 
     seen = {}
@@ -435,25 +438,25 @@ def test_fill_file_passes_references_and_options_to_fill(tmp_path, monkeypatch, 
     def recorder(bands, mask, **kwargs):
         seen.update(kwargs)
         kwargs.pop("reference"), kwargs.pop("adapt_steps"), kwargs.pop("scene", None)
-        return real(bands, mask, **kwargs)
+        return real(bands, mask, **{**kwargs, "method": "idw"})
 
     monkeypatch.setattr(inpaint, "fill", recorder)
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
     ref = make_tiff(tmp_path / "ref.tif", smooth(3, 160, 192))
     before = sha(ref)
-    summary = cli.fill_file(smooth_scene, tmp_path / "o.tif", mask=mask, method="idw", reference=[ref],
-                            adapt_steps=3)
+    summary = cli.fill_file(smooth_scene, tmp_path / "o.tif", mask=mask, method="convnp", reference=[ref],
+                            adapt_steps=3, device="cpu")
     assert seen["reference"] == [str(ref)] and seen["adapt_steps"] == 3
     items = metadata_items(tmp_path / "o.tif")
     assert items[("CONVNP_REFERENCES", None)] == "ref.tif" and items[("CONVNP_ADAPT_STEPS", None)] == "3"
     assert summary["out"] == str(tmp_path / "o.tif") and sha(ref) == before
     with pytest.raises(SceneError, match="overwrite the input"):
-        cli.fill_file(smooth_scene, ref, mask=mask, method="idw", reference=[ref])
+        cli.fill_file(smooth_scene, ref, mask=mask, reference=[ref], device="cpu")
     folder = product(tmp_path / "LE07_reference", 160, 192)
     band = next(folder.glob("*_B2.TIF"))
     band_before = sha(band)
     with pytest.raises(SceneError, match="overwrite the input"):
-        cli.fill_file(smooth_scene, band, mask=mask, method="idw", reference=[folder])
+        cli.fill_file(smooth_scene, band, mask=mask, reference=[folder], device="cpu")
     assert sha(ref) == before and sha(band) == band_before
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from napari_convnp import baselines, inpaint
+from napari_convnp import baselines, inpaint, options
 from napari_convnp._layers import InputError, result_label
 from napari_convnp._napari import SAMPLE_DIR
 from napari_convnp._pickers import LayerPicker
@@ -210,13 +210,13 @@ def test_method_boxes_come_from_the_registry(make_napari_viewer, monkeypatch):
         return bands
 
     monkeypatch.setitem(baselines.METHODS, "sharpen", sharpen)
-    monkeypatch.setattr(inpaint, "METHODS", (*inpaint.METHODS, "sharpen"))
+    monkeypatch.setattr(options, "METHODS", (*options.METHODS, "sharpen"))
     widget = GapFillWidget(make_napari_viewer())
-    assert list(widget.method_boxes) == list(inpaint.METHODS)
+    assert list(widget.method_boxes) == list(options.METHODS)
     assert widget.method_boxes["sharpen"].text() == "sharpen"
     assert widget.method_boxes["sharpen"].toolTip() == "A made-up fill for this test."
     assert "Navier" in method_description("ns") and "Telea" in method_description("telea")
-    for method in inpaint.METHODS:
+    for method in options.METHODS:
         assert widget.method_boxes[method].toolTip(), method
 
 
