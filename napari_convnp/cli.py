@@ -1,4 +1,4 @@
-"""Command line: napari-convnp fill | fill-many | train | evaluate.
+"""Command line: napari-convnp fill | fill-many | water | train | evaluate.
 
 Every error is one line on stderr, `napari-convnp: error: <file or option>: <problem>`, never a traceback.
 Exit codes: 0 done; 1 `fill-many` with failed scenes (or an internal error); 2 bad input, options or
@@ -132,7 +132,7 @@ def _subject(argv: list[str]) -> str:
     """The input (fill) or output folder (fill-many) of a command line, before argparse (and the imports
     it needs) has run: a signal in the first second still names the file."""
     command = argv[0] if argv else ""
-    if command == "fill":
+    if command in ("fill", "water"):
         rest = iter(argv[1:])
         for token in rest:
             if token in ("--no-filled-mask", "-h", "--help") or (token.startswith("--") and "=" in token):
@@ -212,6 +212,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, action="append",
                    help="another date of the same place as context (repeatable)")
 
+    p = sub.add_parser("water", help="fill a scene, then map P(water) per pixel and the water area with its interval")
+    p.add_argument("input", type=Path, help="GeoTIFF or Landsat product folder")
+    p.add_argument("--out", type=Path, required=True, help="P(water) GeoTIFF, float32 in [0, 1] (georeferencing kept)")
+    p.add_argument("--mask", type=Path, help="mask GeoTIFF, nonzero = fill (default: detected gaps)")
+    p.add_argument("--invert-mask", action="store_true", help="the mask's 0 marks the pixels to fill")
+    p.add_argument("--reference", type=Path, action="append",
+                   help="another date of the same place as context (repeatable)")
+    p.add_argument("--index", help="mndwi, ndwi, ndvi or two bands B_a,B_b: water is (a - b)/(a + b) > threshold "
+                                   "(default: mndwi where green and SWIR1 are there, else ndwi)")
+    p.add_argument("--threshold", type=float, help="in [-1, 1] (default 0, which assumes reflectance: choose one "
+                                                   "for digital numbers)")
+    _fill_options(p, METHODS, DTYPES, scene_outputs=False)
+
     p = sub.add_parser("fill-many", help="fill many scenes on a Dask cluster")
     p.add_argument("inputs", nargs="+", help="files, folders of .tif files, or glob patterns")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs (made if missing)")
@@ -257,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fill_options(p, methods, dtypes):
+def _fill_options(p, methods, dtypes, scene_outputs: bool = True):
+    """The fill's options; scene_outputs: those of a filled-scene output too (--dtype, --no-filled-mask)."""
     from .inpaint import NEEDS_REFERENCE
 
     two_date = [m for m in methods if m in NEEDS_REFERENCE]
@@ -272,11 +286,12 @@ def _fill_options(p, methods, dtypes):
                    "tiles need less memory and take longer (256: about 0.4 GB less, 1.4x the time)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="ConvNP arithmetic; bfloat16 can be faster on CPUs with AVX-512 BF16 or AMX, and on GPUs")
-    p.add_argument("--dtype", default="auto", choices=dtypes,
-                   help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
-                        "inputs, else float64), float32, float64, or source (the input's type; fills rounded)")
-    p.add_argument("--no-filled-mask", action="store_true",
-                   help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
+    if scene_outputs:
+        p.add_argument("--dtype", default="auto", choices=dtypes,
+                       help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
+                            "inputs, else float64), float32, float64, or source (the input's type; fills rounded)")
+        p.add_argument("--no-filled-mask", action="store_true",
+                       help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
     from .adapt import DEFAULT_STEPS
 
     p.add_argument("--adapt", dest="adapt_steps", nargs="?", type=int, const=DEFAULT_STEPS, default=0,
@@ -309,6 +324,18 @@ def _run(args) -> int:
             print(f"{PROG}: note: the mask marked {summary['filled_share']:.0%} of the pixels to fill ("
                   f"{'0' if args.invert_mask else 'nonzero'} = fill); if it marks the gaps the other way, run again "
                   f"{'without' if args.invert_mask else 'with'} --invert-mask", file=sys.stderr, flush=True)
+    elif args.command == "water":
+        from .water import water_file
+
+        summary = water_file(args.input, args.out, mask=args.mask, invert_mask=args.invert_mask,
+                             reference=args.reference, index=args.index, threshold=args.threshold,
+                             method=args.method, density=args.density, device=args.device, seed=args.seed,
+                             tile=args.tile, precision=args.precision, cancelled=_stop_requested,
+                             progress=_progress_bar(f"filling {args.input.name}"), **_convnp_options(args))
+        note = summary.pop("note", None)
+        print(json.dumps(summary))
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     elif args.command == "fill-many":
         from .batch import fill_many
 
