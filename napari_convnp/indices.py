@@ -37,7 +37,7 @@ C2_SR_GAIN, C2_SR_OFFSET = 2.75e-5, -0.2
 _C2_SR = re.compile(r"L2S[PR]", re.IGNORECASE)
 # the scale of the detail a fill cannot see: SLC-off gaps are up to 14 pixels wide at 30 m
 DETAIL_SIGMA_PX = 4.0
-CORRELATION_SAMPLE = 1_000_000  # pixels: ρ from an even subsample of a larger scene (it is a single number)
+CORRELATION_WINDOW = 2048  # pixels: ρ, a single number, from the central window of a larger scene
 
 
 @dataclass(frozen=True)
@@ -182,18 +182,17 @@ def error_correlation(band_a: np.ndarray, band_b: np.ndarray, known: np.ndarray,
     bands, over pixels known in both, stands in for the correlation of their errors in the gaps; 0 where there
     is too little detail to say. benchmarks/water.py compares it with the hidden-pixel residuals.
     """
-    known = np.asarray(known, bool) & np.isfinite(band_a) & np.isfinite(band_b)
+    starts = [max(0, (n - CORRELATION_WINDOW) // 2) for n in np.shape(known)]
+    window = tuple(slice(start, start + CORRELATION_WINDOW) for start in starts)
+    band_a, band_b = np.asarray(band_a[window], np.float32), np.asarray(band_b[window], np.float32)
+    known = np.asarray(known[window], bool) & np.isfinite(band_a) & np.isfinite(band_b)
     if known.sum() < 100:
         return 0.0
     weight = ndimage.gaussian_filter(known.astype(np.float32), sigma)
     detail = []
     for band in (band_a, band_b):
-        values = np.where(known, band, 0).astype(np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
-            detail.append(band - ndimage.gaussian_filter(values, sigma) / weight)
-    step = max(1, math.isqrt(known.size // CORRELATION_SAMPLE))
-    use = known[::step, ::step]
-    x, y = (d[::step, ::step][use].astype(np.float64) for d in detail)
-    x, y = x - x.mean(), y - y.mean()
+            detail.append((band - ndimage.gaussian_filter(np.where(known, band, 0), sigma) / weight)[known])
+    x, y = (d.astype(np.float64) - d.mean(dtype=np.float64) for d in detail)
     scale = math.sqrt(float((x * x).sum() * (y * y).sum()))
     return float(np.clip((x * y).sum() / scale, -1, 1)) if scale > 0 else 0.0

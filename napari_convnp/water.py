@@ -91,8 +91,11 @@ def water_map(mean: np.ndarray, variance: np.ndarray | None, filled: np.ndarray,
               scale: tuple[float, float] = (1.0, 0.0), band_correlation: float | None = None) -> WaterMap:
     """P(water) of a fill given as arrays and band names. filled: the fill's mask (H×W or C×H×W, True = filled).
     product: a file or product name that tells the sensor. band_correlation None: estimated on the known pixels."""
-    threshold = check_threshold(threshold)
-    bands = index_bands(index, names, product)
+    return _water_map(mean, variance, filled, index_bands(index, names, product), check_threshold(threshold),
+                      scale, band_correlation)
+
+
+def _water_map(mean, variance, filled, bands: IndexBands, threshold: float, scale, band_correlation) -> WaterMap:
     filled = np.asarray(filled, bool)
     if filled.ndim == 3:
         filled = filled[bands.a] | filled[bands.b]
@@ -184,7 +187,7 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
     """Fill a scene file, then write P(water) as a float32 GeoTIFF (georeferencing kept); returns a summary
     with the water area and its 95 % interval in km² (pixels where the scene has no pixel size) and the filled
     share. threshold None: 0, which assumes reflectance (a note says so for digital numbers)."""
-    from .fileio import check_options, mask_of, scene_gaps
+    from .fileio import VARIANCE_METHODS, check_options, mask_of, scene_gaps
     from .inpaint import FillError, fill
 
     input, out = Path(input), Path(out)
@@ -211,8 +214,20 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
         raise OptionError(f"{input}: {err}") from None
     check_output_path(out, [*inputs, *scene.sources])
     gaps = mask_of(read_scene(mask), scene, invert_mask) if mask is not None else scene_gaps(scene)
+    # the fill streamed: only the index's two bands are kept, so memory is not two scenes' worth
+    pair = [bands.a, bands.b]
+    mean = np.full((2, *scene.shape[1:]), np.nan, np.float32)
+    variance = np.zeros_like(mean) if method in VARIANCE_METHODS else None
+
+    def keep(r0, rows_mean, rows_var):
+        rows = slice(r0, r0 + rows_mean.shape[1])
+        mean[:, rows] = rows_mean[pair]
+        if variance is not None:
+            variance[:, rows] = rows_var[pair]
+
     options = dict(method=method, density=float(density), nodata=scene.nodata if scene.nodata.any() else None,
-                   device=device, seed=int(seed), tile=tile, precision=precision, progress=progress, **fill_options)
+                   device=device, seed=int(seed), tile=tile, precision=precision, progress=progress, on_rows=keep,
+                   **fill_options)
     if cancelled is not None:
         options["cancelled"] = cancelled
     if references:
@@ -222,7 +237,8 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
             result = fill(scene.bands, gaps, **options)
     except FillError as err:
         raise FillError(f"{input}: {err}") from None
-    water = scene_water_map(scene, result, gaps, index=index, threshold=threshold)
+    water = _water_map(mean, variance, gaps[pair], IndexBands(bands.name, 0, 1), threshold, reflectance_scale(scene),
+                       None)
     km2 = pixel_area_km2(scene)
     area = area_interval(water.probability, water.filled, pixel_area=km2 or 1.0, draws=draws, seed=int(seed))
     unit = "km2" if km2 else "pixels"
