@@ -34,7 +34,7 @@ from napari_convnp.indices import C2_SR_GAIN, C2_SR_OFFSET, index_bands, normali
 from napari_convnp.inpaint import fill
 from napari_convnp.reference import align_reference
 from napari_convnp.scene import read_scene
-from napari_convnp.water import area_interval, water_map, water_probability
+from napari_convnp.water import area_interval, calibration_bound, water_map, water_probability
 
 CROP = 256
 DRAWS, REFERENCE_DRAWS = 4, 2
@@ -192,7 +192,8 @@ def run(data: Path, out: Path) -> dict:
                 for key, used in (("independent", 0.0), ("correlated", length)):
                     if used is None:  # val: its own length is not known yet while val runs
                         continue
-                    area = area_interval(water.probability, water.filled, length=used, seed=seed)
+                    area = area_interval(water.probability, water.filled, length=used, seed=seed,
+                                         calibration_error=0.0)  # the copula alone; the bound in `summarise`
                     row[key] = [area.low, area.high]
                     row[f"{key}_covers"] = bool(area.low <= true_water <= area.high)
                 row["expected"] = area.expected
@@ -258,16 +259,30 @@ def summarise(pooled, rho_pairs, area_rows, lag_sums, length, seconds) -> dict:
             p = np.concatenate([x for part in parts for x in part["p"]])
             y = np.concatenate([x for part in parts for x in part["y"]])
             reflectance[label] = {k: v for k, v in scores(p, y).items() if k != "reliability"}
+    # the calibration bound: the val/ ConvNP's calibration error per filled pixel (pooled over its draws)
+    calibration_error = table["val"]["convnp"]["ece"]
+    for (set_name, label), entry in pooled.items():
+        rows = [r for r in area_rows if r["set"] == set_name and r["label"] == label]
+        for row, p in zip(rows, entry["p"]):  # one of each per draw, in the same order
+            row["filled_pixels"] = len(p)
+            if "correlated" in row:
+                known = round(row["expected"] - float(p.sum()))  # the exact part, a count of known pixels
+                low, high = calibration_bound(row["correlated"][0] - known, row["correlated"][1] - known, len(p),
+                                              calibration_error)
+                row["bounded"] = [known + low, known + high]
+                row["bounded_covers"] = bool(row["bounded"][0] <= row["truth_pixels"] <= row["bounded"][1])
     coverage = {}
     for label in ("convnp", WITH_REFERENCE):
-        for key in ("independent", "correlated"):
+        for key in ("independent", "correlated", "bounded"):
             rows = [r for r in area_rows if r["label"] == label and f"{key}_covers" in r]
             if rows:
-                coverage[f"{label}, {key}"] = {"draws": len(rows),
-                                               "coverage": round(float(np.mean([r[f"{key}_covers"] for r in rows])),
-                                                                 3)}
+                width = np.mean([(r[key][1] - r[key][0]) / max(r["filled_pixels"], 1) for r in rows])
+                coverage[f"{label}, {key}"] = {
+                    "draws": len(rows), "coverage": round(float(np.mean([r[f"{key}_covers"] for r in rows])), 3),
+                    "mean_width_per_filled_pixel": round(float(width), 4)}
     corr = lag_sums[:, 0] / np.maximum(lag_sums[:, 1], 1)
-    return {"crop": CROP, "draws": DRAWS, "reference_draws": REFERENCE_DRAWS, "by_set": table,
+    return {"crop": CROP, "draws": DRAWS, "calibration_error_val": calibration_error,
+            "reference_draws": REFERENCE_DRAWS, "by_set": table,
             "reflectance_sets": reflectance, "area_coverage": coverage, "area_rows": area_rows,
             "band_correlation": rho_pairs, "error_length_px": length,
             "lag_correlation_val": {int(lag): round(float(c), 3) for lag, c in zip(LAGS, corr)},
@@ -321,13 +336,26 @@ def markdown(r: dict) -> str:
             lines.append(f"| {label} | {s['pixels']} | {s['water_pixels']} | {s['accuracy']:.4f} | {s['f1']:.4f} | "
                          f"{s['brier']:.4f} | {s['ece']:.4f} |")
         lines.append("")
-    lines += ["**reflectance scenes pooled (val + Menindee)**", "", "| fill | accuracy | F1 | Brier | ECE |",
+    lines += [f"Expected calibration error per scene with ≥ {MIN_WATER} water gap pixels (all its draws), the largest:"]
+    for label in ("convnp", WITH_REFERENCE):
+        per_scene = {name: e for rows in r["by_set"].values() for name, e in rows.get(label, {}).get(
+            "ece_per_scene", {}).items()}
+        if per_scene:
+            worst = max(per_scene, key=per_scene.get)
+            over = sum(e > 0.05 for e in per_scene.values())
+            lines.append(f"{label}: {per_scene[worst]:.4f} ({worst}); {over} of {len(per_scene)} scenes above 0.05.")
+    lines += ["", "**reflectance scenes pooled (val + Menindee)**", "", "| fill | accuracy | F1 | Brier | ECE |",
               "|---|---|---|---|---|"]
     for label, s in r["reflectance_sets"].items():
         lines.append(f"| {label} | {s['accuracy']:.4f} | {s['f1']:.4f} | {s['brier']:.4f} | {s['ece']:.4f} |")
-    lines += ["", "**area interval coverage (95 %)**", "", "| fill, dependence | draws | coverage |", "|---|---|---|"]
+    lines += ["", "**area interval coverage (95 %)**: `independent` the filled pixels drawn independently, "
+              "`correlated` "
+              f"the Gaussian copula with L = {r['error_length_px']:.1f} px (val/), `bounded` that widened by the val/ "
+              f"calibration error {r['calibration_error_val']:.4f} × the filled pixels on each side (the default); "
+              "width in filled pixels. Sets other than val/.", "",
+              "| fill, interval | draws | coverage | mean width / filled pixels |", "|---|---|---|---|"]
     for key, c in r["area_coverage"].items():
-        lines.append(f"| {key} | {c['draws']} | {c['coverage']:.1%} |")
+        lines.append(f"| {key} | {c['draws']} | {c['coverage']:.1%} | {c['mean_width_per_filled_pixel']:.3f} |")
     rho = r["band_correlation"]
     if rho:
         est = np.array([x["estimated"] for x in rho])

@@ -51,7 +51,7 @@ class IndexBands:
 
 def band_roles_of(names: list[str], product: str = "") -> list[str | None]:
     """What each band sees ('green', 'swir1', …) from band names and a product or file name (the sensor)."""
-    from ._napari import band_roles  # the package's band knowledge; imports no napari
+    from ._napari import band_roles  # the package's band knowledge (imports no napari; moving to landsat.py)
 
     return band_roles(_named_only(names, product))
 

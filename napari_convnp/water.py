@@ -9,7 +9,9 @@ pixels of one gap share their errors, so treating them as independent would make
 `area_interval` draws the filled pixels jointly through a Gaussian copula: one latent Gaussian field per draw
 with the spatial correlation exp(−d²/2L²) of the fill's standardised errors (L measured on hidden pixels of val/
 scenes, benchmarks/water.md), a pixel being water where its latent value falls below Φ⁻¹(P). Each pixel keeps
-its own P exactly; only the dependence comes from the field.
+its own P exactly; only the dependence comes from the field. The copula trusts P to be calibrated, yet a small
+bias per pixel adds up over thousands of filled pixels: `calibration_bound` widens the sampled interval by the
+calibration error measured on val/ per filled pixel, a stated conservative bound (benchmarks/water.md).
 
 Knows files through `scene` and `fileio`, never napari.
 """
@@ -37,9 +39,12 @@ from .indices import (
 from .masks import pixel_metres
 from .scene import Scene, check_output_path, read_scene, write_bands
 
-# The correlation length (pixels) of the fill's standardised errors in a gap, measured on the hidden pixels of
-# the val/ Manaus and Liverpool crops (benchmarks/water.py `error_length`); the area interval's dependence.
-ERROR_LENGTH_PX = 6.0
+# Both measured on the hidden pixels of the val/ Manaus and Liverpool crops (benchmarks/water.md):
+# the correlation length (pixels) of the fill's standardised errors, fitted as exp(−d²/2L²) to lags 1–15 px;
+ERROR_LENGTH_PX = 2.2
+# the expected calibration error of the ConvNP's P(water) (10 bins): a bound on the bias of the filled area per
+# filled pixel, which the copula cannot see (a sum of 15,000 slightly biased P has a bias larger than its spread).
+CALIBRATION_ERROR = 0.023
 AREA_DRAWS = 200
 LEVEL = 0.95
 
@@ -66,6 +71,7 @@ class Area:
     high: float
     known: float  # the part on known pixels (exact)
     level: float = LEVEL
+    sampled: tuple[float, float] | None = None  # the interval of the copula alone, before the calibration bound
 
 
 def water_probability(mean: np.ndarray, variance: np.ndarray | None, index: IndexBands, threshold: float = 0.0,
@@ -130,15 +136,19 @@ def correlated_normals(rows: np.ndarray, cols: np.ndarray, length: float, rng: n
     kernel = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
     kernel /= kernel.sum()
     coarse = [max(int(n.max()) // step + 2, 2 * radius + 1) for n in (rows, cols)]
-    field = ndimage.gaussian_filter(rng.standard_normal(coarse), sigma, mode="wrap") / float((kernel ** 2).sum())
-    return ndimage.map_coordinates(field, [rows / step, cols / step], order=1).astype(np.float32)
+    noise = rng.standard_normal(coarse, dtype=np.float32)
+    field = ndimage.gaussian_filter(noise, sigma, mode="wrap") / np.float32((kernel ** 2).sum())
+    if step == 1:  # the grid is the pixels'
+        return field[rows.astype(np.intp), cols.astype(np.intp)]
+    return ndimage.map_coordinates(field, [rows / step, cols / step], order=1)
 
 
 def area_interval(probability: np.ndarray, filled: np.ndarray, *, pixel_area: float = 1.0,
                   length: float = ERROR_LENGTH_PX, draws: int = AREA_DRAWS, level: float = LEVEL,
-                  seed: int = 0) -> Area:
+                  seed: int = 0, calibration_error: float = CALIBRATION_ERROR) -> Area:
     """The water area with its `level` interval: known pixels count 0 or 1, filled pixels are drawn jointly
-    (`draws` draws of the Gaussian copula of the module doc, correlation length `length` pixels)."""
+    (`draws` draws of the Gaussian copula of the module doc, correlation length `length` pixels), and the
+    interval is widened by `calibration_error` × the filled pixels on each side (`calibration_bound`)."""
     probability = np.asarray(probability, np.float32)
     filled = np.asarray(filled, bool) & np.isfinite(probability)
     known = ~filled & np.isfinite(probability)
@@ -157,8 +167,17 @@ def area_interval(probability: np.ndarray, filled: np.ndarray, *, pixel_area: fl
         latent = correlated_normals(rows, cols, length, rng)
         counts[k] = np.count_nonzero(latent < cut)
     low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2])
-    return Area(expected * pixel_area, (known_water + low) * pixel_area, (known_water + high) * pixel_area,
-                known_water * pixel_area, level)
+    wide = calibration_bound(low, high, len(p), calibration_error)
+    return Area(expected * pixel_area, (known_water + wide[0]) * pixel_area, (known_water + wide[1]) * pixel_area,
+                known_water * pixel_area, level, ((known_water + low) * pixel_area, (known_water + high) * pixel_area))
+
+
+def calibration_bound(low: float, high: float, filled: int, calibration_error: float) -> tuple[float, float]:
+    """A sampled interval of the filled pixels' water count widened by the bias that a calibration error allows:
+    |Σ (water − P)| ≤ calibration_error × filled pixels (the expected calibration error bounds the mean bias per
+    pixel), within [0, filled]. A stated conservative bound: benchmarks/water.md gives its coverage."""
+    slack = calibration_error * filled
+    return max(0.0, low - slack), min(float(filled), high + slack)
 
 
 def pixel_area_km2(scene: Scene) -> float | None:
@@ -251,7 +270,9 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
     summary = {"input": str(input), "out": str(out), "method": method, "index": bands.name,
                "bands": [scene.band_names[bands.a], scene.band_names[bands.b]], "threshold": threshold,
                "reflectance_scale": list(water.scale), "band_correlation": round(water.band_correlation, 3),
-               f"water_{unit}": _round(area.expected), f"water_{unit}_95": [_round(area.low), _round(area.high)],
+               f"water_{unit}": _round(area.expected),
+               # a hard map (a classical fill) says nothing of its own errors: no interval
+               f"water_{unit}_95": [_round(area.low), _round(area.high)] if variance is not None else None,
                f"water_known_{unit}": _round(area.known),
                "filled_pixels": int(water.filled.sum()), "filled_share": round(float(water.filled.mean()), 4),
                "seconds": round(result.seconds, 2)}

@@ -157,13 +157,26 @@ def test_area_interval_covers_the_truth_when_errors_are_spatially_correlated():
     for trial in range(40):
         latent = correlated_normals(rows, cols, length, rng)
         truth = (prob[~filled] > 0.5).sum() + (latent < ndtri(prob[filled])).sum()
-        area = area_interval(prob, filled, length=length, draws=100, seed=trial)
-        independent = area_interval(prob, filled, length=0, draws=100, seed=trial)
+        area = area_interval(prob, filled, length=length, draws=100, seed=trial, calibration_error=0)
+        independent = area_interval(prob, filled, length=0, draws=100, seed=trial, calibration_error=0)
         covered.append(area.low <= truth <= area.high)
         covered_independent.append(independent.low <= truth <= independent.high)
         assert area.known == (prob[~filled] > 0.5).sum()
     assert np.mean(covered) >= 0.85
     assert np.mean(covered_independent) < np.mean(covered) - 0.2
+
+
+def test_calibration_bound_widens_by_the_error_per_filled_pixel_within_the_possible():
+    prob = np.full((10, 10), 0.5, np.float32)
+    filled = np.zeros((10, 10), bool)
+    filled[:, :4] = True  # 40 filled pixels; 60 known, none water (P 0.5 there counts as not water)
+    prob[~filled] = 0
+    sampled = area_interval(prob, filled, length=0, calibration_error=0)
+    bounded = area_interval(prob, filled, length=0, calibration_error=0.1)
+    assert bounded.sampled == (sampled.low, sampled.high)
+    assert (bounded.low, bounded.high) == (max(0, sampled.low - 4), min(40, sampled.high + 4))
+    whole = area_interval(prob, filled, length=0, calibration_error=1.0)
+    assert (whole.low, whole.high) == (0, 40)
 
 
 def test_water_map_of_arrays_counts_only_the_index_bands_mask_as_filled():
@@ -239,3 +252,14 @@ def test_water_command_refuses_a_scene_without_water_bands(tmp_path, capsys):
     code = cli.main(["water", str(scene), "--out", str(tmp_path / "w.tif"), "--mask", str(mask)])
     err = capsys.readouterr().err
     assert code == 2 and "no green and SWIR1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_water_command_with_a_classical_fill_gives_a_hard_map_and_no_interval(tmp_path, water_scene, capsys):
+    scene, mask, *_ = water_scene
+    out = tmp_path / "water.tif"
+    code = cli.main(["water", str(scene), "--out", str(out), "--mask", str(mask), "--method", "idw"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["water_km2_95"] is None and summary["water_km2"] > 0
+    assert set(np.unique(read_scene(out).bands)) <= {0.0, 1.0}
