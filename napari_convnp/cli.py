@@ -1,4 +1,4 @@
-"""Command line: napari-convnp fill | fill-many | train | evaluate.
+"""Command line: napari-convnp fill | fill-many | water | train | evaluate.
 
 Every error is one line on stderr, `napari-convnp: error: <file or option>: <problem>`, never a traceback.
 Exit codes: 0 done; 1 `fill-many` with failed scenes (or an internal error); 2 bad input, options or
@@ -131,7 +131,7 @@ def _subject(argv: list[str]) -> str:
     """The input (fill) or output folder (fill-many) of a command line, before argparse (and the imports
     it needs) has run: a signal in the first second still names the file."""
     command = argv[0] if argv else ""
-    if command == "fill":
+    if command in ("fill", "water"):
         rest = iter(argv[1:])
         for token in rest:
             if token in ("--no-filled-mask", "-h", "--help") or (token.startswith("--") and "=" in token):
@@ -262,6 +262,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, action="append",
                    help="another date of the same place as context (repeatable)")
 
+    p = sub.add_parser("water", help="fill a scene, then map P(water) per pixel and the water area with its interval")
+    p.add_argument("input", type=Path, help="GeoTIFF or Landsat product folder")
+    p.add_argument("--out", type=Path, required=True, help="P(water) GeoTIFF, float32 in [0, 1] (georeferencing kept)")
+    p.add_argument("--mask", type=Path, help="mask GeoTIFF, nonzero = fill (default: detected gaps)")
+    p.add_argument("--invert-mask", action="store_true", help="the mask's 0 marks the pixels to fill")
+    p.add_argument("--reference", type=Path, action="append",
+                   help="another date of the same place as context (repeatable)")
+    p.add_argument("--index", help="mndwi, ndwi, ndvi or two bands B_a,B_b: water is (a - b)/(a + b) > threshold "
+                                   "(default: mndwi where green and SWIR1 are there, else ndwi)")
+    p.add_argument("--threshold", type=float, help="in [-1, 1] (default 0, which assumes reflectance: choose one "
+                                                   "for digital numbers)")
+    _fill_options(p, METHODS, DTYPES, PRECISIONS, scene_outputs=False)
+
     p = sub.add_parser("fill-many", help="fill many scenes on a Dask cluster")
     p.add_argument("inputs", nargs="+", help="files, folders of .tif files, or glob patterns")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs (made if missing)")
@@ -308,7 +321,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fill_options(p, methods, dtypes, precisions):
+def _fill_options(p, methods, dtypes, precisions, scene_outputs: bool = True):
+    """The fill's options; scene_outputs: those of a filled-scene output too (--dtype, --no-filled-mask)."""
     from .options import NEEDS_REFERENCE
 
     two_date = [m for m in methods if m in NEEDS_REFERENCE]
@@ -323,11 +337,12 @@ def _fill_options(p, methods, dtypes, precisions):
                    "tiles need less memory and take longer (256: about 0.4 GB less, 1.4x the time)")
     p.add_argument("--precision", default="float32", choices=precisions,
                    help="ConvNP arithmetic; bfloat16 can be faster on CPUs with AVX-512 BF16 or AMX, and on GPUs")
-    p.add_argument("--dtype", default="auto", choices=dtypes,
-                   help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
-                        "inputs, else float64), float32, float64, or source (the input's type; fills rounded)")
-    p.add_argument("--no-filled-mask", action="store_true",
-                   help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
+    if scene_outputs:
+        p.add_argument("--dtype", default="auto", choices=dtypes,
+                       help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
+                            "inputs, else float64), float32, float64, or source (the input's type; fills rounded)")
+        p.add_argument("--no-filled-mask", action="store_true",
+                       help="do not write the mask of filled pixels (OUT_filled_mask.tif)")
     from .adapt import DEFAULT_STEPS
 
     p.add_argument("--adapt", dest="adapt_steps", nargs="?", type=int, const=DEFAULT_STEPS, default=0,
@@ -357,6 +372,18 @@ def _run(args) -> int:
                             mask_values=args.mask_values, mask_bits=args.mask_bits, mask_qa=args.mask_qa,
                             fill_all_nodata=args.fill_all_nodata, on_note=_note, **_convnp_options(args))
         print(json.dumps(summary))
+    elif args.command == "water":
+        from .water import water_file
+
+        summary = water_file(args.input, args.out, mask=args.mask, invert_mask=args.invert_mask,
+                             reference=args.reference, index=args.index, threshold=args.threshold,
+                             method=args.method, density=args.density, device=args.device, seed=args.seed,
+                             tile=args.tile, precision=args.precision, cancelled=_stop_requested,
+                             progress=_progress_bar(f"filling {args.input.name}"), **_convnp_options(args))
+        note = summary.pop("note", None)
+        print(json.dumps(summary))
+        if note:
+            print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     elif args.command == "fill-many":
         from .batch import fill_many
 
@@ -434,9 +461,9 @@ def _convnp_options(args) -> dict:
     references = tuple(getattr(args, "reference", None) or ())  # fill-many takes none
     try:
         FillOptions(method=args.method, density=args.density, device=args.device, seed=args.seed, tile=args.tile,
-                    precision=args.precision, dtype=args.dtype, references=references,
+                    precision=args.precision, dtype=getattr(args, "dtype", "auto"), references=references,
                     adapt_steps=args.adapt_steps, biharmonic_weight=args.biharmonic_weight,
-                    variance=bool(args.variance)).validate()
+                    variance=bool(getattr(args, "variance", False))).validate()
     except OptionError as err:
         raise OptionError(f"{FLAGS[err.option]}: {err}") from None
     options = {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
