@@ -1,9 +1,9 @@
-"""Several dates of one place as one reference, and every date of a stack filled from the others.
+"""Several dates of one place as one reference.
 
 `rank_references` picks the dates worth using for a target; `fuse_references` makes them one reference on the
 target's scale, each weighted pixel by pixel by how well it predicts the target around that pixel (a date that
-matches the target in one field and not in the next gets the weight only where it matches); `fill_stack` does
-both for each date and runs one `inpaint.fill` per date with the fused reference. numpy and torch only.
+matches the target in one field and not in the next gets the weight only where it matches). `inpaint.fill` fuses
+several references with it; `stack_fill.fill_stack` does both for each date of a stack. numpy and torch only.
 """
 from __future__ import annotations
 
