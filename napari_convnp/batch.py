@@ -5,40 +5,18 @@ line naming the file), never as a worker-side exception, so nothing but the repo
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from pathlib import Path
 
 from .errors import ConvNPError, SceneError
 from .fileio import FILL_FILE_EXTRAS, OptionError, Outputs, filled_mask_path
-from .landsat import BAND_FILE
 from .options import check_path, is_path
-from .tiffread import TIFF_SUFFIXES, read_provenance
+from .scene import expand_inputs  # noqa: F401 - fill-many's inputs, importable from here as before
+from .tiffread import read_provenance
 from .tiffwrite import check_output_path, file_identity, remove_stale_partials, same_file
 
 CONNECT_TIMEOUT_S = 5  # how long to try a --scheduler address before saying it cannot be reached
-
-
-def expand_inputs(inputs: list[str] | str | os.PathLike) -> list[Path]:
-    """Files, folders (their .tif files, or the folder itself when it is a Landsat product) and globs; one of
-    them alone too (not taken letter by letter)."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    paths: list[Path] = []
-    for item in inputs:
-        matches = sorted(glob.glob(str(item))) or [item]
-        for m in map(Path, matches):
-            if m.is_dir() and any(BAND_FILE.search(f.name) for f in m.iterdir()):
-                paths.append(m)  # a Landsat product folder is one scene
-            elif m.is_dir():
-                paths.extend(sorted(f for f in m.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()))
-            else:
-                paths.append(m)
-    unique: dict[str, Path] = {}
-    for p in paths:  # one scene named twice (a/../a/s.tif, a link) is filled once
-        unique.setdefault(os.path.realpath(p), p)
-    return list(unique.values())
 
 
 def _stem(path: Path) -> str:

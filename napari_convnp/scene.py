@@ -6,6 +6,7 @@ imported from here before they moved are still importable from here. Knows nothi
 """
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,6 +154,27 @@ def _check_fill_pair(path: Path, items: dict) -> None:
         if other and other != digest:
             raise SceneError(f"{path}: it and {partner.name} come from different runs (their CONVNP_MASK_SHA256 "
                              "differ), so the filled-pixel mask does not describe this fill; fill it again")
+
+
+def expand_inputs(inputs: list[str] | str | os.PathLike) -> list[Path]:
+    """Files, folders (their .tif files, or the folder itself when it is a Landsat product) and globs; one of
+    them alone too (not taken letter by letter)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths: list[Path] = []
+    for item in inputs:
+        matches = sorted(glob.glob(str(item))) or [item]
+        for m in map(Path, matches):
+            if m.is_dir() and any(BAND_FILE.search(f.name) for f in m.iterdir()):
+                paths.append(m)  # a Landsat product folder is one scene
+            elif m.is_dir():
+                paths.extend(sorted(f for f in m.iterdir() if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()))
+            else:
+                paths.append(m)
+    unique: dict[str, Path] = {}
+    for p in paths:  # one scene named twice (a/../a/s.tif, a link) is filled once
+        unique.setdefault(os.path.realpath(p), p)
+    return list(unique.values())
 
 
 def scene_shape(path: str | os.PathLike) -> tuple[int, int, int]:

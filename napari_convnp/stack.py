@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import qa as qa_bands
-from .batch import expand_inputs
 from .dates import parse_date, scene_date
 from .errors import OptionError, SceneError
 from .reference import align_reference, grid_offset, match_bands
-from .scene import TIFF_SUFFIXES, Scene, read_scene
+from .scene import TIFF_SUFFIXES, Scene, expand_inputs, read_scene
 
 
 @dataclass(frozen=True)
