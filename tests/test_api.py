@@ -18,12 +18,12 @@ from napari_convnp.inpaint import fill
 from napari_convnp.options import MAX_ADAPT_STEPS, FillOptions
 from napari_convnp.scene import read_provenance, read_scene
 
-from .test_cli import EVALUATE_SETS, fake_evaluate_data, gap_mask, make_tiff, smooth
+from .conftest import EVALUATE_SETS, fake_evaluate_data, gap_mask, smooth, write_geotiff
 
 
 def scene(tmp_path, name="s.tif", dtype=np.uint8, **kwargs):
     bands = smooth(2, 64, 96, dtype, offset=120.0, scale=100.0) if dtype == np.uint8 else smooth(2, 64, 96, dtype)
-    return make_tiff(tmp_path / name, bands, **kwargs)
+    return write_geotiff(tmp_path / name, bands, **kwargs)
 
 
 def test_the_api_imports_from_the_package_without_loading_torch():
@@ -132,7 +132,7 @@ def test_filled_values_of_an_integer_scene_stay_in_its_range(tmp_path, monkeypat
     """A fill that overshoots (here a method made to) never writes values a uint8 scene cannot hold, in a float
     output too; the summary and the provenance say so."""
     monkeypatch.setitem(baselines.METHODS, "harmonic", lambda given, context: np.where(context, given, 300.0))
-    src = make_tiff(tmp_path / "s.tif", smooth(1, 64, 96, np.uint8, offset=120.0, scale=100.0))
+    src = write_geotiff(tmp_path / "s.tif", smooth(1, 64, 96, np.uint8, offset=120.0, scale=100.0))
     for dtype in ("auto", "float64", "source"):
         out = tmp_path / f"o_{dtype}.tif"
         summary = fileio.fill_file(src, out, mask=gap_mask(tmp_path / "m.tif"), method="harmonic", dtype=dtype)
@@ -145,7 +145,7 @@ def test_filled_values_of_an_integer_scene_stay_in_its_range(tmp_path, monkeypat
 def test_streamed_results_of_an_integer_scene_stay_in_its_range(tmp_path, monkeypatch):
     """The widget's streamed path (fileio.fill_to_files) clips as the file-to-file fill does."""
     monkeypatch.setitem(baselines.METHODS, "harmonic", lambda given, context: np.where(context, given, -40.0))
-    scene_ = read_scene(make_tiff(tmp_path / "s.tif", smooth(1, 64, 96, np.uint8, offset=120.0, scale=100.0)))
+    scene_ = read_scene(write_geotiff(tmp_path / "s.tif", smooth(1, 64, 96, np.uint8, offset=120.0, scale=100.0)))
     gaps = np.zeros((64, 96), bool)
     gaps[20:24] = True
     _, mean_path, _ = fileio.fill_to_files(scene_.bands, gaps, tmp_path, like=scene_, name="t", method="harmonic")
@@ -176,7 +176,7 @@ def test_a_fill_without_its_mask_removes_an_earlier_runs_mask(tmp_path):
 
 def test_a_foreign_file_at_the_sidecars_name_is_never_replaced(tmp_path):
     src, out = scene(tmp_path), tmp_path / "o.tif"
-    foreign = make_tiff(tmp_path / "o_filled_mask.tif", smooth(1))
+    foreign = write_geotiff(tmp_path / "o_filled_mask.tif", smooth(1))
     before = foreign.read_bytes()
     with pytest.raises(SceneError, match="not a filled-pixel mask written by napari-convnp"):
         fileio.fill_file(src, out, mask=gap_mask(tmp_path / "m.tif"), method="idw")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from .test_cli import EVALUATE_SETS, fake_evaluate_data, gap_mask, make_tiff, product, smooth
+from .conftest import EVALUATE_SETS, fake_evaluate_data, gap_mask, product, smooth, write_geotiff
 
 CLI = [sys.executable, "-m", "napari_convnp.cli"]
 
@@ -45,7 +45,7 @@ def scene_file(d: Path, name="s.tif", c=2, dtype=np.uint16, h=64, w=96, **kwargs
     """A scene with a scan-line gap stored as nodata 0."""
     bands = smooth(c, h, w, dtype)
     bands[:, 20:23] = 0
-    return make_tiff(d / "in" / name, bands, nodata=0, **kwargs)
+    return write_geotiff(d / "in" / name, bands, nodata=0, **kwargs)
 
 
 def fill(d: Path, src, *extra, out="o.tif", method="idw") -> tuple[list[str], list[Path]]:
@@ -60,7 +60,7 @@ def _sidecar(out: Path) -> Path:
 def truncated(d: Path, compression, fraction=0.6, name="t.tif", **kwargs) -> Path:
     bands = smooth(1, 300, 300, np.uint8, 100, 50)
     bands[:, 20:23] = 0
-    good = make_tiff(d / "good.tif", bands, nodata=0, compression=compression, **kwargs)
+    good = write_geotiff(d / "good.tif", bands, nodata=0, compression=compression, **kwargs)
     path = d / "in" / name
     data = good.read_bytes()
     path.write_bytes(data[:int(len(data) * fraction)])
@@ -114,7 +114,7 @@ def _truncated_case(compression, fraction=0.6, **kwargs):
 def _corrupt_deflate(d):
     bands = smooth(1, 300, 300, np.uint8, 100, 50)
     bands[:, 20:23] = 0
-    path = make_tiff(d / "in" / "z.tif", bands, nodata=0, compression="zlib", rowsperstrip=32)
+    path = write_geotiff(d / "in" / "z.tif", bands, nodata=0, compression="zlib", rowsperstrip=32)
     with tifffile.TiffFile(path) as tif:
         offset, count = tif.pages[0].dataoffsets[3], tif.pages[0].databytecounts[3]
     data = bytearray(path.read_bytes())
@@ -134,20 +134,20 @@ def _complex(dtype):
 
 def _int64_beyond(d):
     # a wide spread (float32 keeps its detail) of values float64 cannot hold exactly (the + 1 near 2⁶⁰)
-    path = make_tiff(d / "in" / "i.tif", (smooth(1, dtype=np.float64).astype(np.int64) << 50) + 1)
+    path = write_geotiff(d / "in" / "i.tif", (smooth(1, dtype=np.float64).astype(np.int64) << 50) + 1)
     mask = gap_mask(d / "in" / "m.tif")
     argv, outs = fill(d, path, "--mask", mask)
     return argv, outs, "i.tif: a float64 output would change"
 
 
 def _float64_as_float32(d):
-    path = make_tiff(d / "in" / "f.tif", smooth(2, dtype=np.float64, offset=1000.0) + np.pi * 1e-7)
+    path = write_geotiff(d / "in" / "f.tif", smooth(2, dtype=np.float64, offset=1000.0) + np.pi * 1e-7)
     argv, outs = fill(d, path, "--mask", gap_mask(d / "in" / "m.tif"), "--dtype", "float32")
     return argv, outs, "f.tif: a float32 output would change"
 
 
 def _all_nodata(d):
-    path = make_tiff(d / "in" / "blank.tif", np.zeros((1, 40, 40), np.uint8), nodata=0)
+    path = write_geotiff(d / "in" / "blank.tif", np.zeros((1, 40, 40), np.uint8), nodata=0)
     argv, outs = fill(d, path)
     return argv, outs, "blank.tif: every pixel is nodata"
 
@@ -157,7 +157,7 @@ def _huge(method, with_variance):
         rng = np.random.default_rng(0)
         bands = rng.uniform(-3e38, 3e38, (1, 64, 96)).astype(np.float32)
         bands[:, 20:23] = np.nan
-        path = make_tiff(d / "in" / "huge.tif", bands)
+        path = write_geotiff(d / "in" / "huge.tif", bands)
         argv, outs = fill(d, path, method=method)
         if with_variance:
             argv += ["--variance", str(d / "out" / "v.tif"), "--device", "cpu"]
@@ -170,7 +170,7 @@ def _band_without_data(d):
     bands = smooth(2, dtype=np.float32)
     bands[1] = np.nan
     bands[0, 20:23] = np.nan
-    path = make_tiff(d / "in" / "nanband.tif", bands)
+    path = write_geotiff(d / "in" / "nanband.tif", bands)
     argv, outs = fill(d, path, "--mask", gap_mask(d / "in" / "m.tif"))
     return argv, outs, "nanband.tif: band 2 has no known pixels"
 
@@ -184,7 +184,7 @@ def _four_d(d):
 def _mask_case(make_mask, token):
     def build(d):
         src = scene_file(d)
-        mask = make_tiff(d / "in" / "m.tif", make_mask())
+        mask = write_geotiff(d / "in" / "m.tif", make_mask())
         argv, outs = fill(d, src, "--mask", mask)
         return argv, outs, token
     return build
@@ -196,27 +196,27 @@ def _mask_elsewhere(tie_point=(0.0, 0.0, 0.0, 530000.0, 4000000.0, 0.0), epsg=32
         src = scene_file(d)
         tags = [(33550, "d", 3, (30.0, 30.0, 0.0), True), (33922, "d", 6, tie_point, True),
                 (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg), True)]
-        mask = make_tiff(d / "in" / "m.tif", np.ones((1, 64, 96), np.uint8), geo=False, extratags=tags)
+        mask = write_geotiff(d / "in" / "m.tif", np.ones((1, 64, 96), np.uint8), geo=False, extratags=tags)
         argv, outs = fill(d, src, "--mask", mask)
         return argv, outs, "m.tif: the mask"
     return build
 
 
 def _no_gaps(d):
-    path = make_tiff(d / "in" / "full.tif", smooth(2))
+    path = write_geotiff(d / "in" / "full.tif", smooth(2))
     argv, outs = fill(d, path)
     return argv, outs, "full.tif: no gaps detected"
 
 
 def _one_pixel(d):
-    path = make_tiff(d / "in" / "px.tif", np.full((1, 1, 1), 7, np.uint8))
+    path = write_geotiff(d / "in" / "px.tif", np.full((1, 1, 1), 7, np.uint8))
     argv, outs = fill(d, path)
     return argv, outs, "px.tif: no gaps detected"
 
 
 def _mismatched_product(d):
     folder = product(d / "in" / "LE07_product")
-    make_tiff(next(folder.glob("*_B2.TIF")), np.ones((1, 30, 96), np.uint8))
+    write_geotiff(next(folder.glob("*_B2.TIF")), np.ones((1, 30, 96), np.uint8))
     argv, outs = fill(d, folder, "--mask", gap_mask(d / "in" / "m.tif"))
     return argv, outs, "_B2.TIF: band B2 is 96×30 pixels"
 
@@ -225,8 +225,8 @@ def _bad_geokeys(d):
     keys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 70000)  # not 16-bit keys
     bands = smooth(1)
     bands[:, 20:23] = 0
-    path = make_tiff(d / "in" / "keys.tif", bands, nodata=0, geo=False,
-                     extratags=[(34735, "I", len(keys), keys, True)])
+    path = write_geotiff(d / "in" / "keys.tif", bands, nodata=0, geo=False,
+                         extratags=[(34735, "I", len(keys), keys, True)])
     argv, outs = fill(d, path)
     return argv, outs, "keys.tif: the source's GeoKeyDirectory"
 
@@ -234,7 +234,7 @@ def _bad_geokeys(d):
 def _nodata_text(d):
     bands = smooth(1)
     bands[:, 20:23] = 0
-    path = make_tiff(d / "in" / "nd.tif", bands, nodata="none")
+    path = write_geotiff(d / "in" / "nd.tif", bands, nodata="none")
     argv, outs = fill(d, path)
     return argv, outs, "nd.tif: no gaps detected"
 
@@ -364,7 +364,7 @@ def _foreign_sidecar(d):
     """OUT_filled_mask.tif exists and is not a mask this package wrote: never replaced by a fill of OUT."""
     src = scene_file(d)
     out = d / "in" / "o.tif"
-    make_tiff(_sidecar(out), smooth(1))  # counted as an input: its hash must not change
+    write_geotiff(_sidecar(out), smooth(1))  # counted as an input: its hash must not change
     argv, _ = fill(d, src, out=out)
     return argv, [out], "o_filled_mask.tif: it exists and is not a filled-pixel mask written by napari-convnp"
 
@@ -408,7 +408,7 @@ def _train(*extra, token, init=False, junk_init=False):
 def _offset_uint32(d):
     bands = smooth(2).astype(np.uint32) + np.uint32(4_000_000_000)
     bands[:, 20:23] = 0
-    src = make_tiff(d / "in" / "u32.tif", bands, nodata=0)
+    src = write_geotiff(d / "in" / "u32.tif", bands, nodata=0)
     argv, outs = fill(d, src)
     return argv, outs, "u32.tif: band 1's values lie between"
 
@@ -417,7 +417,7 @@ def _signal_fill(d):
     bands = smooth(3, 1536, 1536)  # several seconds of work, every tile has gaps: not done when the signal comes
     for row in range(100, 1536, 200):
         bands[:, row:row + 6] = 0
-    src = make_tiff(d / "in" / "big.tif", bands, nodata=0)
+    src = write_geotiff(d / "in" / "big.tif", bands, nodata=0)
     argv, outs = fill(d, src, "--variance", d / "out" / "v.tif", "--device", "cpu", method="convnp")
     return argv, outs + [d / "out" / "v.tif"], "big.tif: "
 
@@ -427,7 +427,7 @@ def _signal_many(d):
         bands = smooth(3, 2560, 2560)
         for row in range(100, 2560, 200):
             bands[:, row:row + 6] = 0
-        make_tiff(d / "in" / name, bands, nodata=0)
+        write_geotiff(d / "in" / name, bands, nodata=0)
     out = d / "many_out"
     argv = ["fill-many", str(d / "in"), "--out-dir", str(out), "--workers", "1", "--device", "cpu"]
     return argv, [out / "a_convnp.tif", out / "b_convnp.tif"], "many_out: "

@@ -19,41 +19,7 @@ from napari_convnp import cli
 from napari_convnp.fileio import OptionError
 from napari_convnp.scene import SceneError, read_scene
 
-GEO = [
-    (33550, "d", 3, (30.0, 30.0, 0.0), True),
-    (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
-    (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
-]
-
-
-def smooth(c=2, h=64, w=96, dtype=np.uint16, offset=1000.0, scale=400.0) -> np.ndarray:
-    y, x = np.mgrid[0:h, 0:w] / 15.0
-    bands = np.stack([np.sin(x + i) * np.cos(y - i) for i in range(c)]) * scale + offset
-    return bands.astype(dtype) if np.dtype(dtype).kind != "c" else bands.astype(dtype)
-
-
-def make_tiff(path: Path, bands: np.ndarray, *, nodata=None, geo=True, compression=None, extratags=(),
-              tile=None, rowsperstrip=None, planar="contig", photometric="minisblack") -> Path:
-    """A small GeoTIFF as GDAL writes it (band-interleaved), with whatever tags a case needs."""
-    tags = list(GEO) if geo else []
-    if nodata is not None:
-        tags.append((42113, "s", 0, str(nodata), True))
-    tags += list(extratags)
-    data = bands[0] if len(bands) == 1 else (np.moveaxis(bands, 0, -1) if planar == "contig" else bands)
-    kwargs = {"planarconfig": planar} if len(bands) > 1 else {}
-    if tile:
-        kwargs["tile"] = tile
-    if rowsperstrip:
-        kwargs["rowsperstrip"] = rowsperstrip
-    tifffile.imwrite(path, data, photometric=photometric, compression=compression, extratags=tags, metadata=None,
-                     **kwargs)
-    return path
-
-
-def gap_mask(path: Path, h=64, w=96, rows=(20, 24)) -> Path:
-    mask = np.zeros((1, h, w), np.uint8)
-    mask[0, rows[0]:rows[1]] = 1
-    return make_tiff(path, mask)
+from .conftest import EVALUATE_SETS, GEO, fake_evaluate_data, gap_mask, product, smooth, write_geotiff
 
 
 def sha(path: Path) -> str:
@@ -77,16 +43,6 @@ def metadata_items(path: Path) -> dict:
 def raw(path: Path) -> np.ndarray:
     data = tifffile.imread(path)
     return data[None] if data.ndim == 2 else data
-
-
-def product(folder: Path, h=64, w=96) -> Path:
-    """A Landsat product folder: three band files and the MTL."""
-    folder.mkdir()
-    for i, band in enumerate(("B1", "B2", "B3")):
-        name = f"LE07_L1TP_092084_20110809_20161206_01_T1_{band}.TIF"
-        make_tiff(folder / name, smooth(1, h, w, np.uint8, 100, 50 + i))
-    (folder / "LE07_L1TP_092084_20110809_20161206_01_T1_MTL.txt").write_text("GROUP = L1_METADATA_FILE\n")
-    return folder
 
 
 # --- data loss -----------------------------------------------------------------------------------------
@@ -141,8 +97,8 @@ def test_fill_many_never_replaces_an_input_nor_skips_one(tmp_path):
     s.mkdir()
     bands = smooth(2, dtype=np.uint8, offset=100, scale=50)
     bands[:, 20:24] = 0
-    make_tiff(s / "x.tif", bands, nodata=0)
-    make_tiff(s / "x_convnp.tif", bands, nodata=0)
+    write_geotiff(s / "x.tif", bands, nodata=0)
+    write_geotiff(s / "x_convnp.tif", bands, nodata=0)
     before = hashes(s)
     report = fill_many([str(s / "x.tif"), str(s / "x_convnp.tif")], s, workers=1, variance=True, method="convnp")
     assert all(sha(p) == h for p, h in before.items())
@@ -163,7 +119,7 @@ def test_fill_many_scenes_with_one_name_get_two_outputs(tmp_path):
         (tmp_path / folder).mkdir()
         bands = smooth(1, dtype=np.uint8, offset=offset, scale=40)
         bands[:, 20:24] = 0
-        inputs.append(make_tiff(tmp_path / folder / "s.tif", bands, nodata=0))
+        inputs.append(write_geotiff(tmp_path / folder / "s.tif", bands, nodata=0))
     out = tmp_path / "out"
     report = fill_many([str(p) for p in inputs], out, workers=1, method="idw")
     assert len(report["done"]) == 2 and not report["failed"]
@@ -268,23 +224,6 @@ def test_evaluate_checks_its_inputs_and_outputs_before_any_work(tmp_path, monkey
     assert "--sets: unknown set nope" in capsys.readouterr().err
 
 
-EVALUATE_SETS = ["--sets", "sts-cnn,test"]  # the single-date sets
-
-
-def fake_evaluate_data(root: Path) -> Path:
-    """The files `evaluate` looks for (their contents do not matter to the checks)."""
-    from napari_convnp.evaluate import STS_PATCHES
-
-    sts = root / "benchmark" / "sts-cnn"
-    sts.mkdir(parents=True)
-    for name in ["mask_slc1.tif", "mask_slc2.tif", *STS_PATCHES]:
-        (sts / name).write_bytes(b"x")
-    for folder in ("test", "val"):
-        (root / folder).mkdir()
-        (root / folder / "scene.tif").write_bytes(b"x")
-    return root
-
-
 # --- dtypes --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype, values, scale", [
@@ -295,7 +234,7 @@ def fake_evaluate_data(root: Path) -> Path:
 ])
 def test_wide_dtypes_keep_known_pixels_exactly(tmp_path, dtype, values, scale, capsys):
     bands = (smooth(2, dtype=np.float64, offset=0, scale=scale) + values).astype(dtype)
-    path = make_tiff(tmp_path / "wide.tif", bands)
+    path = write_geotiff(tmp_path / "wide.tif", bands)
     mask = gap_mask(tmp_path / "mask.tif")
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--method", "idw"]) == 0
     out = raw(tmp_path / "o.tif")
@@ -313,7 +252,7 @@ def test_wide_dtypes_keep_known_pixels_exactly(tmp_path, dtype, values, scale, c
 def test_int64_beyond_float64_is_refused_or_kept_in_its_own_type(tmp_path, capsys):
     # a wide spread float32 resolves, of values float64 cannot hold exactly (the + 1 at ±2⁵⁸)
     bands = (smooth(1, dtype=np.float64, offset=0, scale=100).astype(np.int64) << 50) + 1
-    path = make_tiff(tmp_path / "huge.tif", bands)
+    path = write_geotiff(tmp_path / "huge.tif", bands)
     mask = gap_mask(tmp_path / "mask.tif")
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--mask", str(mask), "--method", "idw"]) == 2
     assert "use --dtype source" in capsys.readouterr().err and not (tmp_path / "o.tif").exists()
@@ -328,7 +267,7 @@ def test_dtype_source_rounds_fills_keeps_known_pixels_and_nodata(tmp_path, capsy
     bands = smooth(2, dtype=np.uint16)
     bands[:, 20:23] = 0  # scan-line gap, nodata 0
     bands[:, :, :30] = 0  # off-scene border: stays nodata
-    path = make_tiff(tmp_path / "u16.tif", bands, nodata=0)
+    path = write_geotiff(tmp_path / "u16.tif", bands, nodata=0)
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--method", "idw", "--dtype", "source"]) == 0
     out = raw(tmp_path / "o.tif")
     out = np.moveaxis(out, -1, 0) if out.shape[0] != 2 else out
@@ -370,7 +309,7 @@ def test_outputs_keep_nodata_metadata_and_record_provenance(tmp_path):
                   '<Item name="DESCRIPTION" sample="1" role="description">ETM+ B2 green</Item></GDALMetadata>')
     bands = smooth(2, dtype=np.int16)
     bands[:, 20:23] = -999
-    path = make_tiff(tmp_path / "s.tif", bands, nodata=-999, extratags=[(42112, "s", 0, source_xml, True)])
+    path = write_geotiff(tmp_path / "s.tif", bands, nodata=-999, extratags=[(42112, "s", 0, source_xml, True)])
     out, var = tmp_path / "o.tif", tmp_path / "v.tif"
     assert cli.main(["fill", str(path), "--out", str(out), "--variance", str(var), "--density", "0.8",
                      "--seed", "3", "--device", "cpu"]) == 0
@@ -400,7 +339,7 @@ def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
     """How far the reference was trusted, and how much biharmonic fill (where no reference is known) and reference
     fills (where it is) went into the ConvNP's mean."""
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
-    ref = make_tiff(tmp_path / "ref.tif", smooth(3, 160, 192))
+    ref = write_geotiff(tmp_path / "ref.tif", smooth(3, 160, 192))
     with_ref = cli.fill_file(smooth_scene, tmp_path / "o.tif", mask=mask, reference=[ref], device="cpu")
     alone = cli.fill_file(smooth_scene, tmp_path / "a.tif", mask=mask, device="cpu")
     classical = cli.fill_file(smooth_scene, tmp_path / "c.tif", mask=mask, method="idw")
@@ -442,7 +381,7 @@ def test_fill_file_passes_references_and_options_to_fill(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(inpaint, "fill", recorder)
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
-    ref = make_tiff(tmp_path / "ref.tif", smooth(3, 160, 192))
+    ref = write_geotiff(tmp_path / "ref.tif", smooth(3, 160, 192))
     before = sha(ref)
     summary = cli.fill_file(smooth_scene, tmp_path / "o.tif", mask=mask, method="convnp", reference=[ref],
                             adapt_steps=3, device="cpu")
@@ -483,7 +422,7 @@ def test_non_ascii_names_and_geotiff_strings_are_written(tmp_path, capsys):
            '<Item name="PLACE">São Paulo</Item></GDALMetadata>')
     bands = smooth(2, dtype=np.uint16)
     bands[:, 20:23] = 0
-    path = make_tiff(tmp_path / "ü.tif", bands, nodata=0, extratags=[
+    path = write_geotiff(tmp_path / "ü.tif", bands, nodata=0, extratags=[
         (42112, "s", 0, xml.encode("utf-8"), True), (34737, "s", 0, "WGS 84 / UTM zone 33N – Ørsted|".encode(), True)])
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "ö.tif"), "--method", "idw"]) == 0
     out = read_scene(tmp_path / "ö.tif")
@@ -501,7 +440,7 @@ def test_non_ascii_names_and_geotiff_strings_are_written(tmp_path, capsys):
 def test_malformed_gdal_metadata_reads_with_default_names(tmp_path, xml):
     bands = smooth(1, dtype=np.uint16)
     bands[:, 20:23] = 0
-    path = make_tiff(tmp_path / "m.tif", bands, nodata=0, extratags=[(42112, "s", 0, xml, True)])
+    path = write_geotiff(tmp_path / "m.tif", bands, nodata=0, extratags=[(42112, "s", 0, xml, True)])
     assert read_scene(path).band_names == ["band 1"]
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--method", "idw"]) == 0
 
@@ -510,8 +449,8 @@ def test_malformed_gdal_metadata_reads_with_default_names(tmp_path, xml):
 def test_odd_pixel_scales_read_and_fill(tmp_path, scale):
     bands = smooth(1, dtype=np.uint16)
     bands[:, 20:23] = 0
-    path = make_tiff(tmp_path / "p.tif", bands, nodata=0, geo=False,
-                     extratags=[(33550, "d", len(scale), scale, True), GEO[1]])
+    path = write_geotiff(tmp_path / "p.tif", bands, nodata=0, geo=False,
+                         extratags=[(33550, "d", len(scale), scale, True), GEO[1]])
     scene = read_scene(path)
     assert scene.pixel_size in (None, 30.0)
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "o.tif"), "--method", "idw"]) == 0
@@ -574,8 +513,8 @@ def test_truncated_files_are_a_scene_error_everywhere(tmp_path, compression):
     from napari_convnp._reader import get_reader
 
     bands = smooth(1, 300, 300, np.uint8, 100, 50)
-    good = make_tiff(tmp_path / "good.tif", bands, compression=compression, rowsperstrip=None if compression == "jpeg"
-                     else 32)
+    good = write_geotiff(tmp_path / "good.tif", bands, compression=compression,
+                         rowsperstrip=None if compression == "jpeg" else 32)
     data = good.read_bytes()
     for fraction in (0.5, 0.95):
         cut = tmp_path / f"cut_{fraction}.tif"
@@ -600,7 +539,7 @@ def test_fill_many_reports_failed_scenes_in_one_line_each(tmp_path):
     scenes.mkdir()
     bands = smooth(1, dtype=np.uint8, offset=100, scale=50)
     bands[:, 20:23] = 0
-    make_tiff(scenes / "good.tif", bands, nodata=0)
+    write_geotiff(scenes / "good.tif", bands, nodata=0)
     (scenes / "bad.tif").write_bytes(b"II*\x00 not really a tiff")
     proc = subprocess.run([sys.executable, "-m", "napari_convnp.cli", "fill-many", str(scenes), "--out-dir",
                            str(tmp_path / "out"), "--method", "idw", "--workers", "1"], capture_output=True, text=True,
@@ -689,10 +628,10 @@ def test_invert_mask_fills_the_zero_pixels_and_a_mostly_filling_mask_gets_a_note
     """A mask of the valid pixels (0 = gap, as STS-CNN's) with --invert-mask fills its 0 pixels; without it,
     filling most of the scene comes with a note that names the flag."""
     bands = smooth(2)
-    path = make_tiff(tmp_path / "s.tif", bands)
+    path = write_geotiff(tmp_path / "s.tif", bands)
     valid = np.full((1, 64, 96), 255, np.uint8)
     valid[0, 20:24] = 0
-    mask = make_tiff(tmp_path / "valid.tif", valid)
+    mask = write_geotiff(tmp_path / "valid.tif", valid)
     base = ["fill", str(path), "--mask", str(mask), "--method", "idw"]
     assert cli.main(base + ["--out", str(tmp_path / "a.tif"), "--invert-mask"]) == 0
     captured = capsys.readouterr()
@@ -712,12 +651,12 @@ def test_a_mask_on_the_scenes_own_rotated_grid_is_taken(tmp_path, capsys):
     def rotated(x0):
         return [(34264, "d", 16, (21.2, -21.2, 0.0, x0, 21.2, 21.2, 0.0, 4000000.0, 0, 0, 0, 0, 0, 0, 0, 1), True),
                 (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
-    path = make_tiff(tmp_path / "rot.tif", smooth(2), geo=False, extratags=rotated(500000.0))
+    path = write_geotiff(tmp_path / "rot.tif", smooth(2), geo=False, extratags=rotated(500000.0))
     gaps = np.zeros((1, 64, 96), np.uint8)
     gaps[0, 20:24] = 1
-    own = make_tiff(tmp_path / "own.tif", gaps, geo=False, extratags=rotated(500000.0))
+    own = write_geotiff(tmp_path / "own.tif", gaps, geo=False, extratags=rotated(500000.0))
     assert cli.main(["fill", str(path), "--mask", str(own), "--out", str(tmp_path / "o.tif"), "--method", "idw"]) == 0
-    other = make_tiff(tmp_path / "other.tif", gaps, geo=False, extratags=rotated(600000.0))
+    other = write_geotiff(tmp_path / "other.tif", gaps, geo=False, extratags=rotated(600000.0))
     capsys.readouterr()
     assert cli.main(["fill", str(path), "--mask", str(other), "--out", str(tmp_path / "p.tif"), "--method", "idw"]) == 2
     assert "other.tif: the mask cannot be placed on the scene" in capsys.readouterr().err
@@ -728,12 +667,12 @@ def test_a_mostly_filling_mask_is_noted_before_the_fill(tmp_path):
     from napari_convnp.fileio import fill_file
     from napari_convnp.inpaint import Cancelled
 
-    path = make_tiff(tmp_path / "s.tif", smooth(2))
+    path = write_geotiff(tmp_path / "s.tif", smooth(2))
     valid = np.full((1, 64, 96), 255, np.uint8)
     valid[0, 20:24] = 0
     notes = []
     with pytest.raises(Cancelled):  # stopped before the fill: the note has come already
-        fill_file(path, tmp_path / "o.tif", mask=make_tiff(tmp_path / "valid.tif", valid), method="idw",
+        fill_file(path, tmp_path / "o.tif", mask=write_geotiff(tmp_path / "valid.tif", valid), method="idw",
                   on_note=notes.append, cancelled=lambda: True)
     assert len(notes) == 1 and "94% of the pixels" in notes[0] and "with --invert-mask" in notes[0]
 
@@ -741,12 +680,12 @@ def test_a_mostly_filling_mask_is_noted_before_the_fill(tmp_path):
 def test_mask_files_by_values_bits_and_quality_layout(tmp_path, capsys):
     """Issue 25.2: a mask file marks its pixels by a value list (a USGS gap mask: 0 = gap), bits that are set or a
     quality band's clouds, not only nonzero."""
-    path = make_tiff(tmp_path / "s.tif", smooth(2))
+    path = write_geotiff(tmp_path / "s.tif", smooth(2))
     flags = np.zeros((1, 64, 96), np.uint16)
     flags[0, 10:14] = 1 << 3  # QA_PIXEL: cloud
     flags[0, 30:32] = 1 << 4  # cloud shadow
     flags[0, 50:52] = 1 << 6  # clear
-    qa_file = make_tiff(tmp_path / "qa.tif", flags)
+    qa_file = write_geotiff(tmp_path / "qa.tif", flags)
     cloud, shadow, clear = [10, 11, 12, 13], [30, 31], [50, 51]
     for option, rows in ((["--mask-values", "8,16"], cloud + shadow), (["--mask-bits", "3"], cloud),
                          (["--mask-qa", "qa_pixel"], cloud + shadow),
@@ -773,7 +712,7 @@ def test_fill_all_nodata_fills_the_large_areas_too(tmp_path, capsys):
     bands = smooth(2)
     bands[:, 10:50, 20:70] = 0  # a large blank area (40×50 pixels)
     bands[:, 56:58] = 0  # a scan-line gap
-    path = make_tiff(tmp_path / "s.tif", bands, nodata=0)
+    path = write_geotiff(tmp_path / "s.tif", bands, nodata=0)
     assert cli.main(["fill", str(path), "--out", str(tmp_path / "a.tif"), "--method", "idw"]) == 0
     assert json.loads(capsys.readouterr().out)["filled_pixels"] == 2 * 96
     assert np.isnan(raw(tmp_path / "a.tif")[:, 10:50, 20:70]).all()  # left nodata

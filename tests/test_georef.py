@@ -7,7 +7,7 @@ import pytest
 from napari_convnp.georef import Grid
 from napari_convnp.scene import Scene
 
-UTM33N = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)
+from .conftest import UTM33N
 
 
 def tags(x0=500000.0, y0=4000000.0, pixel=30.0, keys=UTM33N):

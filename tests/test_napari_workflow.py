@@ -19,25 +19,7 @@ from napari_convnp._napari import (
 from napari_convnp._reader import get_reader
 from napari_convnp.scene import Scene, read_scene
 
-from .conftest import SAMPLES, choose, wait_for
-
-UTM33N = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)
-
-
-def geotiff(path, bands, *, origin=(500000.0, 4000000.0), pixel=30.0, nodata=None, names=None):
-    """A north-up GeoTIFF at `origin` (easting, northing of the top-left corner), `pixel` metres."""
-    tags = [(33550, "d", 3, (pixel, pixel, 0.0), True),
-            (33922, "d", 6, (0.0, 0.0, 0.0, origin[0], origin[1], 0.0), True),
-            (34735, "H", len(UTM33N), UTM33N, True)]
-    if nodata is not None:
-        tags.append((42113, "s", 0, str(nodata), True))
-    if names:
-        items = "".join(f'<Item name="DESCRIPTION" sample="{i}" role="description">{n}</Item>'
-                        for i, n in enumerate(names))
-        tags.append((42112, "s", 0, f"<GDALMetadata>{items}</GDALMetadata>", True))
-    data = np.moveaxis(bands, 0, -1) if bands.shape[0] > 1 else bands[0]
-    tifffile.imwrite(path, data, photometric="minisblack", planarconfig="contig", extratags=tags)
-    return path
+from .conftest import SAMPLES, UTM33N, choose, wait_for, write_geotiff
 
 
 def smooth(shape=(3, 160, 192), seed=0):
@@ -162,7 +144,7 @@ def test_a_second_scene_keeps_its_results_apart(widget, qtbot):
 # --- 4. scale and translate from the georeferencing ---------------------------------------------------
 
 def test_layers_sit_on_the_map_and_results_keep_the_source_placement(widget, qtbot, tmp_path):
-    path = geotiff(tmp_path / "scene.tif", (1000 + 300 * smooth()).astype(np.uint16))
+    path = write_geotiff(tmp_path / "scene.tif", (1000 + 300 * smooth()).astype(np.uint16))
     widget.load(path)
     viewer = widget.viewer
     bands = widget.image_combo.value
@@ -266,7 +248,7 @@ def test_composites_follow_the_sensor_numbering():
 
 
 def test_the_composite_menu_follows_the_scene(widget, tmp_path):
-    seven = geotiff(tmp_path / "LE07_seven.tif", (np.arange(7)[:, None, None] * 10 + smooth((7, 40, 50)) * 4 + 20)
+    seven = write_geotiff(tmp_path / "LE07_seven.tif", (np.arange(7)[:, None, None] * 10 + smooth((7, 40, 50)) * 4 + 20)
                     .astype(np.uint8))
     widget.load(seven)
     items = [widget.composite.itemText(i) for i in range(widget.composite.count())]
@@ -321,7 +303,7 @@ def test_a_layer_from_napari_builtins_is_usable(widget, qtbot, tmp_path):
     data = (1000 + 300 * smooth((3, 120, 150))).astype(np.int16)
     stripes = masks.simulate_slc_off((120, 150), seed=1, pixel_size=30)
     data[:, stripes] = -999
-    path = geotiff(tmp_path / "LE07_builtin.tif", data, nodata=-999)
+    path = write_geotiff(tmp_path / "LE07_builtin.tif", data, nodata=-999)
     [layer] = widget.viewer.open(path, plugin="napari")
     assert layer.rgb and layer.data.dtype == np.int16 and (layer.data == -999).any()
     assert widget.image_combo.value is layer
@@ -342,7 +324,7 @@ def test_a_many_band_layer_from_napari_builtins_is_read_bands_last(widget, qtbot
     data = (1000 + 300 * smooth((8, 120, 150))).astype(np.int16)
     stripes = masks.simulate_slc_off((120, 150), seed=1, pixel_size=30)
     data[:, stripes] = -999
-    path = geotiff(tmp_path / "LE07_eight.tif", data, nodata=-999)
+    path = write_geotiff(tmp_path / "LE07_eight.tif", data, nodata=-999)
     [layer] = widget.viewer.open(path, plugin="napari")
     assert layer.data.shape == (120, 150, 8) and not layer.rgb
     widget.image_combo.value = layer
@@ -405,8 +387,8 @@ def _two_dates(tmp_path):
     rng = np.random.default_rng(5)
     ground = np.stack([ndimage.gaussian_filter(rng.standard_normal((180, 220)), 1.5) for _ in range(3)])
     ground = 5000 + 2000 * ground + 100 * smooth((3, 180, 220))  # no value near 0: uint16 never wraps
-    a = geotiff(tmp_path / "LE07_date_a.tif", ground[:, :160, :192].astype(np.uint16))
-    b = geotiff(tmp_path / "LE07_date_b.tif", (0.8 * ground[:, 4:164, 6:198] + 50).astype(np.uint16),
+    a = write_geotiff(tmp_path / "LE07_date_a.tif", ground[:, :160, :192].astype(np.uint16))
+    b = write_geotiff(tmp_path / "LE07_date_b.tif", (0.8 * ground[:, 4:164, 6:198] + 50).astype(np.uint16),
                 origin=(500000.0 + 6 * 30, 4000000.0 - 4 * 30))
     return a, b
 
@@ -438,7 +420,7 @@ def test_reference_picker_aligns_another_date(widget, qtbot, tmp_path, messages)
 def test_a_reference_off_the_grid_is_refused_once_before_the_run(widget, qtbot, tmp_path, messages):
     a, _ = _two_dates(tmp_path)
     ground = read_scene(a).bands
-    shifted = geotiff(tmp_path / "LE07_half_pixel.tif", ground.astype(np.uint16), origin=(500015.0, 4000000.0))
+    shifted = write_geotiff(tmp_path / "LE07_half_pixel.tif", ground.astype(np.uint16), origin=(500015.0, 4000000.0))
     widget.load(shifted)
     widget.load(a)
     widget.simulate()
