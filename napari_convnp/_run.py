@@ -18,7 +18,7 @@ from qtpy.QtCore import QObject, Signal
 from . import metrics
 from ._layers import _display, result_label, uses_reference
 from ._napari import display_step, lazy_image
-from .fileio import fill_to_files
+from .fileio import clip_fill, fill_to_files, source_range
 from .inpaint import Cancelled, FillError, fill
 from .scene import Scene, SceneError
 
@@ -160,6 +160,7 @@ def work(job: Job, progress: Callable[[int, int, str], None]):
                 result, sample = _fill_streamed(job, options)
             else:
                 result = fill(job.scene.bands, job.mask, **options)
+                clip_fill(result.mean, source_range(job.scene.source_dtype))  # as every file output is
                 sample = None
         except Cancelled:
             return

@@ -363,7 +363,7 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
         def on_rows(r0, mean, var):
             rows = slice(r0, r0 + mean.shape[1])
             _check_finite(mean, var, gaps[:, rows], input, method, outputs.variance is not None)
-            clipped[0] += _clip(mean, clip)
+            clipped[0] += clip_fill(mean, clip)
             if "variance" in streams:
                 streams["variance"].write(var)
             streams["out"].write(_compose(scene, gaps, mean, plan, rows))
@@ -425,7 +425,7 @@ def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: 
         clip = source_range(like.source_dtype)
 
         def write(r0, mean, variance):
-            _clip(mean, clip)  # as in the file-to-file fill
+            clip_fill(mean, clip)  # as in the file-to-file fill
             streams["mean"].write(mean)
             if "variance" in streams:
                 streams["variance"].write(variance)
@@ -498,7 +498,7 @@ def source_range(source_dtype) -> tuple[int, int] | None:
     return None
 
 
-def _clip(mean: np.ndarray, clip) -> int:
+def clip_fill(mean: np.ndarray, clip) -> int:
     """Clip the fill's values (in place) to the source type's range; how many were beyond it. Known pixels lie
     within it already and NaN stays NaN."""
     if clip is None:

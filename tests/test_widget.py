@@ -294,3 +294,28 @@ def test_docked_through_napari(make_napari_viewer, qtbot):
     widget.run()
     wait_for(qtbot, widget)
     assert "idw mean" in viewer.layers and widget.table.rowCount() == 1
+
+
+def test_in_memory_results_of_an_integer_scene_are_clipped_to_its_type(widget, qtbot, monkeypatch):
+    """Issue 24: a fill's values beyond the source type's range (a uint8 scene's fill at -15 or 278) are clipped in
+    the widget's results as in every file output."""
+    from napari_convnp import _run
+
+    real = _run.fill
+
+    def overshooting(bands, mask, **options):
+        result = real(bands, mask, **options)
+        filled = np.broadcast_to(mask, result.mean.shape)
+        result.mean[filled] = np.where(np.arange(filled.sum()) % 2, 278.0, -15.0)
+        return result
+
+    monkeypatch.setattr(_run, "fill", overshooting)
+    widget.load(SAMPLES / "sf_bay_landsat7_768.tif")
+    qtbot.waitUntil(lambda: widget.image_combo.value is not None, timeout=60_000)
+    assert np.dtype(widget._scene()[1].source_dtype) == np.uint8
+    widget.simulate()
+    choose(widget, "idw")
+    widget.run()
+    wait_for(qtbot, widget)
+    mean = widget.viewer.layers["idw mean"].data
+    assert np.nanmin(mean) == 0 and np.nanmax(mean) == 255
