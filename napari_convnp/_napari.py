@@ -150,18 +150,17 @@ def stack_name(stack) -> str:
 
 def stack_layers(stack) -> list[tuple]:
     """A stack of dates as one (date, band, y, x) image layer, a slider over the dates, and its per-date masks
-    as a (date, y, x) Labels layer 'unusable' (1 = never context, 2 = cloud), placed on the map by the first
-    date's georeferencing as a scene is. The Stack rides in the metadata: its dates, masks and paths."""
+    as a Labels layer 'unusable' (1 = never context, 2 = cloud) of the same axes, each date's mask repeated over
+    the bands (napari lines layers up on their last axes: a (date, y, x) layer would slide with the bands),
+    placed on the map by the first date's georeferencing as a scene is. The Stack rides in the metadata."""
     bands = np.stack([scene.bands for scene in stack.scenes])
-    unusable = np.stack(stack.unusable).astype(np.uint8) + np.stack(stack.cloudy)  # cloudy lies inside unusable
-    placement = georeference(stack.scenes[0])
-    name = stack_name(stack)
-    return [(bands, {"name": name, "contrast_limits": contrast_limits(bands), "colormap": "gray",
-                     "metadata": {STACK_KEY: stack}, "axis_labels": ("date", "band", "y", "x"),
-                     **fit_placement(placement, 4)}, "image"),
-            (unusable, {"name": "unusable", "opacity": 0.5, "colormap": UNUSABLE_COLOURS,
-                        "metadata": {STACK_KEY: stack}, "axis_labels": ("date", "y", "x"),
-                        **fit_placement(placement, 3)}, "labels")]
+    per_date = np.stack(stack.unusable).astype(np.uint8) + np.stack(stack.cloudy)  # cloudy lies inside unusable
+    unusable = np.repeat(per_date[:, None], bands.shape[1], axis=1)
+    placement = fit_placement(georeference(stack.scenes[0]), 4)
+    axes = {"axis_labels": ("date", "band", "y", "x"), "metadata": {STACK_KEY: stack}, **placement}
+    return [(bands, {"name": stack_name(stack), "contrast_limits": contrast_limits(bands), "colormap": "gray",
+                     **axes}, "image"),
+            (unusable, {"name": "unusable", "opacity": 0.5, "colormap": UNUSABLE_COLOURS, **axes}, "labels")]
 
 
 def scene_of(data: np.ndarray, meta: dict) -> Scene:

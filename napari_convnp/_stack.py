@@ -46,6 +46,7 @@ from .stack import Stack, read_stack
 from .stack_fill import StackFill, fill_stack
 
 STACK_METHODS = ("convnp", *sorted(options.NEEDS_REFERENCE))  # fill_stack gives each its fused reference
+TOPS_KEY = "napari_convnp_variance_tops"  # a stack variance's metadata: {date index: the top of its display}
 REFERENCES_KEY = "napari_convnp_references"  # a stack mean's metadata: {date index: the line saying what filled it}
 
 @dataclass
@@ -61,7 +62,8 @@ class StackJob:
     fill_clouds: bool
     cancel: threading.Event = field(default_factory=threading.Event)
     worker: object = None
-    filled: int = 0  # dates filled so far (a date with nothing to fill, or that could not be, is not)
+    filled: int = 0  # dates filled so far
+    left: dict = field(default_factory=dict)  # why dates were left as they are (nothing to fill…): how many
 
 
 def work(job: StackJob, progress):
@@ -343,6 +345,7 @@ class StackWidget(QWidget):
         mean.metadata.setdefault(REFERENCES_KEY, {})
         if result is None:
             mean.data[t] = job.stack.scenes[t].bands
+            job.left[why] = job.left.get(why, 0) + 1
             mean.metadata[REFERENCES_KEY][t] = f"not filled ({why}); shown as it is"
         else:
             mean.data[t] = result.fill.mean
@@ -353,8 +356,10 @@ class StackWidget(QWidget):
             variance = self._result(job, f"{job.method} stack variance", colormap=variance_colormap(),
                                     contrast_limits=(0.0, top or 1.0))
             variance.data[t] = result.fill.variance
-            if top and top > variance.contrast_limits[1]:
-                variance.contrast_limits = (0.0, top)
+            tops = variance.metadata.setdefault(TOPS_KEY, {})
+            if top:  # one contrast for every date: the median date's, so one very unsure date does not wash out
+                tops[t] = top  # the rest (it saturates instead)
+                variance.contrast_limits = (0.0, float(np.median(list(tops.values()))))
             variance.refresh()
         self._show_date()
 
@@ -368,6 +373,6 @@ class StackWidget(QWidget):
             self.status.setText("cancelled: the dates already filled stay; the others are not filled")
         else:
             self.progress.setValue(self.progress.maximum())
-            missed = len(job.targets) - job.filled
-            self.status.setText(f"{job.filled} of the {len(job.stack)} dates of {job.source} filled with {job.method}"
-                                + (f"; {missed} not (the date line says why)" if missed else ""))
+            left = "".join(f"; {count} left as they are: {why}" for why, count in job.left.items())
+            self.status.setText(f"{job.filled} of the {len(job.stack)} dates of {job.source} filled with "
+                                f"{job.method}{left}")
