@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import options
-from ._napari import COMPOSITE_KEY, SCENE_KEY, contrast_limits, fit_placement, layer_placement, scene_of
+from ._napari import COMPOSITE_KEY, SCENE_KEY, STACK_KEY, contrast_limits, fit_placement, layer_placement, scene_of
 from .errors import ConvNPError
 from .scene import Scene, SceneError, read_scene
 
@@ -47,10 +47,12 @@ def _is_composite(layer) -> bool:
 
 def _is_bands(layer) -> bool:
     """Layers that hold bands: images, but not our RGB composites nor our results (a filled mean would be
-    filled again). An RGB layer opened by another reader counts (its three channels are the bands)."""
+    filled again), nor stacks of dates (the stack dock fills those). An RGB layer opened by another reader counts
+    (its three channels are the bands)."""
     from napari.layers import Image
 
-    return isinstance(layer, Image) and not _is_composite(layer) and RESULT_KEY not in layer.metadata
+    return (isinstance(layer, Image) and not _is_composite(layer) and RESULT_KEY not in layer.metadata
+            and STACK_KEY not in layer.metadata)
 
 
 def _is_mask(layer) -> bool:
@@ -126,12 +128,17 @@ def default_filename(layer) -> str:
     return f"{stem}.tif"
 
 
-def show_scale_bar(viewer) -> None:
-    """napari 0.9 keeps the scale bar among the canvas overlays (`viewer.scale_bar` warns there); older ones on
-    the viewer."""
+def canvas_overlay(viewer, name: str):
+    """napari's 'scale_bar' or 'text' overlay: napari 0.9 keeps them among the canvas overlays (the viewer's
+    `scale_bar` and `text_overlay` warn there); older ones on the viewer."""
     overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
-    bar = overlays["scale_bar"] if overlays is not None and "scale_bar" in overlays else getattr(viewer, "scale_bar",
-                                                                                                    None)
+    if overlays is not None and name in overlays:
+        return overlays[name]
+    return getattr(viewer, {"text": "text_overlay"}.get(name, name), None)
+
+
+def show_scale_bar(viewer) -> None:
+    bar = canvas_overlay(viewer, "scale_bar")
     if bar is not None:
         bar.visible = True
 

@@ -17,6 +17,7 @@ from .tiffread import TiffPixels
 # The shipped sample scenes live inside the package, so a wheel and `pip install .` carry them.
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 SCENE_KEY = "napari_convnp_scene"  # layer.metadata key holding the Scene (georeferencing, band names)
+STACK_KEY = "napari_convnp_stack"  # layer.metadata key holding the stack.Stack of a stack layer (dates, masks)
 COMPOSITE_KEY = "composite"  # layer.metadata key of an RGB composite made by this plugin
 
 # --- band numbering and RGB composites ---------------------------------------------------------------
@@ -135,6 +136,31 @@ def scene_layers(scene: Scene) -> list[tuple]:
                                  "metadata": {SCENE_KEY: scene}, "axis_labels": ("band", "y", "x"),
                                  **fit_placement(placement, 3)}, "image"))
     return layers
+
+
+# the "unusable" layer of a stack: 1 = never context (nodata, stripes, snow, fill), 2 = cloud, cirrus or shadow
+UNUSABLE_COLOURS = {None: "transparent", 0: "transparent", 1: "magenta", 2: "cyan"}
+
+
+def stack_name(stack) -> str:
+    """The folder the dates came from, when they share one; else 'stack of N dates'."""
+    parents = {path.parent for path in stack.paths}
+    return next(iter(parents)).name if len(parents) == 1 else f"stack of {len(stack)} dates"
+
+
+def stack_layers(stack) -> list[tuple]:
+    """A stack of dates as one (date, band, y, x) image layer, a slider over the dates, and its per-date masks
+    as a Labels layer 'unusable' (1 = never context, 2 = cloud) of the same axes, each date's mask repeated over
+    the bands (napari lines layers up on their last axes: a (date, y, x) layer would slide with the bands),
+    placed on the map by the first date's georeferencing as a scene is. The Stack rides in the metadata."""
+    bands = np.stack([scene.bands for scene in stack.scenes])
+    per_date = np.stack(stack.unusable).astype(np.uint8) + np.stack(stack.cloudy)  # cloudy lies inside unusable
+    unusable = np.repeat(per_date[:, None], bands.shape[1], axis=1)
+    placement = fit_placement(georeference(stack.scenes[0]), 4)
+    axes = {"axis_labels": ("date", "band", "y", "x"), "metadata": {STACK_KEY: stack}, **placement}
+    return [(bands, {"name": stack_name(stack), "contrast_limits": contrast_limits(bands), "colormap": "gray",
+                     **axes}, "image"),
+            (unusable, {"name": "unusable", "opacity": 0.5, "colormap": UNUSABLE_COLOURS, **axes}, "labels")]
 
 
 def scene_of(data: np.ndarray, meta: dict) -> Scene:

@@ -1,16 +1,17 @@
-"""The npe2 reader: GeoTIFFs and Landsat product folders as layers, mask and quality files as Labels, and napari's
-preference for it."""
+"""The npe2 reader: GeoTIFFs and Landsat product folders as layers, mask and quality files as Labels, a folder or
+a set of dates as one stack layer with a date axis, and napari's preference for it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ._napari import SCENE_KEY, fit_placement, georeference, scene_layers
+from ._napari import SCENE_KEY, fit_placement, georeference, scene_layers, stack_layers
 from .georef import GEO_TAGS
 from .landsat import BAND_FILE, PRODUCT_NAME
 from .maskfile import is_mask_file, read_mask, rule_for_name
 from .scene import read_scene
+from .stack import read_stack
 from .tiffread import GDAL_METADATA, GDAL_NODATA, TIFF_SUFFIXES
 
 PLUGIN = "napari-convnp"
@@ -37,23 +38,40 @@ def understands(path) -> bool:
 
 
 def get_reader(path):
-    """Reader for GeoTIFF files and Landsat product folders; None for anything else."""
+    """Reader for GeoTIFF files and Landsat product folders; a folder of GeoTIFFs, or several files or product
+    folders opened together (napari's open with stack=True), as a stack of dates; None for anything else."""
     if isinstance(path, list):
-        if len(path) != 1:
-            return None
+        if len(path) > 1:
+            return read_stack_layers if all(map(_scene_input, path)) else None
         path = path[0]
+    if _scene_input(path):
+        return read_layers
+    return read_stack_layers if _folder_of_dates(path) else None
+
+
+def _scene_input(path) -> bool:
+    """A Landsat product folder, or a TIFF this plugin understands; never a FIFO or a device (opening one would
+    wait forever)."""
     p = Path(path)
     if p.is_dir():
-        try:
-            if not any(BAND_FILE.search(f.name) for f in p.iterdir()):
-                return None
-        except OSError:
-            return None
-    elif p.exists() and not p.is_file():  # a FIFO (named pipe), a device: opening it would wait forever
-        return None
-    elif p.suffix.lower() not in TIFF_SUFFIXES or not understands(p):
-        return None
-    return read_layers
+        return any(BAND_FILE.search(f.name) for f in _listing(p))
+    if p.exists() and not p.is_file():
+        return False
+    return p.suffix.lower() in TIFF_SUFFIXES and understands(p)
+
+
+def _folder_of_dates(path) -> bool:
+    """A folder of two or more GeoTIFFs (no product folder): the dates of a stack."""
+    p = Path(path)
+    files = [f for f in _listing(p) if f.suffix.lower() in TIFF_SUFFIXES and f.is_file()] if p.is_dir() else []
+    return len(files) > 1 and all(map(understands, files))
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
 
 
 def read_layers(path) -> list[tuple]:
@@ -62,6 +80,13 @@ def read_layers(path) -> list[tuple]:
     if is_mask_file(path):
         return mask_layers(path)
     return scene_layers(read_scene(path))  # a SceneError names the file; napari shows it as a notification
+
+
+def read_stack_layers(path) -> list[tuple]:
+    """The dates of one place (a folder of GeoTIFFs, or several files or product folders) as one layer with a
+    date axis and their masks (`stack_layers`); a date missing or twice, or a grid that does not align, is a
+    one-line SceneError naming the file."""
+    return stack_layers(read_stack(path))
 
 
 def mask_layers(path) -> list[tuple]:

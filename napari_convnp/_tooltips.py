@@ -56,6 +56,19 @@ TOOLTIPS = {
     # 4. save
     "save layer": "The layer to write; after a run, its newest result",
     "save": "Write the layer as float32 GeoTIFF with its scene's georeferencing; never over an input",
+    # the stack dock (_stack.py)
+    "stack open folder": "Open a folder of GeoTIFFs of one place, one per date (dates from Landsat product IDs, the "
+                         "MTL, GDAL metadata or a leading 2008-04-19 in the name), as one layer with a date slider",
+    "stack open files": "Open several GeoTIFFs of one place, one per date, as one layer with a date slider",
+    "stack stack": "The stack of dates to fill (opened here, or a folder of dates dropped on napari)",
+    "stack method": "convnp: the ConvNP with the other dates fused into one reference (mean and variance); the "
+                    "two-date methods take the same fused reference (a mean only)",
+    "stack references": "The most other dates used for each date, ranked by how much of its holes they know, how "
+                        "near they are in time and season, and how well they predict it",
+    "stack clouds": "Fill the clouds and shadows the quality band marks too; by default they keep their values and "
+                    "only nodata, stripes and the other unusable pixels are filled",
+    "stack this date": "Fill the date on screen (the date slider) from the others",
+    "stack every date": "Fill every date from the others, one after another; each shows as it ends",
 }
 
 
