@@ -28,7 +28,7 @@ from .batch import (
 from .dates import parse_date
 from .errors import OptionError, SceneError
 from .fusion import MAX_REFERENCES, rank_references
-from .options import NEEDS_REFERENCE, check_path, is_path, is_whole
+from .options import NEEDS_REFERENCE, USES_REFERENCE, check_path, is_path, is_whole
 from .stack import Stack, read_stack, stack_of
 from .stack_fill import FILLED, fill_stack, target_holes
 from .tiffwrite import check_output_path, file_identity, remove_stale_partials, write_stream
@@ -44,7 +44,8 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
 
     inputs: files, folders or globs of one place (as `read_stack` takes them, with dates, qa, qa_band, dilate), a
     `Stack`, or a list of Scenes (dated by `dates` or their files). The holes are a date's nodata and stripes, and
-    its clouds with fill_clouds (`stack_fill.fill_stack`); method: the ConvNP or a single-image baseline.
+    its clouds with fill_clouds (`stack_fill.fill_stack`); method: the ConvNP, or a single-image baseline that
+    fills each date from its own pixels alone (no references).
     Returns {"done": [per date: its outputs, the references used (input, date, weight), the filled share, …],
     "skipped": [inputs], "failed": [{"input", "error"}]}; raises a ConvNPError before any work for bad input.
     """
@@ -82,7 +83,8 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
     references = {}
     for t in todo:
         holes, _ = target_holes(bands[t], stack.unusable[t], stack.cloudy[t], fill_clouds)
-        references[t] = rank_references(usable, stack.dates, t, int(max_references), bands=bands) if holes.any() else []
+        ranks = holes.any() and method in USES_REFERENCE  # a single-image method fills each date alone
+        references[t] = rank_references(usable, stack.dates, t, int(max_references), bands=bands) if ranks else []
     settings = {"fill_clouds": bool(fill_clouds), "method": method, "options": options, "sources": sources,
                 "provenance": {"qa": qa, "qa_band": qa_band, "dilate": int(dilate), "max_references": max_references}}
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
@@ -190,17 +192,17 @@ def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -
     path, date, scene, unusable, cloudy = target
     method, options = settings["method"], dict(settings["options"])
     dtype = options.pop("dtype")
+    holes, _ = target_holes(scene.bands, unusable, cloudy, settings["fill_clouds"])
+    plan = _plan(scene, holes, output_dtype(dtype, scene.source_dtype), path)  # what cannot be written: said first
+    if outputs.variance is not None:
+        _check_variance_range(scene, path)
     dates = [date, *(r[1] for r in references)]
     result = fill_stack([scene.bands, *(r[2].bands for r in references)], [unusable, *(r[3] for r in references)],
                         dates, targets=[0], max_references=max(1, len(references)),
                         fill_clouds=settings["fill_clouds"], cloudy=[cloudy, *(r[4] for r in references)],
                         method=method, **options)[0]
-    holes, _ = target_holes(scene.bands, unusable, cloudy, settings["fill_clouds"])
     used = [{"input": references[i - 1][0].name, "date": dates[i].isoformat(), "weight": round(weight, 3)}
             for i, weight in result.references]
-    plan = _plan(scene, holes, output_dtype(dtype, scene.source_dtype), path)
-    if outputs.variance is not None:
-        _check_variance_range(scene, path)
     fill = result.fill
     provenance = {
         "source": path.name, "method": method, "version": f"napari-convnp {__version__}",

@@ -13,7 +13,7 @@ import numpy as np
 from .errors import FillError, OptionError
 from .fusion import MAX_REFERENCES, _as_date, fuse_references, rank_references
 from .inpaint import Cancelled, Fill, fill
-from .options import is_whole
+from .options import USES_REFERENCE, is_whole
 
 
 @dataclass
@@ -63,7 +63,8 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     clouds not filled, and snow, keep their values (variance 0, as kept pixels) (`target_holes`). A date
     with no hole comes back as it is, with no reference. For each target up to max_references dates
     are ranked (`rank_references`), fused (`fuse_references`) and given to `fill` as its one reference; where
-    they disagree, their spread widens the returned variance. fill_options go to `fill` (method, device, …)."""
+    they disagree, their spread widens the returned variance; a method that takes no reference (a single-image
+    baseline) fills each date from its own pixels. fill_options go to `fill` (method, device, …)."""
     n = len(bands)
     if n == 0:
         raise FillError("the stack is empty: give at least one date")
@@ -88,6 +89,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     wrong = [t for t in targets if not is_whole(t) or not 0 <= t < n]
     if wrong:
         raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
+    uses_reference = fill_options.get("method", "convnp") in USES_REFERENCE  # else a single-image fill per date
     results = []
     for done, t in enumerate(targets):
         if cancelled and cancelled():
@@ -96,7 +98,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
         if not holes.any():  # a clear date: nothing to fill, it comes back as it is
             results.append(StackFill(days[t], _as_is(bands[t], fill_options), []))
             continue
-        chosen = rank_references(usable, days, t, int(max_references), bands=bands)
+        chosen = rank_references(usable, days, t, int(max_references), bands=bands) if uses_reference else []
         references = [np.where(usable[i], bands[i], np.nan) for i in chosen]
         fused = fuse_references(bands[t], usable[t], references) if chosen else None
         step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
