@@ -86,7 +86,8 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
         ranks = holes.any() and method in USES_REFERENCE  # a single-image method fills each date alone
         references[t] = rank_references(usable, stack.dates, t, int(max_references), bands=bands) if ranks else []
     settings = {"fill_clouds": bool(fill_clouds), "method": method, "options": options, "sources": sources,
-                "provenance": {"qa": qa, "qa_band": qa_band, "dilate": int(dilate), "max_references": max_references}}
+                "provenance": {"qa": qa, "qa_band": _band_number(qa_band), "dilate": int(dilate),
+                               "max_references": max_references}}
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     client, cluster = _connect(scheduler, workers, connect_timeout)
     try:
@@ -139,6 +140,11 @@ def _as_stack(inputs, out_dir: Path, dates, qa, qa_band, dilate) -> Stack:
     if not scenes:
         raise SceneError(f"no input scenes found in {' '.join(map(str, items))}")
     return read_stack(scenes, dates=dates, qa=qa, qa_band=qa_band, dilate=dilate)
+
+
+def _band_number(qa_band):
+    """The quality band as provenance: counted from 1 as the command line counts it (-1 the last), or its name."""
+    return qa_band + 1 if is_whole(qa_band) and qa_band >= 0 else qa_band
 
 
 def _target_indices(stack: Stack, targets) -> list[int]:
