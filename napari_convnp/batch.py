@@ -84,14 +84,19 @@ def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict
         return fill_file(input, outputs.out, variance=outputs.variance,
                          filled_mask=outputs.filled_mask or False, **kwargs)
     except Exception as err:  # noqa: BLE001 - a failed scene is reported, the rest go on
-        text = " ".join(str(err).split())
-        if not isinstance(err, ConvNPError):
-            text = f"{type(err).__name__}: {text}" if text else type(err).__name__
-        if isinstance(err, MemoryError):
-            text = "out of memory while filling it"
-        if str(input) not in text:
-            text = f"{input}: {text}"
-        return {"error": text}
+        return {"error": failure_text(err, input)}
+
+
+def failure_text(err: Exception, input) -> str:
+    """A failed scene's error as one line naming the scene (a worker reports it; it never raises it)."""
+    text = " ".join(str(err).split())
+    if not isinstance(err, ConvNPError):
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if isinstance(err, MemoryError):
+        text = "out of memory while filling it"
+    if str(input) not in text:
+        text = f"{input}: {text}"
+    return text
 
 
 def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler: str | None = None, workers: int = 2,
@@ -103,8 +108,6 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
     Returns {"done": [summaries], "skipped": [inputs], "failed": [{"input", "error"}]}. Raises
     SceneError / OptionError before any work for a bad output folder, worker count or scheduler.
     """
-    from .fileio import check_options
-
     items = [inputs] if is_path(inputs) else inputs
     if not isinstance(items, (list, tuple)) or not items:
         raise OptionError(f"inputs must be a file, folder or glob pattern, or a list of them, not "
@@ -116,24 +119,9 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
         raise OptionError(f"scheduler must be a Dask scheduler's address (str) or None, not {type(scheduler).__name__}")
     if scheduler is None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise OptionError(f"--workers must be 1 or more (a whole number), not {workers!r}")
-    options = {"density": 1.0, "seed": 0, "tile": None, "precision": "float32", "dtype": "auto", "device": "auto"}
-    unknown = sorted(set(fill_kwargs) - set(options) - set(FILL_FILE_EXTRAS))
-    if unknown:  # now, not on every worker after Dask has started
-        raise OptionError(f"fill_many takes no option {unknown[0]!r}")
-    options.update((k, v) for k, v in fill_kwargs.items() if k in options)
-    check_options(method=method, variance=variance, biharmonic_weight=fill_kwargs.get("biharmonic_weight"),
-                  adapt_steps=fill_kwargs.get("adapt_steps", 0), **options)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SceneError(f"{out_dir}: the output folder is a file")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SceneError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
-    check_output_path(out_dir / "probe.tif")  # the folder takes files: a probe file made and removed
-    # this command's own outputs in --out-dir (an earlier run's, where it is the input folder too) are no scenes
-    scenes = [s for s in expand_inputs(inputs)
-              if not (same_file(s.parent, out_dir) and read_provenance(s).get("OUTPUT"))]
+    checked_fill_options(fill_kwargs, method, variance, "fill_many")
+    out_dir = prepare_out_dir(out_dir)
+    scenes = input_scenes(inputs, out_dir)
     if not scenes:
         raise SceneError(f"no input scenes found in {inputs}")
     plan = plan_outputs(scenes, out_dir, method, variance, filled_mask)
@@ -186,6 +174,40 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
             for path in outputs.paths():
                 remove_stale_partials(path)
     return report
+
+
+def checked_fill_options(fill_kwargs: dict, method: str, variance: bool, what: str) -> dict:
+    """The fill options of a batch run (density, seed, tile, precision, dtype, device and `fill_file`'s extras),
+    with their defaults, checked now, not on every worker after Dask has started."""
+    from .fileio import check_options
+
+    options = {"density": 1.0, "seed": 0, "tile": None, "precision": "float32", "dtype": "auto", "device": "auto"}
+    unknown = sorted(set(fill_kwargs) - set(options) - set(FILL_FILE_EXTRAS))
+    if unknown:
+        raise OptionError(f"{what} takes no option {unknown[0]!r}")
+    options.update((k, v) for k, v in fill_kwargs.items() if k in options)
+    check_options(method=method, variance=variance, biharmonic_weight=fill_kwargs.get("biharmonic_weight"),
+                  adapt_steps=fill_kwargs.get("adapt_steps", 0), **options)
+    return {**options, **{k: v for k, v in fill_kwargs.items() if k not in options}}
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """The output folder, made if missing; SceneError where it is a file or takes no files."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SceneError(f"{out_dir}: the output folder is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SceneError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
+    check_output_path(out_dir / "probe.tif")  # the folder takes files: a probe file made and removed
+    return out_dir
+
+
+def input_scenes(inputs, out_dir: Path) -> list[Path]:
+    """The scenes `inputs` expand to, but this package's own outputs in `out_dir` (an earlier run's, where it is
+    the input folder too)."""
+    return [s for s in expand_inputs(inputs) if not (same_file(s.parent, out_dir) and read_provenance(s).get("OUTPUT"))]
 
 
 def _connect(scheduler: str | None, workers: int, timeout: float):

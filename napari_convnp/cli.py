@@ -1,8 +1,9 @@
-"""Command line: napari-convnp fill | fill-many | water | train | evaluate.
+"""Command line: napari-convnp fill | fill-many | fill-stack | water | train | evaluate.
 
 Every error is one line on stderr, `napari-convnp: error: <file or option>: <problem>`, never a traceback.
-Exit codes: 0 done; 1 `fill-many` with failed scenes (or an internal error); 2 bad input, options or
-output paths (found before any compute where they can be); 130 after SIGINT (Ctrl-C); 143 after SIGTERM.
+Exit codes: 0 done; 1 `fill-many` with failed scenes, `fill-stack` with failed dates (or an internal error); 2 bad
+input, options or output paths (found before any compute where they can be); 130 after SIGINT (Ctrl-C); 143
+after SIGTERM.
 
 This module imports nothing heavy at import time: the signal handlers are in place before numpy, torch
 or Dask load, so an early Ctrl-C is one line too. The file-in/file-out work lives in `fileio`;
@@ -140,7 +141,7 @@ def _subject(argv: list[str]) -> str:
                 next(rest, None)  # the option's value
                 continue
             return token
-    if command == "fill-many":
+    if command in ("fill-many", "fill-stack"):
         for i, token in enumerate(argv):
             if token == "--out-dir" and i + 1 < len(argv):
                 return argv[i + 1]
@@ -161,6 +162,17 @@ def _numbers(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a list of numbers (write them as 0 or 1,3)") from None
 
 
+def _band(text: str) -> int | str:
+    """--qa-band: a band number counted from 1 (negative from the end) as a 0-based index, or a band name."""
+    try:
+        number = int(text)
+    except ValueError:
+        return text
+    if number == 0:
+        raise argparse.ArgumentTypeError("0 is no band number: the first band is 1, the last -1")
+    return number - 1 if number > 0 else number
+
+
 def _error(text: str) -> None:
     print(f"{PROG}: error: {' '.join(str(text).split())}", file=sys.stderr, flush=True)
 
@@ -174,7 +186,7 @@ def _main(argv, about: dict) -> int:
         parser = _parser()
         args = parser.parse_args(_signed_values(argv, parser))
         about["what"] = str(getattr(args, "input", None) or getattr(args, "out_dir", None) or args.command)
-        if args.command == "fill-many":
+        if args.command in ("fill-many", "fill-stack"):
             about["kept"] = "finished scenes are kept; a re-run goes on from there"
         return _run(args)
     except UsageError as err:
@@ -235,7 +247,9 @@ FLAGS = {"method": "--method", "density": "--density", "device": "--device", "se
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .evaluate import SETS
+    from .fusion import MAX_REFERENCES
     from .options import DTYPES, METHODS, NEEDS_REFERENCE, PRECISIONS
+    from .qa import QA_KINDS
 
     parser = _Parser(prog=PROG, description="Fill Landsat 7 gaps with a ConvNP.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -281,6 +295,27 @@ def _parser() -> argparse.ArgumentParser:
     # fill-many takes no reference
     _fill_options(p, [m for m in METHODS if m not in NEEDS_REFERENCE], DTYPES, PRECISIONS)
     p.add_argument("--variance", action="store_true", help="also write NAME_variance.tif")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
+    p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (1 or more)")
+
+    p = sub.add_parser("fill-stack", help="fill every date of a place from the other dates, on a Dask cluster")
+    p.add_argument("inputs", nargs="+", help="files, folders of .tif files, Landsat product folders or glob patterns "
+                                            "of one place, one date each")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the outputs (made if missing)")
+    # the fused references are the fill's one reference: a single-image method or the ConvNP
+    _fill_options(p, [m for m in METHODS if m not in NEEDS_REFERENCE], DTYPES, PRECISIONS)
+    p.add_argument("--variance", action="store_true", help="also write NAME_variance.tif")
+    p.add_argument("--max-references", type=int, default=MAX_REFERENCES,
+                   help="other dates fused into each date's reference, at most (1 or more)")
+    p.add_argument("--qa", choices=QA_KINDS, help="the quality band's layout where its name does not say it "
+                                                 "(mask: nonzero = cloud)")
+    p.add_argument("--qa-band", type=_band, metavar="N|NAME",
+                   help="a stacked GeoTIFF's quality band: its number (1 = first, -1 = last) or name")
+    p.add_argument("--dilate", type=int, default=0, help="grow clouds and nodata by N pixels before use")
+    p.add_argument("--fill-clouds", action="store_true",
+                   help="fill each date's clouds and cloud shadows too (default: nodata and stripes only)")
+    p.add_argument("--dates", help="D1,D2,…: one date per input scene, in input order, overriding the files' own")
+    p.add_argument("--targets", help="D1,D2,…: fill these dates only (default: every date)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     p.add_argument("--workers", type=int, default=2, help="workers of the local cluster (1 or more)")
 
@@ -391,6 +426,22 @@ def _run(args) -> int:
                            variance=args.variance, method=args.method, density=args.density,
                            device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
                            dtype=args.dtype, filled_mask=not args.no_filled_mask, **_convnp_options(args))
+        if _received:
+            raise Interrupted(_received[0])
+        print(json.dumps(report, indent=1), flush=True)
+        for failed in report["failed"]:
+            _error(failed["error"])
+        return EXIT_FAILED if report["failed"] else 0
+    elif args.command == "fill-stack":
+        from .stack_files import fill_stack_files
+
+        report = fill_stack_files(args.inputs, args.out_dir, dates=args.dates, qa=args.qa, qa_band=args.qa_band,
+                                  dilate=args.dilate, max_references=args.max_references,
+                                  fill_clouds=args.fill_clouds, variance=args.variance,
+                                  filled_mask=not args.no_filled_mask, scheduler=args.scheduler,
+                                  workers=args.workers, targets=args.targets, method=args.method,
+                                  density=args.density, device=args.device, seed=args.seed, tile=args.tile,
+                                  precision=args.precision, dtype=args.dtype, **_convnp_options(args))
         if _received:
             raise Interrupted(_received[0])
         print(json.dumps(report, indent=1), flush=True)

@@ -310,9 +310,9 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     if fill_all_nodata and scene.nodata.any():
         gaps = np.logical_or(gaps, scene.nodata)
     del mask_scene
-    plan = _plan(scene, gaps, output_dtype(dtype, scene.source_dtype), input)
+    plan = output_plan(scene, gaps, output_dtype(dtype, scene.source_dtype), input)
     if outputs.variance is not None:
-        _check_variance_range(scene, input)
+        check_variance_range(scene, input)
     provenance = {
         "source": input.name, "method": method, "version": f"napari-convnp {__version__}",
         "weights": weights_id() if method == "convnp" and "model" not in fill_options else None,
@@ -362,11 +362,11 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
 
         def on_rows(r0, mean, var):
             rows = slice(r0, r0 + mean.shape[1])
-            _check_finite(mean, var, gaps[:, rows], input, method, outputs.variance is not None)
+            check_finite(mean, var, gaps[:, rows], input, method, outputs.variance is not None)
             clipped[0] += clip_fill(mean, clip)
             if "variance" in streams:
                 streams["variance"].write(var)
-            streams["out"].write(_compose(scene, gaps, mean, plan, rows))
+            streams["out"].write(compose_output(scene, gaps, mean, plan, rows))
 
         try:
             with np.errstate(all="ignore"):  # overflow in a method is caught, as non-finite values
@@ -453,7 +453,7 @@ def _plain(value):
     return value if isinstance(value, (str, int, float)) else str(value)
 
 
-def _plan(scene: Scene, gaps: np.ndarray, dtype: np.dtype, input: Path) -> dict:
+def output_plan(scene: Scene, gaps: np.ndarray, dtype: np.dtype, input: Path) -> dict:
     """How the filled scene is written: its type, where its known values come from, its nodata; raises
     SceneError now for what that type cannot hold (known pixels changed, a nodata value out of range)."""
     source = np.dtype(scene.source_dtype)
@@ -530,7 +530,7 @@ def _changed_count(raw: np.ndarray, known: np.ndarray, dtype: np.dtype):
     return int(bad.size), values[bad[0]].item(), converted[bad[0]].item()
 
 
-def _check_variance_range(scene: Scene, input: Path) -> None:
+def check_variance_range(scene: Scene, input: Path) -> None:
     if isinstance(scene.bands, FloatView):  # 8- and 16-bit integers: never near the limit
         return
     spread = float(np.nanmax(scene.bands)) - float(np.nanmin(scene.bands))  # NaN = nodata; no copy
@@ -539,7 +539,7 @@ def _check_variance_range(scene: Scene, input: Path) -> None:
                          "float32; rescale the scene or leave out --variance")
 
 
-def _check_finite(mean: np.ndarray, variance: np.ndarray | None, gaps: np.ndarray, input: Path, method: str,
+def check_finite(mean: np.ndarray, variance: np.ndarray | None, gaps: np.ndarray, input: Path, method: str,
                   with_variance: bool) -> None:
     """Never write a non-finite value into a filled pixel (float32 overflow on values near ±3e38); takes the
     whole result or a band of its rows (with the gaps of those rows)."""
@@ -551,7 +551,7 @@ def _check_finite(mean: np.ndarray, variance: np.ndarray | None, gaps: np.ndarra
                          "for float32 arithmetic); rescale the scene")
 
 
-def _compose(scene: Scene, gaps: np.ndarray, mean: np.ndarray, plan: dict,
+def compose_output(scene: Scene, gaps: np.ndarray, mean: np.ndarray, plan: dict,
              rows: slice = slice(None)) -> np.ndarray:
     """The filled scene in the output type: known pixels as stored, filled pixels from the fill (rounded and
     clipped for an integer type, never onto the nodata value), pixels left nodata as nodata. `mean` holds

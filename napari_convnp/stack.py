@@ -68,6 +68,28 @@ def read_stack(inputs, *, dates=None, qa: str | None = None, qa_band: int | str 
     for i, path in enumerate(paths):
         scene, quality = _read_date(path, qa, qa_band, required)
         read.append((given[i] if given else scene_date(path, scene), path, scene, quality))
+    return _assemble(read, dilate)
+
+
+def stack_of(scenes: list[Scene], *, dates=None, dilate: int = 0) -> Stack:
+    """Scenes already read (with no quality band: their nodata is what is unusable) as one `Stack`, dated by
+    `dates` (one per scene) or by their files' names and metadata as `read_stack` dates them."""
+    qa_bands.check_dilate(dilate)
+    scenes = list(scenes)
+    if not scenes:
+        raise SceneError("the stack is empty: give at least one scene")
+    wrong = next((s for s in scenes if not isinstance(s, Scene)), None)
+    if wrong is not None:
+        raise OptionError(f"scenes must be Scenes (napari_convnp.read_scene), not {type(wrong).__name__}")
+    given = _given_dates(dates, len(scenes))
+    read = [(given[i] if given else scene_date(s.path, s) if s.path else None, s.path or Path(f"scene {i + 1}"), s,
+             None) for i, s in enumerate(scenes)]
+    return _assemble(read, dilate)
+
+
+def _assemble(read: list, dilate: int) -> Stack:
+    """(date, path, scene, quality or None) per date as a Stack: dated, sorted, each date once, on the first's
+    grid."""
     undated = [str(path) for date, path, _, _ in read if date is None]
     if undated:
         raise SceneError(f"no acquisition date for {', '.join(undated)}: name the files by their Landsat product ID "

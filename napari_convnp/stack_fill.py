@@ -13,7 +13,7 @@ import numpy as np
 from .errors import FillError, OptionError
 from .fusion import MAX_REFERENCES, _as_date, fuse_references, rank_references
 from .inpaint import Cancelled, Fill, fill
-from .options import is_whole
+from .options import USES_REFERENCE, is_whole
 
 
 @dataclass
@@ -27,6 +27,30 @@ class StackFill:
 
 
 
+FILLED = {False: "nodata and stripes", True: "nodata, stripes and clouds"}  # what a target's fill covers
+
+
+def target_holes(bands, unusable, cloudy=None, fill_clouds=False) -> tuple[np.ndarray, np.ndarray]:
+    """(holes C×H×W, kept H×W) for one date (bands C×H×W, NaN unknown; unusable H×W): the values its fill
+    covers, and the unusable pixels that keep their values (neither filled nor context). Holes are the unknown
+    values and every value of an unusable pixel but a kept one; an unusable pixel with all its values is kept
+    (snow is that day's surface; a cloud unless fill_clouds). cloudy: H×W, the clouds among the unusable pixels
+    (default: every unusable pixel with values)."""
+    finite = np.isfinite(bands)
+    unusable = np.asarray(unusable, bool)
+    kept = unusable & finite.all(0)
+    if fill_clouds:
+        kept &= False if cloudy is None else ~np.asarray(cloudy, bool)
+    return ~(finite & ~unusable) & ~kept, kept
+
+
+def _as_is(bands, fill_options) -> Fill:
+    """A date with nothing to fill as a Fill: its own values, variance 0 (the ConvNP's, which has one)."""
+    method = fill_options.get("method", "convnp")
+    return Fill(bands.copy(), np.zeros_like(bands) if method == "convnp" else None, method,
+                float(fill_options.get("density", 1.0)), "none", 0.0)
+
+
 def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
                cloudy=None, progress: Callable[[int, int], None] | None = None,
                cancelled: Callable[[], bool] | None = None, **fill_options) -> list[StackFill]:
@@ -36,9 +60,11 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     a quality mask rules out (cloud, shadow, snow, fill): never context, in the target nor in a reference;
     dates: per date a date. The holes filled are the unknown pixels and the unusable ones without values, and
     with fill_clouds the clouds too (`cloudy`, per date H×W; by default every unusable pixel that has values);
-    clouds not filled keep their values (variance 0, as kept pixels). For each target up to max_references dates
+    clouds not filled, and snow, keep their values (variance 0, as kept pixels) (`target_holes`). A date
+    with no hole comes back as it is, with no reference. For each target up to max_references dates
     are ranked (`rank_references`), fused (`fuse_references`) and given to `fill` as its one reference; where
-    they disagree, their spread widens the returned variance. fill_options go to `fill` (method, device, …)."""
+    they disagree, their spread widens the returned variance; a method that takes no reference (a single-image
+    baseline) fills each date from its own pixels. fill_options go to `fill` (method, device, …)."""
     n = len(bands)
     if n == 0:
         raise FillError("the stack is empty: give at least one date")
@@ -63,14 +89,16 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     wrong = [t for t in targets if not is_whole(t) or not 0 <= t < n]
     if wrong:
         raise FillError(f"target {wrong[0]!r} is not a date of the stack: give indices 0 to {n - 1}")
+    uses_reference = fill_options.get("method", "convnp") in USES_REFERENCE  # else a single-image fill per date
     results = []
     for done, t in enumerate(targets):
         if cancelled and cancelled():
             raise Cancelled()
-        clouds = (unusable[t] & np.isfinite(bands[t]).all(0)) if cloudy is None else np.asarray(cloudy[t], bool)
-        kept = np.zeros_like(clouds) if fill_clouds else clouds  # neither filled nor context
-        holes = ~usable[t] & ~kept
-        chosen = rank_references(usable, days, t, int(max_references), bands=bands)
+        holes, kept = target_holes(bands[t], unusable[t], None if cloudy is None else cloudy[t], fill_clouds)
+        if not holes.any():  # a clear date: nothing to fill, it comes back as it is
+            results.append(StackFill(days[t], _as_is(bands[t], fill_options), []))
+            continue
+        chosen = rank_references(usable, days, t, int(max_references), bands=bands) if uses_reference else []
         references = [np.where(usable[i], bands[i], np.nan) for i in chosen]
         fused = fuse_references(bands[t], usable[t], references) if chosen else None
         step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))

@@ -293,8 +293,8 @@ def test_an_integer_fill_never_lands_on_the_nodata_value():
     gaps[0, 1, 1] = gaps[0, 2, 2] = True
     mean = np.where(gaps, np.float32(0.3), bands)
     mean[0, 2, 2] = 254.9
-    plan = fileio._plan(scene, gaps, np.dtype(np.uint8), Path("s.tif"))
-    out = fileio._compose(scene, gaps, mean, plan)
+    plan = fileio.output_plan(scene, gaps, np.dtype(np.uint8), Path("s.tif"))
+    out = fileio.compose_output(scene, gaps, mean, plan)
     assert out[0, 1, 1] == 1 and out[0, 2, 2] == 255 and (out[~gaps] == 3).all()
 
 

@@ -1,0 +1,265 @@
+"""`fill-stack` file to file: every date of a stack filled from the others into what `fill-many` writes per scene
+(`NAME_<method>.tif`, `NAME_<method>_variance.tif`, the filled-pixel mask), on Dask, restartable.
+
+Memory: the stack is read once, in this process (`stack.read_stack`: every date, its quality band, its date and
+its grid checked before any work), and each target's references are ranked here (`fusion.rank_references` looks
+at every date). Each target date is then one Dask task that receives only its own date and its references
+(each date sent to the cluster once), so a worker holds K + 1 dates and one fill, never the stack.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .batch import (
+    CONNECT_TIMEOUT_S,
+    _close,
+    _connect,
+    _input_files,
+    checked_fill_options,
+    failure_text,
+    input_scenes,
+    plan_outputs,
+    prepare_out_dir,
+)
+from .dates import parse_date
+from .errors import OptionError, SceneError
+from .fusion import MAX_REFERENCES, rank_references
+from .options import NEEDS_REFERENCE, USES_REFERENCE, check_path, is_path, is_whole
+from .stack import Stack, read_stack, stack_of
+from .stack_fill import FILLED, fill_stack, target_holes
+from .tiffwrite import check_output_path, file_identity, remove_stale_partials, write_stream
+
+
+def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str | None = None,
+                     qa_band: int | str | None = None, dilate: int = 0, max_references: int = MAX_REFERENCES,
+                     fill_clouds: bool = False, variance: bool = False, filled_mask: bool = True,
+                     scheduler: str | None = None, workers: int = 2, targets=None, method: str = "convnp",
+                     connect_timeout: float = CONNECT_TIMEOUT_S, **fill_kwargs) -> dict:
+    """Fill every date of a stack (or the dates in `targets`) from the others into `out_dir`, named as `fill_many`
+    names its outputs; dates whose outputs all exist are skipped.
+
+    inputs: files, folders or globs of one place (as `read_stack` takes them, with dates, qa, qa_band, dilate), a
+    `Stack`, or a list of Scenes (dated by `dates` or their files). The holes are a date's nodata and stripes, and
+    its clouds with fill_clouds (`stack_fill.fill_stack`); method: the ConvNP, or a single-image baseline that
+    fills each date from its own pixels alone (no references).
+    Returns {"done": [per date: its outputs, the references used (input, date, weight), the filled share, …],
+    "skipped": [inputs], "failed": [{"input", "error"}]}; raises a ConvNPError before any work for bad input.
+    """
+    if method in NEEDS_REFERENCE:
+        raise OptionError(f"method: {method} fills from one chosen date; fill-stack takes the ConvNP or a "
+                          "single-image method, which it gives the fused references")
+    options = checked_fill_options(fill_kwargs, method, variance, "fill_stack_files")
+    if not is_whole(max_references) or max_references < 1:
+        raise OptionError(f"max_references must be a whole number, 1 or more, not {max_references!r}")
+    if scheduler is None and (not is_whole(workers) or workers < 1):
+        raise OptionError(f"--workers must be 1 or more (a whole number), not {workers!r}")
+    check_path(out_dir, "out_dir")
+    out_dir = prepare_out_dir(out_dir)
+    stack = _as_stack(inputs, out_dir, dates, qa, qa_band, dilate)
+    chosen = _target_indices(stack, targets)
+    plan = plan_outputs(stack.paths, out_dir, method, variance, filled_mask)
+    sources = [f for path, scene in zip(stack.paths, stack.scenes) for f in (path, *scene.sources, *_input_files(path))]
+    taken = {file_identity(f) for f in sources}
+    report: dict = {"done": [], "skipped": [], "failed": []}
+    todo = []
+    for t in chosen:
+        outputs = plan[stack.paths[t]]
+        for path in outputs.paths():  # any date's file, not only its own: never written
+            check_output_path(path, sources)
+            if file_identity(path) in taken:
+                raise SceneError(f"{path}: it is an input of the stack; use another --out-dir")
+        if outputs.out.exists() and (outputs.variance is None or outputs.variance.exists()):
+            report["skipped"].append(str(stack.paths[t]))  # the mean is written last: it finished
+        else:
+            todo.append(t)
+    if not todo:
+        return report
+    usable = [np.isfinite(s.bands) & ~u for s, u in zip(stack.scenes, stack.unusable)]
+    bands = [s.bands for s in stack.scenes]
+    references = {}
+    for t in todo:
+        holes, _ = target_holes(bands[t], stack.unusable[t], stack.cloudy[t], fill_clouds)
+        ranks = holes.any() and method in USES_REFERENCE  # a single-image method fills each date alone
+        references[t] = rank_references(usable, stack.dates, t, int(max_references), bands=bands) if ranks else []
+    settings = {"fill_clouds": bool(fill_clouds), "method": method, "options": options, "sources": sources,
+                "provenance": {"qa": qa, "qa_band": _band_number(qa_band), "dilate": int(dilate),
+                               "max_references": max_references}}
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    client, cluster = _connect(scheduler, workers, connect_timeout)
+    try:
+        from dask.distributed import as_completed
+
+        needed = sorted({i for t in todo for i in (t, *references[t])})
+        sent = dict(zip(needed, client.scatter([_date_item(stack, i) for i in needed])))
+        futures = {client.submit(_fill_date, plan[stack.paths[t]], threads, settings, sent[t],
+                                 *(sent[i] for i in references[t]), pure=False): t for t in todo}
+        for future in as_completed(futures, loop=client.loop):
+            t = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # noqa: BLE001 - the worker died (killed, out of memory)
+                result = {"error": f"{stack.paths[t]}: its worker died ({type(err).__name__}: "
+                                   f"{' '.join(str(err).split())})"}
+            if "error" in result:
+                report["failed"].append({"input": str(stack.paths[t]), "error": result["error"]})
+            else:
+                report["done"].append(result)
+    finally:
+        _close(client, cluster)
+        for t in todo:  # a worker stopped mid-write leaves its temporary file unlocked
+            for path in plan[stack.paths[t]].paths():
+                remove_stale_partials(path)
+    report["done"].sort(key=lambda summary: summary["date"])
+    return report
+
+
+def _as_stack(inputs, out_dir: Path, dates, qa, qa_band, dilate) -> Stack:
+    """A Stack from what fill_stack_files takes: a Stack, Scenes, or paths (this package's outputs in out_dir left
+    out, as fill-many leaves them)."""
+    from .scene import Scene
+
+    if isinstance(inputs, Stack):
+        if dates is not None or qa is not None or qa_band is not None or dilate:
+            raise OptionError("dates, qa, qa_band and dilate are for reading files; a Stack has them already")
+        return inputs
+    items = [inputs] if is_path(inputs) else inputs
+    if not isinstance(items, (list, tuple)) or not items:
+        raise OptionError(f"inputs must be files, folders or glob patterns, a Stack or a list of Scenes, not "
+                          f"{type(inputs).__name__}")
+    if any(isinstance(item, Scene) for item in items):
+        if qa is not None or qa_band is not None:
+            raise OptionError("qa and qa_band are for reading files; Scenes carry no quality band")
+        return stack_of(items, dates=dates, dilate=dilate)
+    for item in items:
+        check_path(item, "each input")
+    scenes = input_scenes(items, out_dir)
+    if not scenes:
+        raise SceneError(f"no input scenes found in {' '.join(map(str, items))}")
+    return read_stack(scenes, dates=dates, qa=qa, qa_band=qa_band, dilate=dilate)
+
+
+def _band_number(qa_band):
+    """The quality band as provenance: counted from 1 as the command line counts it (-1 the last), or its name."""
+    return qa_band + 1 if is_whole(qa_band) and qa_band >= 0 else qa_band
+
+
+def _target_indices(stack: Stack, targets) -> list[int]:
+    """The stack's indices of the dates to fill: all, or those of `targets` (dates, or text separated by commas)."""
+    if targets is None:
+        return list(range(len(stack)))
+    items = targets.split(",") if isinstance(targets, str) else list(targets)
+    chosen = []
+    for item in items:
+        day = parse_date(item.strip() if isinstance(item, str) else item, "targets")
+        if day not in stack.dates:
+            raise OptionError(f"targets: {day.isoformat()} is no date of the stack (its dates: "
+                              f"{', '.join(d.isoformat() for d in stack.dates)})")
+        chosen.append(stack.dates.index(day))
+    if not chosen:
+        raise OptionError("targets: no date given")
+    return sorted(set(chosen))
+
+
+def _date_item(stack: Stack, i: int) -> tuple:
+    return stack.paths[i], stack.dates[i], stack.scenes[i], stack.unusable[i], stack.cloudy[i]
+
+
+def _fill_date(outputs, threads: int, settings: dict, target: tuple, *references: tuple) -> dict:
+    """Runs on a worker: one target filled from its references and written; a summary, or {"error": one line
+    naming the file}; never raises."""
+    path = target[0]
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        return _fill_and_write(outputs, settings, target, references)
+    except Exception as err:  # noqa: BLE001 - a failed date is reported, the rest go on
+        return {"error": failure_text(err, path)}
+
+
+def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -> dict:
+    from .fileio import (
+        FILLED_MASK_OUTPUT,
+        check_finite,
+        check_variance_range,
+        clip_fill,
+        compose_output,
+        mask_sha256,
+        output_dtype,
+        output_plan,
+        weights_id,
+    )
+    from .inpaint import CALIBRATION_KEYS, run_precision
+
+    path, date, scene, unusable, cloudy = target
+    method, options = settings["method"], dict(settings["options"])
+    dtype = options.pop("dtype")
+    holes, _ = target_holes(scene.bands, unusable, cloudy, settings["fill_clouds"])
+    # what cannot be written: said first
+    plan = output_plan(scene, holes, output_dtype(dtype, scene.source_dtype), path)
+    if outputs.variance is not None:
+        check_variance_range(scene, path)
+    dates = [date, *(r[1] for r in references)]
+    result = fill_stack([scene.bands, *(r[2].bands for r in references)], [unusable, *(r[3] for r in references)],
+                        dates, targets=[0], max_references=max(1, len(references)),
+                        fill_clouds=settings["fill_clouds"], cloudy=[cloudy, *(r[4] for r in references)],
+                        method=method, **options)[0]
+    used = [{"input": references[i - 1][0].name, "date": dates[i].isoformat(), "weight": round(weight, 3)}
+            for i, weight in result.references]
+    fill = result.fill
+    provenance = {
+        "source": path.name, "method": method, "version": f"napari-convnp {__version__}",
+        "weights": weights_id() if method == "convnp" and "model" not in options else None,
+        "density": f"{float(options['density']):g}", "seed": int(options["seed"]),
+        "precision": run_precision(options["device"], options["precision"])[0] if method == "convnp" else None,
+        "mask": FILLED[settings["fill_clouds"]], "date": date.isoformat(),
+        "references": "; ".join(f"{r['date']} {r['input']} weight {r['weight']:g}" for r in used) or "none",
+        "filled_pixels": int(holes.sum()), "mask_sha256": mask_sha256(holes),
+        **{k: v for k, v in settings["provenance"].items() if v is not None},
+        **{k: options[k] for k in ("adapt_steps", "biharmonic_weight") if k in options},
+    }
+    check_finite(fill.mean, fill.variance, holes, path, method, outputs.variance is not None)
+    clipped = clip_fill(fill.mean, plan["clip"])
+    names = scene.band_names
+    protect = settings["sources"]
+    streams, written = {}, []
+    try:
+        streams["filled_mask"] = None if outputs.filled_mask is None else write_stream(
+            outputs.filled_mask, holes, like=scene, names=[f"{n} filled" for n in names], keep_roles=(),
+            metadata={"output": FILLED_MASK_OUTPUT, **provenance}, protect=protect)
+        streams["variance"] = None if outputs.variance is None else write_stream(
+            outputs.variance, fill.variance.astype(np.float32), like=scene, names=[f"{n} variance" for n in names],
+            keep_roles=(), metadata={"output": "predictive variance (squared units of the scene)", **provenance},
+            protect=protect)
+        clip = plan["clip"]
+        streams["out"] = write_stream(
+            outputs.out, compose_output(scene, holes, fill.mean, plan), like=scene, names=names,
+            nodata_value=plan["nodata_value"], protect=protect,
+            metadata={"output": "filled scene", **provenance,
+                      "clipped": f"filled values clipped to the source's {scene.source_dtype} range [{clip[0]:g}, "
+                                 f"{clip[1]:g}]" if clip else None})
+        for role in ("filled_mask", "variance", "out"):  # the filled mean last: when it exists, the others do
+            if streams[role] is not None:
+                written.append(streams[role].commit())
+            streams.pop(role)
+    except BaseException:
+        for stream in streams.values():
+            if stream is not None:
+                stream.abort()
+        for done in written:  # all or nothing
+            done.unlink(missing_ok=True)
+        raise
+    filled = int(holes.sum())
+    return {"date": date.isoformat(), "input": str(path), "out": str(outputs.out), "method": method,
+            "device": fill.device, "references": used, "filled": FILLED[settings["fill_clouds"]],
+            "filled_pixels": int(holes.any(0).sum()), "filled_values": filled,
+            "filled_share": round(filled / holes.size, 4), "seconds": round(fill.seconds, 2),
+            "dtype": str(plan["dtype"]),
+            "variance": str(outputs.variance) if outputs.variance else None,
+            "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
+            **({"clipped_pixels": clipped} if plan["clip"] else {}),
+            **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(fill, key)) is not None}}
