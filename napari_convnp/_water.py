@@ -1,7 +1,7 @@
 """The dock widget's Water step: after a ConvNP fill, P(water) per pixel and a water map that the threshold slider
 updates live, beside the hard water map of a classical fill, and the water area with its 95 % interval.
 
-A new threshold costs no refill: P comes in closed form from the fill's Gaussians (`water.water_probability`),
+A new threshold costs no refill: P comes in closed form from the fill's Gaussians (`water.water_probability_at`),
 about 0.1 s on a 2000² scene, on the GUI thread. The area's interval takes seconds (`water.area_interval` draws
 the filled pixels jointly), so it runs in a thread worker once the slider rests, with progress and cancel.
 Only the index's two bands are kept, so a whole scene's lazily read result is not loaded whole.
@@ -39,7 +39,7 @@ from .water import (
     index_water_map,
     looks_like_digital_numbers,
     pixel_area_km2,
-    water_probability,
+    water_probability_at,
 )
 
 SLIDER_STEPS = 100  # the threshold is the slider's value / SLIDER_STEPS, over an index's range [−1, 1]
@@ -99,8 +99,9 @@ def product_layer(viewer, result, kind: str, data: np.ndarray, *, labels: bool =
     made again from the same result, its data is replaced."""
     info = {**_result_info(result), "kind": kind}
     existing = next((lay for lay in viewer.layers if _result_info(lay) == info), None)
-    if existing is not None and existing.data.shape == data.shape:
-        existing.data = data
+    if existing is not None and existing.data.shape == data.shape and existing.data.dtype == data.dtype:
+        np.copyto(existing.data, data)  # in place and refreshed: napari skips re-checking the layer's dims
+        existing.refresh()
         return existing
     metadata = {SCENE_KEY: result.metadata.get(SCENE_KEY), RESULT_KEY: info}
     add = viewer.add_labels if labels else viewer.add_image
@@ -120,15 +121,14 @@ class WaterStep:
 
     fill: object  # the ConvNP mean layer
     bands: IndexBands  # in the scene's bands
-    mean: np.ndarray  # 2×H×W: the index's bands
-    variance: np.ndarray
+    p_at: object  # P at a threshold (`water.water_probability_at`: prepared once, not on every move)
     filled: np.ndarray  # H×W
     band_correlation: float
-    scale: tuple[float, float]
+    scale: tuple[float, float]  # (gain, offset) to reflectance
     pixel_area: float | None  # km², None: the scene has no pixel size
     what: str  # 'water', or 'vegetation' for NDVI
     classical: object = None  # a classical mean layer
-    classical_mean: np.ndarray | None = None
+    classical_at: object = None  # its hard map at a threshold
     probability: np.ndarray | None = None  # P at the slider's threshold
     classical_area: float = 0.0  # of the classical map at that threshold
 
@@ -155,6 +155,8 @@ class WaterPanel(QGroupBox):
         super().__init__("5. Water (after a ConvNP fill)")
         self.owner, self.viewer = owner, owner.viewer
         self._reports = reports_input_errors
+        self._colours = {"P": probability_colormap(), "fill": _map_colours(WATER_COLOUR),
+                         "classical": _map_colours(CLASSICAL_COLOUR)}
         self.step: WaterStep | None = None
         self.area_worker = None
         self._area_cancel = threading.Event()
@@ -320,12 +322,15 @@ class WaterPanel(QGroupBox):
         if variance_layer is None:
             raise InputError(f"'{fill.name}' has no variance layer beside it: run the ConvNP again")
         scene, bands = self._scene(), self.index()
+        scale = reflectance_scale(scene)
         mean, variance = _index_pair(fill, bands), _index_pair(variance_layer, bands)
-        water = index_water_map(mean, variance, variance > 0, PAIR, self.threshold_value(), reflectance_scale(scene))
+        water = index_water_map(mean, variance, variance > 0, PAIR, self.threshold_value(), scale)  # ρ, once
+        p_at = water_probability_at(mean, variance, PAIR, band_correlation=water.band_correlation, scale=scale)
         classical = self.compare_combo.value
-        self.step = WaterStep(fill, bands, mean, variance, water.filled, water.band_correlation, water.scale,
-                              pixel_area_km2(scene), "vegetation" if bands.name == "ndvi" else "water", classical,
-                              _index_pair(classical, bands) if classical is not None else None)
+        classical_at = (water_probability_at(_index_pair(classical, bands), None, PAIR, scale=scale)
+                        if classical is not None else None)
+        self.step = WaterStep(fill, bands, p_at, water.filled, water.band_correlation, scale, pixel_area_km2(scene),
+                              "vegetation" if bands.name == "ndvi" else "water", classical, classical_at)
         self.redraw()
         return self.step
 
@@ -334,16 +339,15 @@ class WaterPanel(QGroupBox):
         slider rests."""
         step = self.step
         threshold = self.threshold_value()
-        step.probability = water_probability(step.mean, step.variance, PAIR, threshold,
-                                             band_correlation=step.band_correlation, scale=step.scale)
-        product_layer(self.viewer, step.fill, f"P({step.what})", step.probability, colormap=probability_colormap(),
-                      contrast_limits=(0.0, 1.0))
+        step.probability = step.p_at(threshold)
+        product_layer(self.viewer, step.fill, f"P({step.what})", step.probability,
+                      colormap=self._colours["P"], contrast_limits=(0.0, 1.0))
         product_layer(self.viewer, step.fill, step.what, water_labels(step.probability), labels=True, opacity=0.7,
-                      colormap=_map_colours(WATER_COLOUR))
+                      colormap=self._colours["fill"])
         if step.classical is not None:
-            hard = water_probability(step.classical_mean, None, PAIR, threshold, scale=step.scale)
+            hard = step.classical_at(threshold)
             product_layer(self.viewer, step.classical, step.what, water_labels(hard), labels=True, opacity=0.7,
-                          colormap=_map_colours(CLASSICAL_COLOUR))
+                          colormap=self._colours["classical"])
             step.classical_area = float(np.count_nonzero(hard > 0.5)) * (step.pixel_area or 1.0)
         self.area = None
         self._show_area()

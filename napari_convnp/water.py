@@ -30,11 +30,11 @@ from . import __version__
 from .errors import Cancelled, OptionError, SceneError
 from .indices import (
     IndexBands,
+    ProbabilityAbove,
     check_threshold,
     error_correlation,
     index_bands,
     is_c2_surface_reflectance,
-    probability_above,
     reflectance_scale,
 )
 from .masks import pixel_metres
@@ -78,10 +78,17 @@ class Area:
 
 def water_probability(mean: np.ndarray, variance: np.ndarray | None, index: IndexBands, threshold: float = 0.0,
                       *, band_correlation: float = 0.0, scale: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
-    """P(index > threshold) per pixel from a fill's mean and variance (C×H×W): what a threshold slider calls.
+    """P(index > threshold) per pixel from a fill's mean and variance (C×H×W).
 
     variance None (a classical fill): the hard map of the mean, 0 or 1. scale: (gain, offset) to reflectance
     (`indices.reflectance_scale`); band_correlation: ρ of the two bands' errors (`indices.error_correlation`)."""
+    return water_probability_at(mean, variance, index, band_correlation=band_correlation, scale=scale)(threshold)
+
+
+def water_probability_at(mean: np.ndarray, variance: np.ndarray | None, index: IndexBands, *,
+                         band_correlation: float = 0.0, scale: tuple[float, float] = (1.0, 0.0)) -> ProbabilityAbove:
+    """`water_probability` prepared for many thresholds: called with a threshold, it gives P at it. What a
+    threshold slider keeps: a new threshold then costs no refill and little else (`indices.ProbabilityAbove`)."""
     gain, offset = scale
     a, b = (mean[i] if gain == 1 and offset == 0 else mean[i] * np.float32(gain) + np.float32(offset)
             for i in (index.a, index.b))
@@ -91,7 +98,7 @@ def water_probability(mean: np.ndarray, variance: np.ndarray | None, index: Inde
     else:
         var_a, var_b = (variance[i] if gain == 1 else variance[i] * np.float32(gain * gain)
                         for i in (index.a, index.b))
-    return probability_above(a, b, var_a, var_b, threshold, band_correlation)
+    return ProbabilityAbove(a, b, var_a, var_b, band_correlation)
 
 
 def water_map(mean: np.ndarray, variance: np.ndarray | None, filled: np.ndarray, names: list[str], *,
