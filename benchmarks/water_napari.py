@@ -115,14 +115,15 @@ def screenshot(data: Path, out: Path) -> None:
     panel.map_water()
     while panel.area_worker is not None or panel._area_timer.isActive():
         _settle(app, 0.05)
-    shown = {"P(water)", "water"}
-    for layer in viewer.layers:
-        kind = layer.metadata.get("napari_convnp_result", {}).get("kind")
-        layer.visible = layer.rgb or kind in shown
+    def show():  # the natural-colour composite, P(water) and the two water maps
+        for layer in viewer.layers:
+            kind = layer.metadata.get("napari_convnp_result", {}).get("kind")
+            layer.visible = getattr(layer, "rgb", False) or kind in ("P(water)", "water")
+
+    show()
     widget.grid_button.setChecked(True)
-    for layer in viewer.layers:  # the natural-colour composite with its gaps beside the maps
-        layer.visible = layer.rgb or layer.metadata.get("napari_convnp_result", {}).get("kind") in shown
-    viewer.window._qt_window.resize(1600, 1100)
+    show()  # Side by side hid the composite
+    viewer.window._qt_window.resize(2000, 1250)
     _settle(app, 1.0)
     viewer.reset_view()
     _settle(app, 0.5)
