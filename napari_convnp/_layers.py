@@ -56,9 +56,11 @@ def _is_bands(layer) -> bool:
 
 
 def _is_mask(layer) -> bool:
+    """Labels layers, but not the maps made from a result (a water map carries its fill's label): those are
+    products to compare, not pixels to fill."""
     from napari.layers import Labels
 
-    return isinstance(layer, Labels)
+    return isinstance(layer, Labels) and "label" not in layer.metadata.get(RESULT_KEY, {})
 
 
 def _is_savable(layer) -> bool:

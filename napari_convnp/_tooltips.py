@@ -69,6 +69,16 @@ TOOLTIPS = {
                     "only nodata, stripes and the other unusable pixels are filled",
     "stack this date": "Fill the date on screen (the date slider) from the others",
     "stack every date": "Fill every date from the others, one after another; each shows as it ends",
+    # 5. water
+    "water fill": "A ConvNP result (a mean with its variance layer): P(water) comes from its Gaussians",
+    "water compare": "A classical fill of the scene: its water map (0 or 1, no probability) at the same threshold",
+    "water index": "Water is the normalised difference (a − b)/(a + b) above the threshold: MNDWI (green, SWIR1) "
+                   "where the scene has both, NDWI (green, NIR), NDVI (NIR, red: vegetation), or two bands",
+    "water threshold": "Water where the index is above it. Moving it redraws P and the water maps at once (no "
+                       "refill); the area's interval follows when the slider rests",
+    "map water": "Make the P layer (0–1) and the water maps (P > 0.5) of the chosen fill, then the water area "
+                 "with its 95 % interval",
+    "cancel area": "Stop computing the area's interval",
 }
 
 

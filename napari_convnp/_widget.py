@@ -64,6 +64,7 @@ from ._reader import READER_PATTERNS, prefer_this_reader, preferred_reader_patte
 from ._run import Failure, Job, _device_choices, _device_note, _Progress, calibration_note
 from ._scores import ScoreTable
 from ._tooltips import TOOLTIPS, method_description
+from ._water import WaterPanel
 from ._writer import write_image
 from .adapt import DEFAULT_STEPS
 from .errors import ConvNPError
@@ -124,6 +125,8 @@ class GapFillWidget(QWidget):
         layout.addWidget(self._mask_box())
         layout.addWidget(self._inpaint_box())
         layout.addWidget(self._save_box())
+        self.water = WaterPanel(self, _reports_input_errors)  # 5. Water, after a fill
+        layout.addWidget(self.water)
         layout.addStretch(1)
         self._on_scene_changed(self.image_combo.value)
 

@@ -149,28 +149,45 @@ def probability_above(mean_a, mean_b, var_a, var_b, threshold: float, rho: float
     form, see the module); 0 or 1 where both variances are 0 (known pixels), NaN where a mean is unknown. Where
     the means sum below 0 the inequality turns round. Arrays of one shape (H×W)."""
     t = check_threshold(threshold)
-    if not -1 <= rho <= 1:
-        raise OptionError(f"the band error correlation must be in [-1, 1], not {rho!r}")
-    shape = np.broadcast_shapes(*(np.shape(x) for x in (mean_a, mean_b, var_a, var_b)))  # () for numbers
-    mean_a, mean_b, var_a, var_b = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, np.float32))
-                                                         for x in (mean_a, mean_b, var_a, var_b)))
-    p, q = np.float32(1 - t), np.float32(1 + t)
-    mu = p * mean_a - q * mean_b
-    prob = (mu > 0).astype(np.float32)  # known pixels; Φ only where there is a spread (the filled ones): fast
-    spread = (var_a > 0) | (var_b > 0)
-    if spread.any():
-        va, vb = var_a[spread], var_b[spread]
-        var = p * p * va + q * q * vb
-        if rho:
-            var -= np.float32(2 * rho) * p * q * np.sqrt(va * vb)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = mu[spread] / np.sqrt(np.maximum(var, 0))  # σ = 0 (ρ = 1, equal spreads): ±inf, Φ gives 0 or 1
-        prob[spread] = np.where(np.isnan(z), np.float32(0), special.ndtr(z))
-    prob[np.isnan(mu)] = np.nan
-    turned = mean_a + mean_b < 0
-    if turned.any():
-        prob = np.where(turned, 1 - prob, prob).astype(np.float32)
-    return prob.reshape(shape)
+    return ProbabilityAbove(mean_a, mean_b, var_a, var_b, rho)(t)
+
+
+class ProbabilityAbove:
+    """`probability_above` prepared for many thresholds (a slider): what does not depend on the threshold —
+    which pixels have a spread, their means and variances, where the means sum below 0 — is found once, so a
+    threshold costs a few passes over the pixels and Φ over the filled ones."""
+
+    def __init__(self, mean_a, mean_b, var_a, var_b, rho: float = 0.0):
+        if not -1 <= rho <= 1:
+            raise OptionError(f"the band error correlation must be in [-1, 1], not {rho!r}")
+        self.shape = np.broadcast_shapes(*(np.shape(x) for x in (mean_a, mean_b, var_a, var_b)))  # () for numbers
+        self.mean_a, self.mean_b, var_a, var_b = np.broadcast_arrays(
+            *(np.atleast_1d(np.asarray(x, np.float32)) for x in (mean_a, mean_b, var_a, var_b)))
+        spread = (var_a > 0) | (var_b > 0)  # Φ only where there is a spread (the filled pixels): fast
+        self.spread = spread if spread.any() else None
+        if self.spread is not None:
+            self.var_a, self.var_b = var_a[spread], var_b[spread]
+            self.spread_a, self.spread_b = self.mean_a[spread], self.mean_b[spread]
+            self.cross = np.float32(2 * rho) * np.sqrt(self.var_a * self.var_b) if rho else None
+        turned = self.mean_a + self.mean_b < 0
+        self.turned = turned if turned.any() else None
+
+    def __call__(self, threshold: float) -> np.ndarray:
+        t = check_threshold(threshold)
+        p, q = np.float32(1 - t), np.float32(1 + t)
+        mu = p * self.mean_a - q * self.mean_b
+        prob = (mu > 0).astype(np.float32)  # the known pixels
+        if self.spread is not None:
+            var = p * p * self.var_a + q * q * self.var_b
+            if self.cross is not None:
+                var -= p * q * self.cross
+            with np.errstate(divide="ignore", invalid="ignore"):  # σ = 0 (ρ = 1, equal spreads): ±inf, Φ: 0 or 1
+                z = (p * self.spread_a - q * self.spread_b) / np.sqrt(np.maximum(var, 0))
+            prob[self.spread] = np.where(np.isnan(z), np.float32(0), special.ndtr(z))
+        prob[np.isnan(mu)] = np.nan
+        if self.turned is not None:
+            prob = np.where(self.turned, 1 - prob, prob).astype(np.float32)
+        return prob.reshape(self.shape)
 
 
 def error_correlation(band_a: np.ndarray, band_b: np.ndarray, known: np.ndarray,

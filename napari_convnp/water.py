@@ -21,19 +21,20 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage, special
 
 from . import __version__
-from .errors import OptionError, SceneError
+from .errors import Cancelled, OptionError, SceneError
 from .indices import (
     IndexBands,
+    ProbabilityAbove,
     check_threshold,
     error_correlation,
     index_bands,
     is_c2_surface_reflectance,
-    probability_above,
     reflectance_scale,
 )
 from .masks import pixel_metres
@@ -77,10 +78,17 @@ class Area:
 
 def water_probability(mean: np.ndarray, variance: np.ndarray | None, index: IndexBands, threshold: float = 0.0,
                       *, band_correlation: float = 0.0, scale: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
-    """P(index > threshold) per pixel from a fill's mean and variance (C×H×W): what a threshold slider calls.
+    """P(index > threshold) per pixel from a fill's mean and variance (C×H×W).
 
     variance None (a classical fill): the hard map of the mean, 0 or 1. scale: (gain, offset) to reflectance
     (`indices.reflectance_scale`); band_correlation: ρ of the two bands' errors (`indices.error_correlation`)."""
+    return water_probability_at(mean, variance, index, band_correlation=band_correlation, scale=scale)(threshold)
+
+
+def water_probability_at(mean: np.ndarray, variance: np.ndarray | None, index: IndexBands, *,
+                         band_correlation: float = 0.0, scale: tuple[float, float] = (1.0, 0.0)) -> ProbabilityAbove:
+    """`water_probability` prepared for many thresholds: called with a threshold, it gives P at it. What a
+    threshold slider keeps: a new threshold then costs no refill and little else (`indices.ProbabilityAbove`)."""
     gain, offset = scale
     a, b = (mean[i] if gain == 1 and offset == 0 else mean[i] * np.float32(gain) + np.float32(offset)
             for i in (index.a, index.b))
@@ -90,7 +98,7 @@ def water_probability(mean: np.ndarray, variance: np.ndarray | None, index: Inde
     else:
         var_a, var_b = (variance[i] if gain == 1 else variance[i] * np.float32(gain * gain)
                         for i in (index.a, index.b))
-    return probability_above(a, b, var_a, var_b, threshold, band_correlation)
+    return ProbabilityAbove(a, b, var_a, var_b, band_correlation)
 
 
 def water_map(mean: np.ndarray, variance: np.ndarray | None, filled: np.ndarray, names: list[str], *,
@@ -98,11 +106,14 @@ def water_map(mean: np.ndarray, variance: np.ndarray | None, filled: np.ndarray,
               scale: tuple[float, float] = (1.0, 0.0), band_correlation: float | None = None) -> WaterMap:
     """P(water) of a fill given as arrays and band names. filled: the fill's mask (H×W or C×H×W, True = filled).
     product: a file or product name that tells the sensor. band_correlation None: estimated on the known pixels."""
-    return _water_map(mean, variance, filled, index_bands(index, names, product), check_threshold(threshold),
-                      scale, band_correlation)
+    return index_water_map(mean, variance, filled, index_bands(index, names, product), check_threshold(threshold),
+                           scale, band_correlation)
 
 
-def _water_map(mean, variance, filled, bands: IndexBands, threshold: float, scale, band_correlation) -> WaterMap:
+def index_water_map(mean, variance, filled, bands: IndexBands, threshold: float, scale,
+                    band_correlation: float | None = None) -> WaterMap:
+    """`water_map` with the index's bands already found: what callers that keep only those two bands use (a
+    streamed fill, the widget's Water step)."""
     filled = np.asarray(filled, bool)
     if filled.ndim == 3:
         filled = filled[bands.a] | filled[bands.b]
@@ -146,10 +157,13 @@ def correlated_normals(rows: np.ndarray, cols: np.ndarray, length: float, rng: n
 
 def area_interval(probability: np.ndarray, filled: np.ndarray, *, pixel_area: float = 1.0,
                   length: float = ERROR_LENGTH_PX, draws: int = AREA_DRAWS, level: float = LEVEL,
-                  seed: int = 0, calibration_error: float = CALIBRATION_ERROR) -> Area:
+                  seed: int = 0, calibration_error: float = CALIBRATION_ERROR,
+                  progress: Callable[[int, int], None] | None = None,
+                  cancelled: Callable[[], bool] | None = None) -> Area:
     """The water area with its `level` interval: known pixels count 0 or 1, filled pixels are drawn jointly
     (`draws` draws of the Gaussian copula of the module doc, correlation length `length` pixels), and the
-    interval is widened by `calibration_error` × the filled pixels on each side (`calibration_bound`)."""
+    interval is widened by `calibration_error` × the filled pixels on each side (`calibration_bound`).
+    Seconds on a large scene: progress(done, draws) after each draw; `errors.Cancelled` once cancelled() is true."""
     probability = np.asarray(probability, np.float32)
     filled = np.asarray(filled, bool) & np.isfinite(probability)
     known = ~filled & np.isfinite(probability)
@@ -165,8 +179,12 @@ def area_interval(probability: np.ndarray, filled: np.ndarray, *, pixel_area: fl
     rng = np.random.default_rng(seed)
     counts = np.empty(draws)
     for k in range(draws):
+        if cancelled is not None and cancelled():
+            raise Cancelled("area interval")
         latent = correlated_normals(rows, cols, length, rng)
         counts[k] = np.count_nonzero(latent < cut)
+        if progress is not None:
+            progress(k + 1, draws)
     low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2])
     wide = calibration_bound(low, high, len(p), calibration_error)
     return Area(expected * pixel_area, (known_water + wide[0]) * pixel_area, (known_water + wide[1]) * pixel_area,
@@ -187,15 +205,20 @@ def pixel_area_km2(scene: Scene) -> float | None:
     return None if size is None else pixel_metres(size) ** 2 / 1e6
 
 
-def reflectance_note(scene: Scene, threshold_given: bool) -> str | None:
-    """A one-line note where the default threshold may not mean water: integers that are not known reflectance."""
-    if threshold_given or is_c2_surface_reflectance(scene):
-        return None
+def looks_like_digital_numbers(scene: Scene) -> bool:
+    """Integers that are not known reflectance: the default threshold 0 may not mean water on them."""
+    if is_c2_surface_reflectance(scene):
+        return False
     text = " ".join([*scene.band_names, scene.gdal_metadata or ""]).lower()
-    if np.dtype(scene.source_dtype).kind in "ui" and "reflectance" not in text:
-        return (f"{scene.name}: the values look like digital numbers, not reflectance; the default threshold 0 "
-                "assumes reflectance: choose --threshold for this scene")
-    return None
+    return np.dtype(scene.source_dtype).kind in "ui" and "reflectance" not in text
+
+
+def reflectance_note(scene: Scene, threshold_given: bool) -> str | None:
+    """A one-line note where the default threshold may not mean water (`looks_like_digital_numbers`)."""
+    if threshold_given or not looks_like_digital_numbers(scene):
+        return None
+    return (f"{scene.name}: the values look like digital numbers, not reflectance; the default threshold 0 "
+            "assumes reflectance: choose --threshold for this scene")
 
 
 def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | os.PathLike | None = None,
@@ -258,8 +281,8 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
             result = fill(scene.bands, gaps, **options)
     except FillError as err:
         raise FillError(f"{input}: {err}") from None
-    water = _water_map(mean, variance, gaps[pair], IndexBands(bands.name, 0, 1), threshold, reflectance_scale(scene),
-                       None)
+    water = index_water_map(mean, variance, gaps[pair], IndexBands(bands.name, 0, 1), threshold,
+                            reflectance_scale(scene))
     km2 = pixel_area_km2(scene)
     area = area_interval(water.probability, water.filled, pixel_area=km2 or 1.0, draws=draws, seed=int(seed))
     unit = "km2" if km2 else "pixels"

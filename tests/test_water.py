@@ -11,6 +11,7 @@ from napari_convnp.errors import OptionError
 from napari_convnp.indices import (
     C2_SR_GAIN,
     C2_SR_OFFSET,
+    ProbabilityAbove,
     error_correlation,
     index_bands,
     index_variance,
@@ -101,6 +102,19 @@ def test_missing_bands_are_refused_by_name(index, names, problem):
 def test_a_threshold_outside_the_index_range_is_refused(threshold):
     with pytest.raises(OptionError, match=r"\[-1, 1\]"):
         probability_above(0.2, 0.1, 0.0, 0.0, threshold)
+
+
+def test_the_closed_form_prepared_once_gives_at_each_threshold_what_a_fresh_one_gives():
+    rng = np.random.default_rng(4)
+    mean_a, mean_b = rng.uniform(-0.05, 0.4, (2, 40, 50)).astype(np.float32)  # some sums below 0: turned round
+    mean_a[0, :5] = np.nan
+    var_a, var_b = np.where(rng.random((2, 40, 50)) < 0.3, rng.uniform(0, 0.01, (2, 40, 50)), 0).astype(np.float32)
+    prepared = ProbabilityAbove(mean_a, mean_b, var_a, var_b, 0.4)
+    for threshold in (-0.6, 0.0, 0.35, 0.9):
+        fresh = probability_above(mean_a, mean_b, var_a, var_b, threshold, 0.4)
+        np.testing.assert_array_equal(prepared(threshold), fresh)
+    known = (var_a + var_b == 0) & np.isfinite(mean_a)
+    assert np.isnan(prepared(0.0)[0, :5]).all() and np.isin(prepared(0.2)[known], (0.0, 1.0)).all()
 
 
 def test_collection2_surface_reflectance_is_scaled_and_other_products_are_not(tmp_path):
