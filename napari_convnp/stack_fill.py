@@ -26,6 +26,11 @@ class StackFill:
     references: list[tuple[int, float]]
 
 
+def check_max_references(value) -> int:
+    if not is_whole(value) or value < 1:
+        raise OptionError(f"max_references must be a whole number, 1 or more, not {value!r}")
+    return int(value)
+
 
 FILLED = {False: "nodata and stripes", True: "nodata, stripes and clouds"}  # what a target's fill covers
 
@@ -53,7 +58,7 @@ def _as_is(bands, fill_options) -> Fill:
 
 def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
                cloudy=None, progress: Callable[[int, int], None] | None = None,
-               cancelled: Callable[[], bool] | None = None, **fill_options) -> list[StackFill]:
+               cancelled: Callable[[], bool] | None = None, chosen=None, **fill_options) -> list[StackFill]:
     """Every date of a stack (or those of `targets`, indices) filled from the others with one `inpaint.fill` each.
 
     bands: per date C×H×W float32, NaN where unknown (stripes, nodata); unusable: per date H×W bool, the pixels
@@ -64,15 +69,16 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     with no hole comes back as it is, with no reference. For each target up to max_references dates
     are ranked (`rank_references`), fused (`fuse_references`) and given to `fill` as its one reference; where
     they disagree, their spread widens the returned variance; a method that takes no reference (a single-image
-    baseline) fills each date from its own pixels. fill_options go to `fill` (method, device, …)."""
+    baseline) fills each date from its own pixels. chosen: per target index, the dates (indices) to fill it from,
+    ranked beforehand, as `rank_references` gives them (the xarray adapter ranks once on the whole stack and fills
+    it window by window). fill_options go to `fill` (method, device, …)."""
     n = len(bands)
     if n == 0:
         raise FillError("the stack is empty: give at least one date")
     if len(unusable) != n or len(dates) != n or (cloudy is not None and len(cloudy) != n):
         raise FillError(f"the stack has {n} dates of bands but {len(unusable)} unusable masks and {len(dates)} "
                         "dates" + ("" if cloudy is None else f" and {len(cloudy)} cloud masks") + ": give one each")
-    if not is_whole(max_references) or max_references < 1:
-        raise OptionError(f"max_references must be a whole number, 1 or more, not {max_references!r}")
+    check_max_references(max_references)
     days = [_as_date(d) for d in dates]
     if len(set(days)) != n:
         twice = sorted({d for d in days if days.count(d) > 1})[0]
@@ -98,9 +104,14 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
         if not holes.any():  # a clear date: nothing to fill, it comes back as it is
             results.append(StackFill(days[t], _as_is(bands[t], fill_options), []))
             continue
-        chosen = rank_references(usable, days, t, int(max_references), bands=bands) if uses_reference else []
-        references = [np.where(usable[i], bands[i], np.nan) for i in chosen]
-        fused = fuse_references(bands[t], usable[t], references) if chosen else None
+        if not uses_reference:
+            picked = []
+        elif chosen is not None:
+            picked = list(chosen[t])
+        else:
+            picked = rank_references(usable, days, t, int(max_references), bands=bands)
+        references = [np.where(usable[i], bands[i], np.nan) for i in picked]
+        fused = fuse_references(bands[t], usable[t], references) if picked else None
         step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
         result = fill(np.where(usable[t], bands[t], np.nan), holes, nodata=np.broadcast_to(kept, holes.shape),
                       reference=None if fused is None else fused.reference, progress=step, cancelled=cancelled,
@@ -111,5 +122,5 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
                 np.copyto(result.variance, 0, where=np.broadcast_to(kept, holes.shape))
                 if fused is not None:  # the references' disagreement, which one fused reference cannot show
                     result.variance += np.where(holes & np.isfinite(fused.spread), fused.spread, 0)
-        results.append(StackFill(days[t], result, list(zip(chosen, [] if fused is None else fused.weights))))
+        results.append(StackFill(days[t], result, list(zip(picked, [] if fused is None else fused.weights))))
     return results
