@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_convnp import model as M
+from napari_convnp import solvers
 
 
 def _scene(scenes=2, bands=3, h=48, w=80, seed=0):
@@ -59,7 +60,7 @@ def test_band_mean_is_the_mean_over_each_scenes_bands():
 def test_harmonic_fill_keeps_known_pixels_and_solves_laplace(shape):
     value, mask = _scene(scenes=1, bands=1, h=shape[0], w=shape[1])
     value = value * mask
-    filled = M.harmonic_fill(value, mask, sweeps=400)
+    filled = solvers.harmonic_fill(value, mask, sweeps=400)
     known = mask > 0
     assert torch.equal(filled[known], value[known])
     padded = F.pad(filled, (1, 1, 1, 1), mode="replicate")
@@ -70,7 +71,7 @@ def test_harmonic_fill_keeps_known_pixels_and_solves_laplace(shape):
 def test_biharmonic_fill_converges_to_scikit_images(monkeypatch):
     """Run long enough, the conjugate gradients reach scikit-image's biharmonic inpainting (which the `biharmonic`
     baseline is), away from the image's edge, whose stencils the two treat differently."""
-    monkeypatch.setattr(M, "CG_TOLERANCE", 0.0)  # no early stop
+    monkeypatch.setattr(solvers, "CG_TOLERANCE", 0.0)  # no early stop
     from skimage.restoration import inpaint_biharmonic
 
     from napari_convnp.masks import simulate_slc_off
@@ -81,8 +82,8 @@ def test_biharmonic_fill_converges_to_scikit_images(monkeypatch):
     want = inpaint_biharmonic(image * ~gaps, gaps)
     value = torch.from_numpy(image.astype(np.float32))[None, None]
     mask = torch.from_numpy(~gaps).float()[None, None]
-    start = M.harmonic_fill(value * mask, mask, 5)
-    got = M.biharmonic_fill(mask, start, 1000)[0, 0].numpy()
+    start = solvers.harmonic_fill(value * mask, mask, 5)
+    got = solvers.biharmonic_fill(mask, start, 1000)[0, 0].numpy()
     inside = np.zeros_like(gaps)
     inside[4:-4, 4:-4] = True
     assert np.array_equal(got[~gaps], image.astype(np.float32)[~gaps])
@@ -100,8 +101,8 @@ def test_the_mean_is_blended_with_the_biharmonic_fill_only_where_no_reference_is
     with_weight = {w: calibrated(model, biharmonic_weight=w) for w in (0.0, 0.4, 1.0)}
     with torch.no_grad():
         (network, var0), (blend, var), (smooth, _) = (m(value, mask, 3) for m in with_weight.values())
-        start = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
-        np.testing.assert_allclose(smooth.numpy(), M.biharmonic_fill(mask, start, model.config.biharmonic_iters)
+        start = solvers.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
+        np.testing.assert_allclose(smooth.numpy(), solvers.biharmonic_fill(mask, start, model.config.biharmonic_iters)
                                    .numpy(), atol=1e-5)
         np.testing.assert_allclose(blend.numpy(), (0.6 * network + 0.4 * smooth).numpy(), atol=1e-5)
         assert torch.equal(var, var0)  # the variance is the network's
@@ -127,7 +128,7 @@ def test_where_the_reference_is_known_the_mean_moves_towards_the_reference_fills
         network, *alone = (calibrated(model, **{f"{n}_weight": w for n, w in weights.items()})(
             value, mask, 3, reference, known)[0] for weights in corners)
         blend = calibrated(model, reference_base_weight=0.3, multiband_weight=0.2)(value, mask, 3, reference, known)[0]
-        harmonic = M.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
+        harmonic = solvers.harmonic_fill(value * mask, mask, model.config.harmonic_iters)
         want = M.reference_fills(value * mask, mask, reference * known, known, model.config, harmonic, 3)
     where = known.bool()
     for name, got in zip(names, alone):
@@ -147,9 +148,9 @@ def test_the_multiband_fit_follows_a_change_that_differs_from_band_to_band():
     scene = torch.cat([torch.einsum("bc,nchw->nbhw", mix, r.view(1, 3, 64, 64)).view(3, 1, 64, 64) + 0.5
                        for r in ref.split(3)])
     mask = torch.from_numpy(rng.random((6, 1, 64, 64)) > 0.3).float()
-    fit, fitted = M.multiband_fit(scene * mask, mask, ref, torch.ones_like(mask), 3)
+    fit, fitted = solvers.multiband_fit(scene * mask, mask, ref, torch.ones_like(mask), 3)
     assert fitted.shape == (2, 1, 64, 64)
-    single = M.local_linear_fit(scene * mask, mask, ref, torch.ones_like(mask), 31)
+    single = solvers.local_linear_fit(scene * mask, mask, ref, torch.ones_like(mask), 31)
     multiband_error, single_error = (fit - scene).abs().mean(), (single - scene).abs().mean()
     assert multiband_error < 0.15 * scene.std() and multiband_error < single_error / 4
 
@@ -180,7 +181,7 @@ def test_no_reference_is_a_reference_of_zeros():
         unknown_reference = model(value, mask, 3, zeros, zeros)
         half = model.inp.weight.shape[1] // 2
         feats = torch.cat([value * mask, mask, model.setconv(value * mask, mask),
-                           M.harmonic_fill(value * mask, mask, model.config.harmonic_iters),
+                           solvers.harmonic_fill(value * mask, mask, model.config.harmonic_iters),
                            zeros, zeros, zeros], 1)
         assert feats.shape[1] == half  # the full feature set, reference features included
         full = model._encode(feats, 3)
