@@ -25,6 +25,8 @@ import tifffile
 
 from .conftest import EVALUATE_SETS, fake_evaluate_data, gap_mask, product, smooth, write_geotiff
 
+pytestmark = pytest.mark.slow  # every case runs the command line in its own process
+
 CLI = [sys.executable, "-m", "napari_convnp.cli"]
 
 

@@ -25,6 +25,7 @@ def scenes(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_fill_many_local_cluster(scenes, tmp_path):
     out = tmp_path / "out"
     report = fill_many([str(scenes)], out, workers=2, method="idw", variance=False)
@@ -38,6 +39,7 @@ def test_fill_many_local_cluster(scenes, tmp_path):
     assert len(again["skipped"]) == 3 and len(again["failed"]) == 1 and not again["done"]
 
 
+@pytest.mark.slow
 def test_fill_many_removes_what_a_stopped_worker_left(scenes, tmp_path):
     """A worker stopped mid-write (Ctrl-C, killed) leaves its unlocked temporary file; the run removes those of
     its outputs when it ends, here of a scene that then fails, whose own write never comes to clean it."""
@@ -49,6 +51,7 @@ def test_fill_many_removes_what_a_stopped_worker_left(scenes, tmp_path):
     assert len(report["failed"]) == 1 and not left.exists()
 
 
+@pytest.mark.slow
 def test_fill_many_cli_and_bad_output(scenes, tmp_path, capsys):
     code = cli.main(["fill-many", str(scenes / "scene0.tif"), "--out-dir", str(tmp_path / "o"), "--method", "gauss",
                      "--workers", "1"])

@@ -88,6 +88,7 @@ def test_scene_records_every_source_file(tmp_path):
     assert read_scene(scene.sources[0]).sources == (scene.sources[0],)
 
 
+@pytest.mark.slow
 def test_fill_many_never_replaces_an_input_nor_skips_one(tmp_path):
     """Data loss 2: `fill-many s/x.tif s/x_convnp.tif --out-dir s --variance` overwrote the input
     x_convnp.tif, and without --variance x.tif was 'skipped' because its output name was that input."""
@@ -110,6 +111,7 @@ def test_fill_many_never_replaces_an_input_nor_skips_one(tmp_path):
     assert str(s / "x.tif") not in report["skipped"] and report["failed"][0]["input"] == str(s / "x.tif")
 
 
+@pytest.mark.slow
 def test_fill_many_scenes_with_one_name_get_two_outputs(tmp_path):
     """Data loss 3: a/s.tif and b/s.tif were both 'done' into one out/s_convnp.tif."""
     from napari_convnp.batch import fill_many
@@ -300,6 +302,7 @@ def test_an_integer_fill_never_lands_on_the_nodata_value():
 
 # --- what the outputs keep and record --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_outputs_keep_nodata_metadata_and_record_provenance(tmp_path):
     source_xml = ('<GDALMetadata><Item name="AREA_OR_POINT">Area</Item>'
                   '<Item name="WAVELENGTH" sample="0">0.48</Item>'
@@ -335,6 +338,7 @@ def test_outputs_keep_nodata_metadata_and_record_provenance(tmp_path):
     assert not (tmp_path / "n_filled_mask.tif").exists()
 
 
+@pytest.mark.slow
 def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
     """How far the reference was trusted, and how much biharmonic fill (where no reference is known) and reference
     fills (where it is) went into the ConvNP's mean."""
@@ -350,6 +354,7 @@ def test_the_summary_says_what_the_scene_calibrated(tmp_path, smooth_scene):
     assert "biharmonic_weight" not in classical
 
 
+@pytest.mark.slow
 def test_the_biharmonic_share_can_be_fixed_on_the_command_line(tmp_path, smooth_scene, capsys):
     """--biharmonic-weight reaches the fill, its summary and the provenance; bad values stop before any work."""
     mask = gap_mask(tmp_path / "mask.tif", 160, 192)
@@ -534,6 +539,7 @@ def test_complex_pixels_are_refused(tmp_path):
         read_scene(path)
 
 
+@pytest.mark.slow
 def test_fill_many_reports_failed_scenes_in_one_line_each(tmp_path):
     scenes = tmp_path / "scenes"
     scenes.mkdir()

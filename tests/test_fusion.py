@@ -70,6 +70,7 @@ def _reference_model():
     return load_model()
 
 
+@pytest.mark.slow
 def test_two_references_beat_the_first_come_merge():
     """The first reference is another place in the right half; the second matches there. First come takes the
     first wherever it is known; the fusion weighs the second where it predicts the scene."""
@@ -88,6 +89,7 @@ def test_two_references_beat_the_first_come_merge():
     assert rmse["fused"] < 0.7 * rmse["first come"], rmse
 
 
+@pytest.mark.slow
 def test_a_cloud_in_a_reference_does_not_brighten_the_fill():
     """A bright cloud over the target's stripes on the only other date: marked unusable, it is never context, so
     the fill is the same whatever the cloud holds, and no brighter than the ground."""
@@ -111,6 +113,7 @@ def test_a_cloud_in_a_reference_does_not_brighten_the_fill():
     assert abs(float(bright[:, hole].mean() - truth[:, hole].mean())) < 15
 
 
+@pytest.mark.slow
 def test_stack_fill_reports_references_and_keeps_clouds_unless_asked():
     truth = [texture(seed=s) for s in (8, 9, 10)]
     gaps = stripes()

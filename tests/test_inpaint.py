@@ -35,6 +35,7 @@ def test_telea_on_unit_float_images():
     assert err.mean() < 0.03 and err.max() < 0.3  # garbage would be off by the whole range
 
 
+@pytest.mark.slow
 def test_convnp_mean_and_variance():
     bands, gaps = smooth_bands(c=2), stripes()
     result = fill(bands, gaps, method="convnp", device="cpu")
@@ -59,6 +60,7 @@ def test_density_subsamples_context_reproducibly():
     assert np.array_equal(a.mean[:, ~gaps], bands[:, ~gaps])
 
 
+@pytest.mark.slow
 def test_tiled_matches_whole():
     """A real scene filled in 192-px tiles matches the same scene filled in one piece: no seams."""
     from .conftest import SAMPLES
@@ -95,6 +97,7 @@ def test_a_sliver_of_a_last_tile_becomes_slightly_longer_tiles():
         assert all(s % 16 == 0 for s in starts) and len(starts) <= len(inpaint.tile_starts(length, 512, 64))
 
 
+@pytest.mark.slow
 def test_cancel_between_tiles():
     bands = smooth_bands(c=1, h=200, w=200)
     seen = []
@@ -185,6 +188,7 @@ def test_values_float32_cannot_tell_apart_are_refused():
     assert np.isfinite(fill(wide, gaps, method="idw").mean).all()
 
 
+@pytest.mark.slow
 def test_cli_fill_keeps_georeferencing(tmp_path, smooth_scene, capsys):
     mask_path = tmp_path / "mask.tif"
     scene = read_scene(smooth_scene)
@@ -238,6 +242,7 @@ def _reference_model():
     return model
 
 
+@pytest.mark.slow
 def test_a_reference_date_improves_the_fill():
     """Another date that is a local affine function of the scene carries what the stripes hide."""
     rng = np.random.default_rng(0)
@@ -256,6 +261,7 @@ def test_a_reference_date_improves_the_fill():
     assert (helped.variance[:, gaps] > 0).all()
 
 
+@pytest.mark.slow
 def test_the_variance_where_the_reference_is_known_is_calibrated_on_the_scene(monkeypatch):
     """How far another date can be trusted is measured on the scene's own known pixels: a reference from another
     place widens the intervals until about 95 % of the hidden truth falls inside, a faithful one narrows them."""
@@ -288,6 +294,7 @@ def test_the_variance_where_the_reference_is_known_is_calibrated_on_the_scene(mo
     assert fill(bands, gaps, model=model, device="cpu").reference_variance_factor is None
 
 
+@pytest.mark.slow
 def test_reference_with_its_own_gaps_and_in_a_list():
     bands, gaps = smooth_bands(c=2), stripes()
     reference = bands * 1.1
@@ -319,6 +326,7 @@ def test_weights_without_reference_refuse_one():
         fill(bands, stripes(), model=ConvCNP().eval(), device="cpu", reference=bands)
 
 
+@pytest.mark.slow
 def test_adaptation_fine_tunes_a_copy_reproducibly():
     from napari_convnp.model import load_model
 
@@ -345,6 +353,7 @@ def test_adaptation_can_be_cancelled_and_checks_its_steps():
         fill(bands, gaps, device="cpu", adapt_steps=-1)
 
 
+@pytest.mark.slow
 def test_the_biharmonic_share_of_the_mean_is_chosen_on_the_scene(monkeypatch):
     """On a smooth surface the biharmonic fill is all but exact and gets the most weight; on rough texture, where
     it carries noise into the gaps, less than the prior. Without the calibration, the checkpoint's prior."""
@@ -393,6 +402,7 @@ def test_the_reference_weights_are_the_best_in_their_box_taken_towards_the_prior
     assert b == pytest.approx((1 - calibration.REFERENCE_TRUST) * 0.1, abs=0.02)
 
 
+@pytest.mark.slow
 def test_a_fixed_biharmonic_share_is_taken_as_given():
     """A weight the caller fixes is used, not chosen on the scene: the mean is then exactly the blend of the
     network alone (weight 0) and the biharmonic fill (weight 1); out-of-range weights and other methods refuse."""

@@ -21,6 +21,7 @@ def _scene(scenes=2, bands=3, h=48, w=80, seed=0):
     return torch.from_numpy(values)[:, None], torch.from_numpy(known.astype(np.float32))[:, None]
 
 
+@pytest.mark.slow
 def test_fused_inference_matches_the_training_path():
     """In inference the conv+GELU pairs run as one fused oneDNN call; with gradients on, as two calls."""
     model = M.load_model()
@@ -56,6 +57,7 @@ def test_band_mean_is_the_mean_over_each_scenes_bands():
     assert torch.equal(x, x.clone())  # the input is left alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(33, 50), (64, 64)])
 def test_harmonic_fill_keeps_known_pixels_and_solves_laplace(shape):
     value, mask = _scene(scenes=1, bands=1, h=shape[0], w=shape[1])

@@ -268,6 +268,7 @@ def test_one_sensor_rule_for_band_matching_and_composites():
     assert sensor_family(scene(["band 1", "OLI band 4"], "x.tif")) == "oli"
 
 
+@pytest.mark.slow
 def test_a_reference_file_is_read_window_by_window_and_fills_as_its_aligned_copy(tmp_path):
     """A reference file on an offset grid is cut window by window (AlignedReference over the file decoded
     strip by strip): every window equals the whole aligned array, and the fill equals the fill given that

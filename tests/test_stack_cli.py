@@ -91,6 +91,7 @@ def test_target_holes_keep_snow_and_unfilled_clouds_with_their_values():
     assert holes[0].tolist() == [[True, True, False, False]] and kept.tolist() == [[False, False, True, False]]
 
 
+@pytest.mark.slow
 def test_fill_stack_cli_fills_every_dates_stripes_from_the_others_and_says_which(tmp_path, capsys):
     folder = write_stack(tmp_path / "stack")
     before = tree_digest(folder)
@@ -125,6 +126,7 @@ def test_fill_stack_cli_fills_every_dates_stripes_from_the_others_and_says_which
         assert all(f"{r['date']} {r['input']} weight" in provenance["REFERENCES"] for r in used)
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_dates_and_fills_only_the_missing_one(tmp_path, capsys):
     folder = write_stack(tmp_path / "stack")
     out_dir = tmp_path / "out"
@@ -139,6 +141,7 @@ def test_a_rerun_skips_finished_dates_and_fills_only_the_missing_one(tmp_path, c
     assert all(p.stat().st_mtime_ns == stamps[p.name] for p in out_dir.iterdir() if DATES[1] not in p.name)
 
 
+@pytest.mark.slow
 def test_fill_clouds_fills_the_fmask_cloud_and_says_so(tmp_path, capsys):
     folder = write_stack(tmp_path / "stack")
     out_dir = tmp_path / "out"
@@ -153,6 +156,7 @@ def test_fill_clouds_fills_the_fmask_cloud_and_says_so(tmp_path, capsys):
     assert summary["filled_share"] == pytest.approx((holes(CLOUDY_DATE) | cloud()).mean(), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_failed_date_is_reported_in_one_line_and_the_others_are_written(tmp_path, capsys):
     folder = write_stack(tmp_path / "stack", huge_date=3)
     out_dir = tmp_path / "out"
@@ -168,6 +172,7 @@ def test_a_failed_date_is_reported_in_one_line_and_the_others_are_written(tmp_pa
         f"{DATES[0]}_L7_convnp{suffix}.tif" for suffix in ("", "_variance", "_filled_mask"))
 
 
+@pytest.mark.slow
 def test_python_takes_a_stack_or_scenes_as_well_as_paths(tmp_path):
     folder = write_stack(tmp_path / "stack")
     stack = read_stack(folder)
@@ -221,6 +226,7 @@ def test_bad_input_is_one_line_naming_the_file_exit_2_and_nothing_written(tmp_pa
     assert tree_digest(tmp_path / "in") == before
 
 
+@pytest.mark.slow
 def test_fill_stack_as_a_command_in_its_own_process(tmp_path):
     folder = write_stack(tmp_path / "stack")
     proc = subprocess.run([sys.executable, "-m", "napari_convnp.cli", "fill-stack", str(folder), "--out-dir",

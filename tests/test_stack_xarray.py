@@ -55,6 +55,7 @@ def test_coordinates_attributes_and_dim_order_are_kept_and_the_quality_band_is_n
     assert fill_stack_dataarray(stack, variance=False, **FAST)[1] is None
 
 
+@pytest.mark.slow
 def test_nothing_is_read_before_compute_and_each_input_chunk_is_read_in_it():
     stack = small_stack()
     reads = []
@@ -71,6 +72,7 @@ def test_nothing_is_read_before_compute_and_each_input_chunk_is_read_in_it():
     assert np.isfinite(mean.values).all() and (variance.values >= 0).all()
 
 
+@pytest.mark.slow
 def test_one_window_gives_fill_stacks_answer_with_the_references_named():
     stack = small_stack()
     mean, variance = dask.compute(*fill_stack_dataarray(stack, fill_clouds=True, **FAST), scheduler="synchronous")
@@ -84,6 +86,7 @@ def test_one_window_gives_fill_stacks_answer_with_the_references_named():
         assert named == [DATES[i] for i, _ in result.references]
 
 
+@pytest.mark.slow
 def test_chunks_blend_into_the_whole_fill_without_seams_and_keep_known_pixels():
     stack = small_stack(96, 96)
     whole = dask.compute(*fill_stack_dataarray(stack, **FAST), scheduler="synchronous")

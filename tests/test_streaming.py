@@ -48,6 +48,7 @@ def streamed(scene_700x900):
     return out, var
 
 
+@pytest.mark.slow
 def test_streamed_cli_output_equals_the_in_memory_fill(scene_700x900, streamed):
     folder, path, mask, given, gaps = scene_700x900
     memory = fill(given, gaps, device="cpu", tile=256)
@@ -60,6 +61,7 @@ def test_streamed_cli_output_equals_the_in_memory_fill(scene_700x900, streamed):
     assert np.array_equal(mean, memory.mean) and np.array_equal(variance, memory.variance)
 
 
+@pytest.mark.slow
 def test_streamed_outputs_are_tiled_geotiffs_band_by_band(scene_700x900, streamed):
     folder, path, mask, given, gaps = scene_700x900
     for name in ("o.tif", "v.tif", "o_filled_mask.tif"):
@@ -73,6 +75,7 @@ def test_streamed_outputs_are_tiled_geotiffs_band_by_band(scene_700x900, streame
     assert not list(folder.glob(".*"))  # no temporary or scratch file left
 
 
+@pytest.mark.slow
 def test_fill_hands_over_final_rows_top_to_bottom(scene_700x900):
     _, _, _, given, gaps = scene_700x900
     bands, gaps = given[:, :256, :300], gaps[:256, :300]
@@ -88,6 +91,7 @@ def test_fill_hands_over_final_rows_top_to_bottom(scene_700x900):
     assert np.array_equal(np.concatenate([v for _, _, v in seen], axis=1), whole.variance)
 
 
+@pytest.mark.slow
 def test_cancelled_mid_stream_leaves_nothing(scene_700x900, tmp_path):
     _, path, mask, _, _ = scene_700x900
     calls = []
@@ -102,6 +106,7 @@ def test_cancelled_mid_stream_leaves_nothing(scene_700x900, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_integer_output_streams_rounded_fills_and_exact_known_pixels(tmp_path):
     bands = np.round(itaipu(600, 300)[:1] * 10000).astype(np.uint16)
     gaps = masks.simulate_slc_off(bands.shape[1:], seed=1, pixel_size=30, crop_offset=(0, 0))
@@ -119,6 +124,7 @@ def test_integer_output_streams_rounded_fills_and_exact_known_pixels(tmp_path):
     assert np.array_equal(out[filled], expected.astype(np.uint16))
 
 
+@pytest.mark.slow
 def test_tiles_with_nothing_to_fill_are_skipped_and_change_nothing(monkeypatch):
     bands = itaipu(520, 520)
     cloud = np.zeros(bands.shape[1:], bool)  # a painted cloud in one corner
@@ -147,6 +153,7 @@ def test_tiles_with_nothing_to_fill_are_skipped_and_change_nothing(monkeypatch):
     assert np.array_equal(skipped.mean, every.mean) and np.array_equal(skipped.variance, every.variance)
 
 
+@pytest.mark.slow
 def test_integer_scene_read_lazily_fills_as_the_float_copy_does(tmp_path):
     """The file-to-file fill keeps a 16-bit scene as stored and converts windows as it goes (FloatView): the
     same pixels, NaN where nodata, and the same filled file as a fill of the scene's float32 copy."""

@@ -1,5 +1,6 @@
 """Training runs end to end on the real scenes (a few steps), and tasks look like the real thing."""
 import numpy as np
+import pytest
 
 from napari_convnp import cli
 from napari_convnp.model import ConvCNP, ModelConfig, load_model
@@ -37,6 +38,7 @@ def test_train_command_takes_the_widths_and_the_task_mix(data_dir, tmp_path, cap
     assert "--init takes the checkpoint's own widths" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tasks_and_loss():
     rng = np.random.default_rng(0)
     images = [rng.normal(size=(4, 160, 160)).astype(np.float32)]
@@ -53,6 +55,7 @@ def test_tasks_and_loss():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_tasks_with_a_reference_date():
     rng = np.random.default_rng(0)
     images = [rng.normal(size=(4, 160, 160)).astype(np.float32)]

@@ -223,6 +223,7 @@ def water_scene(tmp_path):
     return scene, mask, lake, stripes.astype(bool)
 
 
+@pytest.mark.slow
 def test_water_command_writes_georeferenced_probability_and_a_summary(tmp_path, water_scene, capsys):
     scene, mask, lake, stripes = water_scene
     out = tmp_path / "water.tif"
