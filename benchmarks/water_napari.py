@@ -149,7 +149,7 @@ def screenshot(data: Path, out: Path) -> None:
         _settle(app, 0.05)
     panel = widget.water
     panel.map_water()
-    while panel.area_worker is not None or panel._area_timer.isActive():
+    while panel.prepare_worker is not None or panel.area_worker is not None or panel._area_timer.isActive():
         _settle(app, 0.05)
     def show():  # the natural-colour composite, P(water) and the two water maps
         for layer in viewer.layers:
