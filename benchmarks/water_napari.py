@@ -31,6 +31,12 @@ def _settle(app, seconds: float = 0.0):
         app.processEvents()
 
 
+def _until_idle(app, panel):
+    """Until the Water panel's workers (*Map water*'s, the area's) have ended and no area is due."""
+    while panel.prepare_worker is not None or panel.area_worker is not None or panel._area_timer.isActive():
+        _settle(app, 0.05)
+
+
 def _cpu() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -94,9 +100,8 @@ def slider(size: int, moves: int) -> dict:
     stall while it prepares."""
     viewer, panel, app, filled_share = _synthetic_fills(size)
     first, stall = _map_water_timed(panel, app)
-    panel.cancel_area()
-    while panel.area_worker is not None:
-        _settle(app, 0.05)
+    panel.cancel()
+    _until_idle(app, panel)
     seconds, p_alone = [], []
     for k in range(moves):
         tick = time.perf_counter()
@@ -109,8 +114,7 @@ def slider(size: int, moves: int) -> dict:
     panel.cancel_area()
     tick = time.perf_counter()
     panel.start_area()
-    while panel.area_worker is not None:
-        _settle(app, 0.05)
+    _until_idle(app, panel)
     area_seconds = time.perf_counter() - tick
     viewer.close()
     return {"size": size, "filled_share": round(filled_share, 3), "precision": "float32",
@@ -126,7 +130,8 @@ def map_water_stall(size: int) -> dict:
     """*Map water* alone (`_map_water_timed`): its seconds and the longest GUI stall, without the slider's minute."""
     viewer, panel, app, _ = _synthetic_fills(size)
     seconds, stall = _map_water_timed(panel, app)
-    panel.cancel_area()
+    panel.cancel()
+    _until_idle(app, panel)
     viewer.close()
     return {"size": size, "precision": "float32", "cpu": _cpu(), "load_average": [round(x, 1) for x in os.getloadavg()],
             "map_water_seconds": round(seconds, 3), "map_water_longest_gui_stall_seconds": round(stall, 3)}
@@ -149,8 +154,7 @@ def screenshot(data: Path, out: Path) -> None:
         _settle(app, 0.05)
     panel = widget.water
     panel.map_water()
-    while panel.prepare_worker is not None or panel.area_worker is not None or panel._area_timer.isActive():
-        _settle(app, 0.05)
+    _until_idle(app, panel)
     def show():  # the natural-colour composite, P(water) and the two water maps
         for layer in viewer.layers:
             kind = layer.metadata.get("napari_convnp_result", {}).get("kind")

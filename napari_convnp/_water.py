@@ -196,7 +196,7 @@ class WaterPanel(QGroupBox):
         form.addRow("ConvNP fill", self.fill_combo)
         self.compare_combo = owner._picker(
             _is_classical, none="none",
-            tooltip=TOOLTIPS["water compare"], on_change=self._redo)
+            tooltip=TOOLTIPS["water compare"], on_change=self._on_compare_changed)
         form.addRow("Compare with", self.compare_combo)
         self.index_combo = QComboBox()
         self.index_combo.setToolTip(TOOLTIPS["water index"])
@@ -335,6 +335,15 @@ class WaterPanel(QGroupBox):
         """Another index or classical fill: the maps made again, if they were made."""
         if self.step is not None or self.prepare_worker is not None:
             self.map_water()
+
+    def _on_compare_changed(self, layer):
+        """Another classical fill: the maps made again. None (its layer removed, as when the viewer closes): only
+        its map dropped from the step, with no worker, which would outlive a closing viewer."""
+        if layer is None and self.step is not None and self.prepare_worker is None:
+            self.step.classical = self.step.classical_at = None
+            self._show_area()
+        else:
+            self._redo()
 
     def map_water(self):
         """P(water) and the water maps of the chosen fill at the slider's threshold, prepared in a thread worker (ρ

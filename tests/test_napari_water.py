@@ -262,3 +262,17 @@ def test_the_gui_stays_responsive_while_map_water_prepares_a_large_scene(widget,
     assert longest_gap < preparing / 3, f"the GUI stalled {longest_gap:.2f} s of {preparing:.2f} s"
     panel.cancel()
     qtbot.waitUntil(lambda: panel.area_worker is None and panel.prepare_worker is None, timeout=60_000)
+
+
+def test_removing_the_classical_fill_drops_its_map_from_the_step_without_a_worker(widget, qtbot, lake_scene):
+    path, _ = lake_scene
+    _filled(widget, qtbot, path, "convnp", "biharmonic")
+    panel = widget.water
+    step = _mapped(qtbot, panel)
+    assert step.classical is widget.viewer.layers["biharmonic mean"]
+    widget.viewer.layers.remove("biharmonic mean")  # as when the viewer closes: no worker may start then
+    assert panel.compare_combo.value is None and panel.prepare_worker is None and panel.step is step
+    assert step.classical is None and "biharmonic" not in panel.area_label.text()
+    panel.threshold.setValue(30)  # the slider goes on with the ConvNP's maps alone
+    assert panel.step.probability is not None
+    _wait_area(qtbot, panel)
