@@ -132,14 +132,23 @@ class WaterStep:
     what: str  # 'water', or 'vegetation' for NDVI
     classical: object = None  # a classical mean layer
     classical_at: object = None  # its hard map at a threshold
-    probability: np.ndarray | None = None  # P at the slider's threshold
+    threshold: float | None = None  # of the maps below
+    probability: np.ndarray | None = None  # P at `threshold`
+    classical_hard: np.ndarray | None = None  # the classical fill's P (0 or 1) at `threshold`
     classical_area: float = 0.0  # of the classical map at that threshold
+
+    def at(self, threshold: float) -> None:
+        """P and the classical hard map at `threshold`, unless they are there (the worker makes the first)."""
+        if threshold != self.threshold:
+            self.probability = self.p_at(threshold)
+            self.classical_hard = self.classical_at(threshold) if self.classical_at is not None else None
+            self.threshold = threshold
 
 
 def _prepare_step(fill, variance_layer, classical, bands: IndexBands, scale, pixel_area, threshold: float,
                   cancel: threading.Event) -> WaterStep | None:
     """In the worker thread: the index's two bands read, ρ estimated once and the closed forms prepared (the
-    seconds of *Map water*); None once cancelled, checked between these stages."""
+    seconds of *Map water*) and the maps at `threshold`; None once cancelled, checked between these stages."""
     mean, variance = _index_pair(fill.data, bands), _index_pair(variance_layer.data, bands)
     if cancel.is_set():
         return None
@@ -151,8 +160,10 @@ def _prepare_step(fill, variance_layer, classical, bands: IndexBands, scale, pix
                     if classical is not None else None)
     if cancel.is_set():
         return None
-    return WaterStep(fill, bands, p_at, water.filled, water.band_correlation, scale, pixel_area,
+    step = WaterStep(fill, bands, p_at, water.filled, water.band_correlation, scale, pixel_area,
                      "vegetation" if bands.name == "ndvi" else "water", classical, classical_at)
+    step.at(threshold)  # the maps at the slider's threshold, so that the GUI thread only draws them
+    return None if cancel.is_set() else step
 
 
 def _area_of(probability, filled, pixel_area, progress, cancel: threading.Event) -> Area | None:
@@ -340,7 +351,7 @@ class WaterPanel(QGroupBox):
         """Another classical fill: the maps made again. None (its layer removed, as when the viewer closes): only
         its map dropped from the step, with no worker, which would outlive a closing viewer."""
         if layer is None and self.step is not None and self.prepare_worker is None:
-            self.step.classical = self.step.classical_at = None
+            self.step.classical = self.step.classical_at = self.step.classical_hard = None
             self._show_area()
         else:
             self._redo()
@@ -420,14 +431,13 @@ class WaterPanel(QGroupBox):
         """P and the water maps at the slider's threshold: closed form, no refill; the area follows once the
         slider rests."""
         step = self.step
-        threshold = self.threshold_value()
-        step.probability = step.p_at(threshold)
+        step.at(self.threshold_value())
         product_layer(self.viewer, step.fill, f"P({step.what})", step.probability,
                       colormap=self._colours["P"], contrast_limits=(0.0, 1.0))
         product_layer(self.viewer, step.fill, step.what, water_labels(step.probability), labels=True, opacity=0.7,
                       colormap=self._colours["fill"])
         if step.classical is not None:
-            hard = step.classical_at(threshold)
+            hard = step.classical_hard
             product_layer(self.viewer, step.classical, step.what, water_labels(hard), labels=True, opacity=0.7,
                           colormap=self._colours["classical"])
             step.classical_area = float(np.count_nonzero(hard > 0.5)) * (step.pixel_area or 1.0)
