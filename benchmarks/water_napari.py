@@ -2,6 +2,7 @@
 docs/napari.md (a val/ Manaus crop, simulated SLC-off through the widget, the ConvNP and biharmonic water maps).
 
     bash scripts/with_display.sh .venv/bin/python benchmarks/water_napari.py --slider [--json FILE]
+    bash scripts/with_display.sh .venv/bin/python benchmarks/water_napari.py --stall
     bash scripts/with_display.sh .venv/bin/python benchmarks/water_napari.py --screenshot docs/screenshots/7_water.png
 """
 from __future__ import annotations
@@ -30,6 +31,12 @@ def _settle(app, seconds: float = 0.0):
         app.processEvents()
 
 
+def _until_idle(app, panel):
+    """Until the Water panel's workers (*Map water*'s, the area's) have ended and no area is due."""
+    while panel.prepare_worker is not None or panel.area_worker is not None or panel._area_timer.isActive():
+        _settle(app, 0.05)
+
+
 def _cpu() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -37,11 +44,9 @@ def _cpu() -> str:
     return f"{os.cpu_count()} cores"
 
 
-def slider(size: int, moves: int) -> dict:
-    """Seconds from a slider move to its P layer and both water maps redrawn on the canvas (Qt's events processed,
-    the canvas drawn), on a size² scene of 6 C2 SR bands with full-scene SLC-off gaps; the fills' layers are made
-    as a run makes them (no fill is run: the slider's cost does not depend on the values). Moves follow each other
-    as in a drag, so the area's worker does not start between them; P alone is timed apart."""
+def _synthetic_fills(size: int):
+    """A viewer with the Water panel, on a size² scene of 6 C2 SR bands with full-scene SLC-off gaps; the fills'
+    layers are made as a run makes them (no fill is run: the Water step's cost does not depend on the values)."""
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -63,15 +68,40 @@ def slider(size: int, moves: int) -> dict:
     result_layer(viewer, job, bands, "convnp", "mean")
     result_layer(viewer, job, variance, "convnp", "variance")
     result_layer(viewer, job, bands + rng.normal(0, 500, bands.shape).astype(np.float32), "biharmonic", "mean")
-    app = QApplication.instance()
-    panel = widget.water
+    return viewer, widget.water, QApplication.instance(), float(gaps.mean())
+
+
+def _map_water_timed(panel, app) -> tuple[float, float]:
+    """(seconds from *Map water* to its layers drawn, the longest gap between ticks of a 10 ms GUI timer then):
+    the gap is how long the GUI froze."""
+    from qtpy.QtCore import QTimer
+
+    ticks = [time.perf_counter()]
+    heartbeat = QTimer()
+    heartbeat.setInterval(10)
+    heartbeat.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    heartbeat.start()
+    _settle(app, 0.1)
     tick = time.perf_counter()
     panel.map_water()
-    _settle(app)
-    first = time.perf_counter() - tick
-    panel.cancel_area()
-    while panel.area_worker is not None:
-        _settle(app, 0.05)
+    while panel.step is None or panel.step.probability is None:
+        _settle(app, 0.01)
+    _settle(app)  # the canvas draws the new layers
+    seconds = time.perf_counter() - tick
+    heartbeat.stop()
+    ticks.append(time.perf_counter())
+    return seconds, max(np.diff([tick] + [t for t in ticks if t > tick]))  # from the press on
+
+
+def slider(size: int, moves: int) -> dict:
+    """Seconds from a slider move to its P layer and both water maps redrawn on the canvas (Qt's events processed,
+    the canvas drawn), on a size² scene (`_synthetic_fills`). Moves follow each other as in a drag, so the area's
+    worker does not start between them; P alone is timed apart. *Map water* is timed first, with the longest GUI
+    stall while it prepares."""
+    viewer, panel, app, filled_share = _synthetic_fills(size)
+    first, stall = _map_water_timed(panel, app)
+    panel.cancel()
+    _until_idle(app, panel)
     seconds, p_alone = [], []
     for k in range(moves):
         tick = time.perf_counter()
@@ -84,16 +114,27 @@ def slider(size: int, moves: int) -> dict:
     panel.cancel_area()
     tick = time.perf_counter()
     panel.start_area()
-    while panel.area_worker is not None:
-        _settle(app, 0.05)
+    _until_idle(app, panel)
     area_seconds = time.perf_counter() - tick
     viewer.close()
-    return {"size": size, "filled_share": round(float(gaps.mean()), 3), "precision": "float32",
+    return {"size": size, "filled_share": round(filled_share, 3), "precision": "float32",
             "cpu": _cpu(), "load_average": [round(x, 1) for x in os.getloadavg()],
             "rendering": "Xvfb, Mesa software OpenGL", "map_water_seconds": round(first, 3),
+            "map_water_longest_gui_stall_seconds": round(stall, 3),
             "slider_seconds": [round(s, 4) for s in seconds], "median_seconds": round(statistics.median(seconds), 4),
             "max_seconds": round(max(seconds), 4), "p_alone_median_seconds": round(statistics.median(p_alone), 4),
             "area_interval_seconds": round(area_seconds, 1)}
+
+
+def map_water_stall(size: int) -> dict:
+    """*Map water* alone (`_map_water_timed`): its seconds and the longest GUI stall, without the slider's minute."""
+    viewer, panel, app, _ = _synthetic_fills(size)
+    seconds, stall = _map_water_timed(panel, app)
+    panel.cancel()
+    _until_idle(app, panel)
+    viewer.close()
+    return {"size": size, "precision": "float32", "cpu": _cpu(), "load_average": [round(x, 1) for x in os.getloadavg()],
+            "map_water_seconds": round(seconds, 3), "map_water_longest_gui_stall_seconds": round(stall, 3)}
 
 
 def screenshot(data: Path, out: Path) -> None:
@@ -113,8 +154,7 @@ def screenshot(data: Path, out: Path) -> None:
         _settle(app, 0.05)
     panel = widget.water
     panel.map_water()
-    while panel.area_worker is not None or panel._area_timer.isActive():
-        _settle(app, 0.05)
+    _until_idle(app, panel)
     def show():  # the natural-colour composite, P(water) and the two water maps
         for layer in viewer.layers:
             kind = layer.metadata.get("napari_convnp_result", {}).get("kind")
@@ -136,6 +176,7 @@ def screenshot(data: Path, out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slider", action="store_true", help="time the threshold slider")
+    parser.add_argument("--stall", action="store_true", help="time Map water alone and the GUI's longest stall")
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--moves", type=int, default=7)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "water_napari.json")
@@ -146,6 +187,8 @@ def main() -> int:
         result = slider(args.size, args.moves)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result))
+    if args.stall:
+        print(json.dumps(map_water_stall(args.size)))
     if args.screenshot:
         if not (args.data / MANAUS).is_file():
             print(f"{args.data / MANAUS}: not found (--data)", file=sys.stderr)

@@ -78,7 +78,7 @@ TOOLTIPS = {
                        "refill); the area's interval follows when the slider rests",
     "map water": "Make the P layer (0–1) and the water maps (P > 0.5) of the chosen fill, then the water area "
                  "with its 95 % interval",
-    "cancel area": "Stop computing the area's interval",
+    "cancel water": "Stop preparing the water maps, or computing the area's interval",
 }
 
 

@@ -1,10 +1,13 @@
 """The dock widget's Water step: after a ConvNP fill, P(water) per pixel and a water map that the threshold slider
 updates live, beside the hard water map of a classical fill, and the water area with its 95 % interval.
 
-A new threshold costs no refill: P comes in closed form from the fill's Gaussians (`water.water_probability_at`),
-about 0.1 s on a 2000² scene, on the GUI thread. The area's interval takes seconds (`water.area_interval` draws
-the filled pixels jointly), so it runs in a thread worker once the slider rests, with progress and cancel.
-Only the index's two bands are kept, so a whole scene's lazily read result is not loaded whole.
+*Map water* prepares in a thread worker (reading the index's two bands of the fill and its variance, estimating
+the band-error correlation, preparing the closed form: seconds on a whole scene); the GUI thread only draws the
+layers when it returns. A new threshold costs no refill: P comes in closed form from the fill's Gaussians
+(`water.water_probability_at`), about 0.1 s on a 2000² scene, on the GUI thread. The area's interval takes seconds
+(`water.area_interval` draws the filled pixels jointly), so it runs in a thread worker once the slider rests.
+Both workers show progress and stop on *Cancel*. Only the index's two bands are kept, so a whole scene's lazily
+read result is not loaded whole.
 """
 from __future__ import annotations
 
@@ -109,9 +112,9 @@ def product_layer(viewer, result, kind: str, data: np.ndarray, *, labels: bool =
                **fit_placement(layer_placement(result), data.ndim), **kwargs)
 
 
-def _index_pair(layer, bands: IndexBands) -> np.ndarray:
-    """The index's two bands of a result layer (C×H×W, in memory or read lazily) as 2×H×W float32."""
-    return np.stack([np.asarray(layer.data[i], np.float32) for i in (bands.a, bands.b)])
+def _index_pair(data, bands: IndexBands) -> np.ndarray:
+    """The index's two bands of a result layer's data (C×H×W, in memory or read lazily) as 2×H×W float32."""
+    return np.stack([np.asarray(data[i], np.float32) for i in (bands.a, bands.b)])
 
 
 @dataclass
@@ -129,8 +132,38 @@ class WaterStep:
     what: str  # 'water', or 'vegetation' for NDVI
     classical: object = None  # a classical mean layer
     classical_at: object = None  # its hard map at a threshold
-    probability: np.ndarray | None = None  # P at the slider's threshold
+    threshold: float | None = None  # of the maps below
+    probability: np.ndarray | None = None  # P at `threshold`
+    classical_hard: np.ndarray | None = None  # the classical fill's P (0 or 1) at `threshold`
     classical_area: float = 0.0  # of the classical map at that threshold
+
+    def at(self, threshold: float) -> None:
+        """P and the classical hard map at `threshold`, unless they are there (the worker makes the first)."""
+        if threshold != self.threshold:
+            self.probability = self.p_at(threshold)
+            self.classical_hard = self.classical_at(threshold) if self.classical_at is not None else None
+            self.threshold = threshold
+
+
+def _prepare_step(fill, variance_layer, classical, bands: IndexBands, scale, pixel_area, threshold: float,
+                  cancel: threading.Event) -> WaterStep | None:
+    """In the worker thread: the index's two bands read, ρ estimated once and the closed forms prepared (the
+    seconds of *Map water*) and the maps at `threshold`; None once cancelled, checked between these stages."""
+    mean, variance = _index_pair(fill.data, bands), _index_pair(variance_layer.data, bands)
+    if cancel.is_set():
+        return None
+    water = index_water_map(mean, variance, variance > 0, PAIR, threshold, scale)  # ρ, once
+    if cancel.is_set():
+        return None
+    p_at = water_probability_at(mean, variance, PAIR, band_correlation=water.band_correlation, scale=scale)
+    classical_at = (water_probability_at(_index_pair(classical.data, bands), None, PAIR, scale=scale)
+                    if classical is not None else None)
+    if cancel.is_set():
+        return None
+    step = WaterStep(fill, bands, p_at, water.filled, water.band_correlation, scale, pixel_area,
+                     "vegetation" if bands.name == "ndvi" else "water", classical, classical_at)
+    step.at(threshold)  # the maps at the slider's threshold, so that the GUI thread only draws them
+    return None if cancel.is_set() else step
 
 
 def _area_of(probability, filled, pixel_area, progress, cancel: threading.Event) -> Area | None:
@@ -158,6 +191,9 @@ class WaterPanel(QGroupBox):
         self._colours = {"P": probability_colormap(), "fill": _map_colours(WATER_COLOUR),
                          "classical": _map_colours(CLASSICAL_COLOUR)}
         self.step: WaterStep | None = None
+        self.prepare_worker = None  # *Map water*'s, while it prepares the step
+        self._prepare_cancel = threading.Event()
+        self._prepare_again = False  # Map water pressed (or the index changed) while preparing: prepare anew after
         self.area_worker = None
         self._area_cancel = threading.Event()
         self._area_again = False  # the slider moved while the area was computed: compute it anew after
@@ -171,7 +207,7 @@ class WaterPanel(QGroupBox):
         form.addRow("ConvNP fill", self.fill_combo)
         self.compare_combo = owner._picker(
             _is_classical, none="none",
-            tooltip=TOOLTIPS["water compare"], on_change=self._redo)
+            tooltip=TOOLTIPS["water compare"], on_change=self._on_compare_changed)
         form.addRow("Compare with", self.compare_combo)
         self.index_combo = QComboBox()
         self.index_combo.setToolTip(TOOLTIPS["water index"])
@@ -201,10 +237,10 @@ class WaterPanel(QGroupBox):
         self.map_button = QPushButton("Map water")
         self.map_button.setToolTip(TOOLTIPS["map water"])
         self.map_button.clicked.connect(self.map_water)
-        self.cancel_button = QPushButton("Cancel area")
-        self.cancel_button.setToolTip(TOOLTIPS["cancel area"])
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip(TOOLTIPS["cancel water"])
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel_area)
+        self.cancel_button.clicked.connect(self.cancel)
         row.addWidget(self.map_button)
         row.addWidget(self.cancel_button)
         form.addRow(row)
@@ -232,8 +268,10 @@ class WaterPanel(QGroupBox):
 
     def _on_fill_changed(self, layer):
         """Offer the indices the fill's scene has bands for, say why the others are missing, and note digital
-        numbers; the maps already made stay, the slider leaves them."""
+        numbers; the maps already made stay, the slider leaves them; a step being prepared is cancelled."""
         self.step = None
+        self._prepare_again = False
+        self._prepare_cancel.set()
         scene = self._scene()
         names = scene.band_names if scene is not None else []
         offered, missing = [], []
@@ -306,12 +344,23 @@ class WaterPanel(QGroupBox):
     # --- the step --------------------------------------------------------------------------------------
     def _redo(self, *_):
         """Another index or classical fill: the maps made again, if they were made."""
-        if self.step is not None:
+        if self.step is not None or self.prepare_worker is not None:
             self.map_water()
 
+    def _on_compare_changed(self, layer):
+        """Another classical fill: the maps made again. None (its layer removed, as when the viewer closes): only
+        its map dropped from the step, with no worker, which would outlive a closing viewer."""
+        if layer is None and self.step is not None and self.prepare_worker is None:
+            self.step.classical = self.step.classical_at = self.step.classical_hard = None
+            self._show_area()
+        else:
+            self._redo()
+
     def map_water(self):
-        """P(water) and the water maps of the chosen fill at the slider's threshold (ρ estimated once, here),
-        then the area in a worker. Returns the WaterStep; bad input is a notification and returns None."""
+        """P(water) and the water maps of the chosen fill at the slider's threshold, prepared in a thread worker (ρ
+        estimated once, there) and drawn when it returns (`self.step` is then set), then the area in a worker.
+        Pressed again while preparing, the preparation is cancelled and made anew with the choices then current.
+        Returns the worker; bad input is a notification (checked here, at once) and returns None."""
         return self._reports(WaterPanel._map_water)(self)
 
     def _map_water(self):
@@ -322,30 +371,73 @@ class WaterPanel(QGroupBox):
         if variance_layer is None:
             raise InputError(f"'{fill.name}' has no variance layer beside it: run the ConvNP again")
         scene, bands = self._scene(), self.index()
-        scale = reflectance_scale(scene)
-        mean, variance = _index_pair(fill, bands), _index_pair(variance_layer, bands)
-        water = index_water_map(mean, variance, variance > 0, PAIR, self.threshold_value(), scale)  # ρ, once
-        p_at = water_probability_at(mean, variance, PAIR, band_correlation=water.band_correlation, scale=scale)
-        classical = self.compare_combo.value
-        classical_at = (water_probability_at(_index_pair(classical, bands), None, PAIR, scale=scale)
-                        if classical is not None else None)
-        self.step = WaterStep(fill, bands, p_at, water.filled, water.band_correlation, scale, pixel_area_km2(scene),
-                              "vegetation" if bands.name == "ndvi" else "water", classical, classical_at)
-        self.redraw()
-        return self.step
+        if self.prepare_worker is not None:
+            self._prepare_again = True
+            self._prepare_cancel.set()
+            return self.prepare_worker
+        from napari.qt.threading import create_worker
+
+        self.cancel_area()
+        self.step = None  # the slider leaves the maps drawn until the new step is there
+        self._prepare_again = False
+        self._prepare_cancel = cancel = threading.Event()
+        self.prepare_worker = create_worker(
+            _prepare_step, fill, variance_layer, self.compare_combo.value, bands, reflectance_scale(scene),
+            pixel_area_km2(scene), self.threshold_value(), cancel, _ignore_errors=True)
+        self.prepare_worker.returned.connect(functools.partial(self._on_prepared, cancel))
+        self.prepare_worker.errored.connect(functools.partial(self._on_error, "water maps"))
+        self.prepare_worker.finished.connect(self._on_prepare_finished)
+        self.area_label.setText(f"{fill.name}: P({bands.name.upper()} > t) preparing…")
+        self.progress.setRange(0, 0)
+        self.cancel_button.setEnabled(True)
+        self.prepare_worker.start()
+        return self.prepare_worker
+
+    def _on_prepared(self, cancel: threading.Event, step: WaterStep | None):
+        if step is None or cancel.is_set():  # cancelled, or the fill changed meanwhile
+            return
+        self.step = step
+        try:
+            self.redraw()
+        except RuntimeError:  # the dock was closed while the worker ran
+            self.step = None
+
+    def _on_prepare_finished(self):
+        self.prepare_worker = None
+        try:
+            if self._prepare_again:
+                self.map_water()
+                return
+            if self.area_worker is None:  # else its progress stays
+                self._idle(done=self.step is not None)
+            if self.step is None and self.area_label.text().endswith("preparing…"):
+                self.area_label.setText(self.area_label.text().replace("preparing…", "cancelled: press Map water"))
+        except RuntimeError:  # the dock was closed while the worker ran
+            pass
+
+    def cancel(self):
+        """*Cancel*: the step being prepared and the area being computed."""
+        self._prepare_again = False
+        self._prepare_cancel.set()
+        self.cancel_area()
+
+    def _idle(self, done: bool):
+        """No worker left: Cancel off, the progress bar full after a result, empty after a cancel."""
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(int(done))
 
     def redraw(self):
         """P and the water maps at the slider's threshold: closed form, no refill; the area follows once the
         slider rests."""
         step = self.step
-        threshold = self.threshold_value()
-        step.probability = step.p_at(threshold)
+        step.at(self.threshold_value())
         product_layer(self.viewer, step.fill, f"P({step.what})", step.probability,
                       colormap=self._colours["P"], contrast_limits=(0.0, 1.0))
         product_layer(self.viewer, step.fill, step.what, water_labels(step.probability), labels=True, opacity=0.7,
                       colormap=self._colours["fill"])
         if step.classical is not None:
-            hard = step.classical_at(threshold)
+            hard = step.classical_hard
             product_layer(self.viewer, step.classical, step.what, water_labels(hard), labels=True, opacity=0.7,
                           colormap=self._colours["classical"])
             step.classical_area = float(np.count_nonzero(hard > 0.5)) * (step.pixel_area or 1.0)
@@ -376,7 +468,7 @@ class WaterPanel(QGroupBox):
         self.area_worker = create_worker(_area_of, step.probability, step.filled, step.pixel_area,
                                          self._progress.changed.emit, self._area_cancel, _ignore_errors=True)
         self.area_worker.returned.connect(functools.partial(self._on_area, step, step.probability))
-        self.area_worker.errored.connect(self._on_area_error)
+        self.area_worker.errored.connect(functools.partial(self._on_error, "water area"))
         self.area_worker.finished.connect(self._on_area_finished)
         self.progress.setRange(0, 0)
         self.cancel_button.setEnabled(True)
@@ -400,17 +492,16 @@ class WaterPanel(QGroupBox):
             except RuntimeError:  # the dock was closed while the worker ran
                 pass
 
-    def _on_area_error(self, err):
+    def _on_error(self, what: str, err):
         from napari.utils.notifications import show_error
 
-        show_error(f"water area failed: {err}")
+        show_error(f"{what} failed: {err}")
 
     def _on_area_finished(self):
         self.area_worker = None
         try:
-            self.cancel_button.setEnabled(False)
-            self.progress.setRange(0, 1)
-            self.progress.setValue(1 if self.area is not None else 0)
+            if self.prepare_worker is None:  # else its busy bar stays
+                self._idle(done=self.area is not None)
             if self._area_again:
                 self.start_area()
             elif self.area is None and self.step is not None:

@@ -1,5 +1,9 @@
-"""The Water step of the widget, headless: after a fill, P(water) and the water maps, a threshold slider that
-redraws them without a refill, the area's interval from a worker, and the indices a scene's bands allow."""
+"""The Water step of the widget, headless: after a fill, P(water) and the water maps prepared in a worker (the GUI
+stays responsive), a threshold slider that redraws them without a refill, the area's interval from a worker, and
+the indices a scene's bands allow."""
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,6 +46,13 @@ def _filled(widget, qtbot, path, *methods):
     return mask
 
 
+def _mapped(qtbot, panel):
+    """*Map water* pressed and its worker waited for: the step, drawn."""
+    assert panel.map_water() is not None
+    qtbot.waitUntil(lambda: panel.step is not None, timeout=60_000)
+    return panel.step
+
+
 def _wait_area(qtbot, panel):
     qtbot.waitUntil(lambda: panel.area_worker is None and not panel._area_timer.isActive(), timeout=60_000)
 
@@ -54,7 +65,7 @@ def test_the_water_step_makes_p_and_the_water_maps_of_both_fills(widget, qtbot, 
     assert panel.compare_combo.value is viewer.layers["biharmonic mean"]  # chosen as it arrived
     assert panel.index_combo.currentData() == "mndwi"
     assert panel.reflectance_note.text() == ""  # C2 SR is reflectance
-    step = panel.map_water()
+    step = _mapped(qtbot, panel)
     assert step.bands.name == "mndwi" and step.scale == (2.75e-5, -0.2)
     p_layer, water, hard = (viewer.layers[name] for name in ("convnp P(water)", "convnp water", "biharmonic water"))
     p = p_layer.data
@@ -76,7 +87,7 @@ def test_moving_the_slider_redraws_the_maps_without_a_refill(widget, qtbot, lake
     path, lake = lake_scene
     _filled(widget, qtbot, path, "convnp", "biharmonic")
     panel, viewer = widget.water, widget.viewer
-    panel.map_water()
+    _mapped(qtbot, panel)
 
     def no_refill(*args, **kwargs):
         raise AssertionError("the slider refilled the scene")
@@ -101,7 +112,7 @@ def test_the_area_interval_arrives_from_the_worker(widget, qtbot, lake_scene):
     path, lake = lake_scene
     _filled(widget, qtbot, path, "convnp", "biharmonic")
     panel = widget.water
-    step = panel.map_water()
+    step = _mapped(qtbot, panel)
     assert "computing" in panel.area_label.text()
     _wait_area(qtbot, panel)
     area = panel.area
@@ -132,7 +143,7 @@ def test_cancelling_the_area_leaves_the_maps_and_says_so(widget, qtbot, lake_sce
     panel.map_water()
     qtbot.waitUntil(lambda: panel.area_worker is not None, timeout=5_000)
     qtbot.waitUntil(lambda: panel.progress.value() >= 1, timeout=10_000)
-    panel.cancel_area()
+    panel.cancel_button.click()
     qtbot.waitUntil(lambda: panel.area_worker is None, timeout=10_000)
     assert panel.area is None and "cancelled" in panel.area_label.text()
     assert "convnp water" in widget.viewer.layers and panel.compare_combo.value is None
@@ -154,7 +165,7 @@ def test_a_scene_without_swir1_offers_what_its_bands_allow_and_says_why(widget, 
     panel.band_b.setCurrentIndex(1)
     assert panel.map_water() is None and "names one band twice" in messages[-1]
     panel.band_b.setCurrentIndex(2)  # red
-    step = panel.map_water()
+    step = _mapped(qtbot, panel)
     assert (step.bands.a, step.bands.b) == (1, 2) and "convnp water" in widget.viewer.layers
     _wait_area(qtbot, panel)
 
@@ -165,3 +176,103 @@ def test_without_a_convnp_fill_the_step_says_what_to_do(widget, qtbot, lake_scen
     panel = widget.water
     assert panel.fill_combo.value is None and panel.index_combo.count() == 0
     assert panel.map_water() is None and "run the ConvNP first" in messages[-1]
+
+
+def _slow_preparation(monkeypatch, seconds=0.5):
+    """Preparing the step (its ρ) takes `seconds` longer, so a test can act while it runs."""
+    from napari_convnp import _water
+
+    quick = _water.index_water_map
+    monkeypatch.setattr(_water, "index_water_map", lambda *a, **k: (time.sleep(seconds), quick(*a, **k))[1])
+
+
+def test_map_water_prepares_in_a_worker_with_a_busy_bar_and_cancel_stops_it(widget, qtbot, lake_scene, monkeypatch):
+    path, _ = lake_scene
+    _filled(widget, qtbot, path, "convnp")
+    panel = widget.water
+    _slow_preparation(monkeypatch)
+    assert panel.map_water() is panel.prepare_worker is not None
+    assert panel.step is None and "preparing…" in panel.area_label.text()
+    assert panel.progress.maximum() == 0 and panel.cancel_button.isEnabled()  # busy, and can be stopped
+    panel.threshold.setValue(20)  # the slider stays instant: it only says the threshold
+    assert panel.threshold_label.text() == "+0.20"
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: panel.prepare_worker is None, timeout=10_000)
+    assert panel.step is None and "cancelled" in panel.area_label.text()
+    assert "convnp water" not in widget.viewer.layers and panel.area_worker is None
+    assert not panel.cancel_button.isEnabled() and panel.progress.maximum() == 1 and panel.progress.value() == 0
+    step = _mapped(qtbot, panel)  # pressed again, it maps
+    assert step.bands.name == "mndwi" and "convnp water" in widget.viewer.layers
+    _wait_area(qtbot, panel)
+
+
+def test_a_second_map_water_while_preparing_starts_anew_with_the_current_index(widget, qtbot, lake_scene,
+                                                                              monkeypatch):
+    path, _ = lake_scene
+    _filled(widget, qtbot, path, "convnp")
+    panel = widget.water
+    _slow_preparation(monkeypatch, 0.2)
+    drawn = []
+    redraw = panel.redraw
+    monkeypatch.setattr(panel, "redraw", lambda: (drawn.append(panel.step.bands.name), redraw())[1])
+    first = panel.map_water()
+    panel.index_combo.setCurrentIndex(panel.index_combo.findData("ndwi"))  # presses Map water again, as it prepares
+    assert panel.map_water() is first  # and once more: still one preparation, to be made anew
+    qtbot.waitUntil(lambda: panel.step is not None, timeout=60_000)
+    assert drawn == ["ndwi"]  # the first preparation was dropped, the second drawn once
+    _wait_area(qtbot, panel)
+
+
+def test_the_gui_stays_responsive_while_map_water_prepares_a_large_scene(widget, qtbot, monkeypatch):
+    """A 10 ms QTimer ticks on through the preparation of a 2000² scene (about a second of reading, ρ and the
+    closed form): its longest gap is far below the preparation's time."""
+    from qtpy.QtCore import QTimer
+
+    from napari_convnp._layers import result_layer
+    from napari_convnp._run import Job
+    from napari_convnp.scene import Scene
+
+    size = 2000
+    rng = np.random.default_rng(0)
+    bands = rng.uniform(0.0, 0.4, (2, size, size)).astype(np.float32)  # green and SWIR1 reflectance: MNDWI
+    scene = Scene(bands, ["SR_B3", "SR_B6"], np.zeros(bands.shape, bool), path=Path("LC09_L2SP_synthetic.tif"))
+    gaps = np.zeros(bands.shape, bool)
+    gaps[:, :, ::3] = True
+    job = Job("synthetic", scene, gaps, ["convnp"], 1.0, "cpu", None, mask_name="gaps")
+    result_layer(widget.viewer, job, bands, "convnp", "mean")
+    result_layer(widget.viewer, job, np.where(gaps, 1e-3, 0).astype(np.float32), "convnp", "variance")
+    panel = widget.water
+    assert panel.index_combo.currentData() == "mndwi"
+    drawn_at = []  # when the GUI thread starts drawing the prepared step
+    redraw = panel.redraw
+    monkeypatch.setattr(panel, "redraw", lambda: (drawn_at.append(time.perf_counter()), redraw())[1])
+    ticks = []
+    heartbeat = QTimer()
+    heartbeat.setInterval(10)
+    heartbeat.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    heartbeat.start()
+    qtbot.wait(50)
+    start = time.perf_counter()
+    panel.map_water()
+    qtbot.waitUntil(lambda: panel.step is not None, timeout=60_000)
+    heartbeat.stop()
+    preparing = drawn_at[0] - start
+    longest_gap = max(np.diff([start, *(t for t in ticks if start < t < drawn_at[0]), drawn_at[0]]))
+    assert preparing > 0.3, f"the preparation took {preparing:.2f} s: too quick to tell a stall"
+    assert longest_gap < preparing / 3, f"the GUI stalled {longest_gap:.2f} s of {preparing:.2f} s"
+    panel.cancel()
+    qtbot.waitUntil(lambda: panel.area_worker is None and panel.prepare_worker is None, timeout=60_000)
+
+
+def test_removing_the_classical_fill_drops_its_map_from_the_step_without_a_worker(widget, qtbot, lake_scene):
+    path, _ = lake_scene
+    _filled(widget, qtbot, path, "convnp", "biharmonic")
+    panel = widget.water
+    step = _mapped(qtbot, panel)
+    assert step.classical is widget.viewer.layers["biharmonic mean"]
+    widget.viewer.layers.remove("biharmonic mean")  # as when the viewer closes: no worker may start then
+    assert panel.compare_combo.value is None and panel.prepare_worker is None and panel.step is step
+    assert step.classical is None and "biharmonic" not in panel.area_label.text()
+    panel.threshold.setValue(30)  # the slider goes on with the ConvNP's maps alone
+    assert panel.step.probability is not None
+    _wait_area(qtbot, panel)
