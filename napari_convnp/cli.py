@@ -278,7 +278,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fill_options(p, methods, dtypes):
-    from .engines import ENGINES
     from .inpaint import NEEDS_REFERENCE
 
     two_date = [m for m in methods if m in NEEDS_REFERENCE]
@@ -293,9 +292,6 @@ def _fill_options(p, methods, dtypes):
                    "tiles need less memory and take longer (256: about 0.4 GB less, 1.4x the time)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                    help="ConvNP arithmetic; bfloat16 can be faster on CPUs with AVX-512 BF16 or AMX, and on GPUs")
-    p.add_argument("--engine", default="pytorch", choices=ENGINES,
-                   help="what runs the ConvNP's network on the CPU: pytorch, or openvino (faster in bfloat16 on "
-                        "CPUs with AVX-512 BF16; needs pip install 'napari-convnp[engine]')")
     p.add_argument("--dtype", default="auto", choices=dtypes,
                    help="pixel type of the filled scene: auto (float32 for 8- and 16-bit integer and float16/32 "
                         "inputs, else float64), float32, float64, or source (the input's type; fills rounded)")
@@ -399,7 +395,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def _convnp_options(args) -> dict:
     """--adapt-steps and --biharmonic-weight as fill options, only when asked for (the fill's defaults hold
     otherwise); checked before any file is read."""
-    from .engines import check_engine
     from .fileio import OptionError
     from .inpaint import FillError, check_biharmonic_weight
 
@@ -412,12 +407,6 @@ def _convnp_options(args) -> dict:
     except FillError as err:
         raise OptionError(f"--biharmonic-weight: {err}") from None
     options = {"adapt_steps": args.adapt_steps} if args.adapt_steps else {}
-    if args.engine != "pytorch" and args.method == "convnp":
-        try:
-            check_engine(args.engine, None if args.device == "auto" else args.device, args.adapt_steps)
-        except FillError as err:
-            raise OptionError(f"--engine: {err}") from None
-        options["engine"] = args.engine
     if args.biharmonic_weight is not None:
         options["biharmonic_weight"] = args.biharmonic_weight
     return options

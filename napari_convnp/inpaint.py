@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 
 from . import baselines
-from .engines import check_engine, with_engine
 from .errors import Cancelled, FillError, SceneError  # noqa: F401 - Cancelled: the API's name for it
 from .masks import MaskError, validate_mask
 from .scene import check_float32_precision
@@ -130,7 +129,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
          model=None, precision: str = "float32", reference=None, scene=None, adapt_steps: int = 0,
          on_rows: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
-         biharmonic_weight: float | None = None, engine: str = "pytorch") -> Fill:
+         biharmonic_weight: float | None = None) -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
@@ -148,8 +147,6 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     bands of rows (C×n×W, as `Fill` describes them; variance None for the classical fills), top to bottom,
     each as soon as it is final; the returned Fill then has mean and variance None. The ConvNP's memory is
     then bounded by the input and a row of tiles.
-    engine: what runs the ConvNP's UNet: "pytorch", or "openvino" on CPUs (the optional extra `engine`; see
-    `engines`).
     """
     start = time.time()
     check_fill_options(method=method, density=density, seed=seed, tile=tile, precision=precision,
@@ -203,9 +200,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         precision, note = run_precision(device, precision)
         if note:
             warnings.warn(note, RuntimeWarning, stacklevel=2)
-        check_engine(engine, device, adapt_steps)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
-                        int(adapt_steps), seed, out, calibration, biharmonic_weight, engine)
+                        int(adapt_steps), seed, out, calibration, biharmonic_weight)
     else:
         device = "cpu"
         if progress:
@@ -344,7 +340,7 @@ def _cached_model(device: str):
 
 
 def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
-            adapt_steps=0, seed=0, out=None, calibration=None, biharmonic_weight=None, engine="pytorch"):
+            adapt_steps=0, seed=0, out=None, calibration=None, biharmonic_weight=None):
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
     for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
     `out` (the whole result's mean and variance) when given. calibration: a dict that gets what
@@ -356,7 +352,7 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
     from .calibration import calibrated, scene_calibration
     from .model import band_stats
 
-    model = with_engine(model or _cached_model(device), engine, precision)
+    model = model or _cached_model(device)
     offsets, scales = band_stats(bands, context)
     if reference is not None:
         if not model.config.reference:
