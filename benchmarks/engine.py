@@ -13,7 +13,8 @@ the graph, apart. The OpenVINO runs start through this file's `sitecustomize` ho
 the engine under the CLI's model: the package itself has no engine option.
 
 python benchmarks/engine.py [--parts tile,quality,e2e] [--repeats 5] [--e2e-repeats 2] [--data ../shared/data]
-  [--json benchmarks/engine.json]   (parts run alone replace their own entries of an existing JSON file)
+  [--json benchmarks/engine.json]   (parts run alone replace their own entries of an existing JSON file; the
+  committed engine.json gathers four runs of 2026-12-07 by time and machine load, by hand, as profile.md cites them)
 Needs onnx, onnxruntime and openvino (pip), none of them a dependency of the package.
 """
 from __future__ import annotations
