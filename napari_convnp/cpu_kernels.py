@@ -4,6 +4,7 @@ definition (`model.py`) stays plain; training runs the plain layers (these are f
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +43,18 @@ def cpu_precision(precision: str) -> tuple[str, str | None]:
 def conv_gelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """GELU(conv(x)). In CPU inference one fused oneDNN call (conv with a GELU post-op): about twice as fast
     as the two, which at full resolution are limited by memory traffic, not arithmetic."""
-    if x.dtype not in _unfused_dtypes and x.device.type == "cpu" and not torch.is_grad_enabled():
+    if x.dtype not in _unfused_dtypes and x.device.type == "cpu" and not torch.is_grad_enabled() and not exporting():
         try:
             return _fused_conv_gelu(conv, x)
         except (AttributeError, RuntimeError, NotImplementedError):
             _unfused_dtypes.add(x.dtype)  # this dtype only: float32 keeps its fused path
     return F.gelu(conv(x))
+
+
+def exporting() -> bool:
+    """True while `torch.onnx.export` traces the network (`benchmarks/engine.py`): it takes the plain layers. Not
+    imported, torch.onnx exports nothing (and importing it would cost a fill ~0.1 s)."""
+    return "torch.onnx" in sys.modules and torch.onnx.is_in_onnx_export()
 
 
 def _fused_conv_gelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +78,8 @@ def up_block(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch
     """`run_block(block, cat([nearest ×2 upsampling of x, skip]))` without either full-resolution tensor: the first
     convolution's x part runs at x's resolution as one 2×2 kernel per output phase (the pixel of each 2×2 block),
     added into place onto its skip part. The same sums, 4/9 of that part's arithmetic and less memory traffic."""
+    if exporting():  # the in-place phase sums below trace silently wrong: the exported graph takes the plain form
+        return run_block(block, torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
     conv, cx = block[0], x.shape[1]
     n, _, h, w = x.shape
     taps = _PHASE_TAPS.to(conv.weight)

@@ -230,6 +230,23 @@ class ConvCNP(nn.Module):
         shared = F.conv2d(band_mean(feats, n_bands), weight[:, half:half + c], None, padding=1)
         return (own.view(bh // n_bands, n_bands, -1, h, w) + shared[:, None]).view(bh, -1, h, w)
 
+    def unet(self, parts: list[torch.Tensor], n_bands: int) -> torch.Tensor:
+        """The encoder's features (`parts`, concatenated along channels) → the head's raw outputs: the network's
+        convolutions, most of a tile's time. `parts` is emptied once concatenated, so that the caller holds no
+        full-resolution features while the UNet runs (a tile's memory peak)."""
+        feats = torch.cat(parts, 1)
+        parts.clear()
+        x = self._encode(feats, n_bands)
+        del feats
+        skips = [self.cross[0](run_block(self.enc0, x), n_bands)]
+        for i, down in enumerate(self.down):
+            x = self.cross[i + 1](run_block(down, F.avg_pool2d(skips[-1], 2)), n_bands)
+            skips.append(x)
+        x = skips.pop()
+        for up in reversed(self.up):
+            x = up_block(up, x, skips.pop())
+        return self.head(x)  # the full-resolution features are freed on return, before the biharmonic fill
+
     def forward(self, value: torch.Tensor, mask: torch.Tensor, n_bands: int,
                 ref: torch.Tensor | None = None, ref_mask: torch.Tensor | None = None):
         """ref, ref_mask: another date of the same place (normalised like value) and where it is known;
@@ -249,22 +266,10 @@ class ConvCNP(nn.Module):
                                     [name for name in REFERENCE_FILLS if getattr(self.config, f"{name}_weight")])
             ref_base = fills["reference_base"].to(smooth.dtype)  # the float32 fills are kept for the blend
             feats += [ref, ref_mask.to(smooth.dtype), ref_base - base]
-        feats = torch.cat(feats, 1)
-        reference_known = feats[:, -2:-1] > 0 if with_reference else None
+        reference_known = ref_mask > 0 if with_reference else None
         mask_for_blend = mask if self.config.biharmonic_weight > 0 else None
         del value, mask, smooth, ref, ref_mask  # memory: a tile's features are held in `feats` alone
-        x = self._encode(feats, n_bands)
-        del feats
-        skips = [self.cross[0](run_block(self.enc0, x), n_bands)]
-        for i, down in enumerate(self.down):
-            x = self.cross[i + 1](run_block(down, F.avg_pool2d(skips[-1], 2)), n_bands)
-            skips.append(x)
-        x = skips.pop()
-        for up in reversed(self.up):
-            skip = skips.pop()
-            x = up_block(up, x, skip)
-        raw = self.head(x)
-        del x, skip  # memory: the full-resolution features are not held while the biharmonic fill runs
+        raw = self.unet(feats, n_bands)
         raw_mean, raw_std = raw[:, 0], raw[:, 1]
         mean = base[:, 0] + raw_mean  # a learnt correction of the harmonic fill
         if with_reference:  # leaning on the reference's fill as far as the network trusts it
