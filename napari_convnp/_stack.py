@@ -66,6 +66,9 @@ class StackJob:
     left: dict = field(default_factory=dict)  # why dates were left as they are (nothing to fill…): how many
 
 
+NOTHING_TO_FILL = "nothing to fill: no pixel of it is missing or unusable"
+
+
 def work(job: StackJob, progress):
     """In the worker thread: each target date filled from the others, yielded as (date index, StackFill or None,
     why not, top of its variance display); progress(dates done, dates, what runs now)."""
@@ -87,8 +90,11 @@ def work(job: StackJob, progress):
                                   method=job.method, device=job.device)
         except Cancelled:
             return
-        except (ConvNPError, RuntimeError) as err:  # this date cannot (nothing to fill…): say so, go on
+        except (ConvNPError, RuntimeError) as err:  # this date cannot: say so, go on
             yield t, None, str(err), None
+            continue
+        if not result.filled_values:  # a clear date: nothing to fill, shown as it is
+            yield t, None, NOTHING_TO_FILL, None
             continue
         yield t, result, "", _variance_top(result)
 

@@ -18,12 +18,13 @@ from .options import USES_REFERENCE, is_whole
 
 @dataclass
 class StackFill:
-    """One date of a stack filled from the others: its Fill and the references used, as (index of the date in the
-    stack, its mean weight in the fused reference)."""
+    """One date of a stack filled from the others: its Fill, the references used, as (index of the date in the
+    stack, its mean weight in the fused reference), and how many values were filled (0: a clear date, as it is)."""
 
     date: datetime.date
     fill: Fill
     references: list[tuple[int, float]]
+    filled_values: int = 0
 
 
 def check_max_references(value) -> int:
@@ -102,7 +103,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
             raise Cancelled()
         holes, kept = target_holes(bands[t], unusable[t], None if cloudy is None else cloudy[t], fill_clouds)
         if not holes.any():  # a clear date: nothing to fill, it comes back as it is
-            results.append(StackFill(days[t], _as_is(bands[t], fill_options), []))
+            results.append(StackFill(days[t], _as_is(bands[t], fill_options), [], 0))
             continue
         if not uses_reference:
             picked = []
@@ -122,5 +123,6 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
                 np.copyto(result.variance, 0, where=np.broadcast_to(kept, holes.shape))
                 if fused is not None:  # the references' disagreement, which one fused reference cannot show
                     result.variance += np.where(holes & np.isfinite(fused.spread), fused.spread, 0)
-        results.append(StackFill(days[t], result, list(zip(picked, [] if fused is None else fused.weights))))
+        results.append(StackFill(days[t], result, list(zip(picked, [] if fused is None else fused.weights)),
+                                 int(np.count_nonzero(holes))))
     return results

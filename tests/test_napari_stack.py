@@ -104,10 +104,10 @@ def test_filling_every_date_gives_mean_and_variance_stacks_of_the_same_shape(sta
         np.testing.assert_array_equal(mean.data[t][known], stack.data[t][known])
         assert (variance.data[t][known] == 0).all()
     said = mean.metadata[REFERENCES_KEY]
-    assert "not filled (the mask is empty" in said[3]  # the clear date: nothing to fill, shown as it is
+    assert "not filled (nothing to fill" in said[3]  # the clear date: nothing to fill, shown as it is
     np.testing.assert_array_equal(mean.data[3], stack.data[3])
-    assert stack_dock.status.text() == ("3 of the 4 dates of place filled with convnp; 1 left as they are: the mask "
-                                        "is empty: no pixel is marked to fill")
+    assert stack_dock.status.text() == ("3 of the 4 dates of place filled with convnp; 1 left as they are: nothing "
+                                        "to fill: no pixel of it is missing or unusable")
 
 
 def test_the_references_line_follows_the_time_slider(stack_dock, qtbot):
@@ -135,7 +135,8 @@ def test_cancel_stops_the_stack_fill_and_keeps_the_dates_done(stack_dock, qtbot)
     qtbot.waitUntil(lambda: "convnp stack mean" in viewer.layers, timeout=120_000)  # the first date is done
     stack_dock.cancel()
     wait_for(qtbot, stack_dock)
-    assert stack_dock.status.text().startswith("cancelled")
+    # the worker ends, then its last signals reach the GUI thread: the status says so once they have
+    qtbot.waitUntil(lambda: stack_dock.status.text().startswith("cancelled"), timeout=30_000)
     assert stack_dock.fill_all_button.isEnabled() and not stack_dock.cancel_button.isEnabled()
     said = viewer.layers["convnp stack mean"].metadata[REFERENCES_KEY]
     assert 1 <= len(said) < 4 and 0 in said  # the dates done stay; the last is never reached
