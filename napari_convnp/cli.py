@@ -426,12 +426,7 @@ def _run(args) -> int:
                            variance=args.variance, method=args.method, density=args.density,
                            device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
                            dtype=args.dtype, filled_mask=not args.no_filled_mask, **_convnp_options(args))
-        if _received:
-            raise Interrupted(_received[0])
-        print(json.dumps(report, indent=1), flush=True)
-        for failed in report["failed"]:
-            _error(failed["error"])
-        return EXIT_FAILED if report["failed"] else 0
+        return _batch_report(report)
     elif args.command == "fill-stack":
         from .stack_files import fill_stack_files
 
@@ -442,12 +437,7 @@ def _run(args) -> int:
                                   workers=args.workers, targets=args.targets, method=args.method,
                                   density=args.density, device=args.device, seed=args.seed, tile=args.tile,
                                   precision=args.precision, dtype=args.dtype, **_convnp_options(args))
-        if _received:
-            raise Interrupted(_received[0])
-        print(json.dumps(report, indent=1), flush=True)
-        for failed in report["failed"]:
-            _error(failed["error"])
-        return EXIT_FAILED if report["failed"] else 0
+        return _batch_report(report)
     elif args.command == "train":
         config, share = _check_train(args)
         from .inpaint import resolve_device
@@ -470,6 +460,16 @@ def _run(args) -> int:
             _write_text_atomic(args.json, json.dumps(results, indent=1), [args.weights] if args.weights else [])
         print(markdown(results))
     return 0
+
+
+def _batch_report(report: dict) -> int:
+    """fill-many's and fill-stack's ending: the JSON report, then a line on stderr for each failed scene or date."""
+    if _received:
+        raise Interrupted(_received[0])
+    print(json.dumps(report, indent=1), flush=True)
+    for failed in report["failed"]:
+        _error(failed["error"])
+    return EXIT_FAILED if report["failed"] else 0
 
 
 def _check_outputs(outputs: dict[str, Path | None], inputs, data: Path | None = None, anywhere=()) -> None:
