@@ -56,7 +56,7 @@ def _plane(known) -> np.ndarray:
     return known.all(0) if known.ndim == 3 else known
 
 
-def _as_date(value) -> datetime.date:
+def as_date(value) -> datetime.date:
     if isinstance(value, datetime.datetime):
         return value.date()
     if isinstance(value, datetime.date):
@@ -105,7 +105,7 @@ def reference_terms(known, dates, target: int, *, bands=None) -> list[tuple[int,
     """Per other date that knows some of the target's holes: (its index, the share of the holes it knows, years
     apart, half years apart in season, `held_out_error` of the target on it, 0 without bands)."""
     planes = [_plane(k) for k in known]
-    days = [_as_date(d) for d in dates]
+    days = [as_date(d) for d in dates]
     holes = ~planes[target]
     terms = []
     for i, plane in enumerate(planes):

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import FillError, OptionError
-from .fusion import MAX_REFERENCES, _as_date, fuse_references, rank_references
+from .fusion import MAX_REFERENCES, as_date, fuse_references, rank_references
 from .inpaint import Cancelled, Fill, fill
 from .options import USES_REFERENCE, is_whole
 
@@ -80,7 +80,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
         raise FillError(f"the stack has {n} dates of bands but {len(unusable)} unusable masks and {len(dates)} "
                         "dates" + ("" if cloudy is None else f" and {len(cloudy)} cloud masks") + ": give one each")
     check_max_references(max_references)
-    days = [_as_date(d) for d in dates]
+    days = [as_date(d) for d in dates]
     if len(set(days)) != n:
         twice = sorted({d for d in days if days.count(d) > 1})[0]
         raise FillError(f"date {twice} appears twice in the stack: each date once")

@@ -4,9 +4,9 @@ Dask: every date of the stack filled from the others, window by window, never th
 Three stages in one Dask graph: the references of each date ranked once on a subsample of the whole stack (as
 `fusion.held_out_error` subsamples a large scene), so every window fills a date from the same dates; each window (a
 y/x chunk, every date and band, widened by `overlap` pixels each side) filled by `stack_fill.fill_stack`; the windows'
-Gaussians blended across the 2·overlap pixels neighbours share with the tiler's raised-cosine ramp (`tiling._window`),
-so no seam shows where chunks meet. xarray is an optional extra (`pip install napari-convnp[xarray]`); numpy, dask and
-torch otherwise, never napari.
+Gaussians blended across the 2·overlap pixels neighbours share with the tiler's raised-cosine ramp
+(`tiling.blend_window`), so no seam shows where chunks meet. xarray is an optional extra
+(`pip install napari-convnp[xarray]`); numpy, dask and torch otherwise, never napari.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 
 from . import qa as qa_bands
 from .errors import FillError, MaskError, OptionError
-from .fusion import FIT_PIXELS, _as_date, rank_references
+from .fusion import FIT_PIXELS, as_date, rank_references
 from .options import FillOptions, is_whole
 from .stack_fill import MAX_REFERENCES, check_max_references, fill_stack
-from .tiling import DEFAULT_TILE, TILE_OVERLAP, _window
+from .tiling import DEFAULT_TILE, TILE_OVERLAP, blend_window
 
 DIMS = ("time", "band", "y", "x")
 DEFAULT_CHUNK = DEFAULT_TILE  # pixels per window side (plus the overlap): about 0.5 GB a window with 10 dates × 6 bands
@@ -118,7 +118,7 @@ def _ordered(da):
 def _days(stack) -> list:
     if np.isnat(stack["time"].values).any():
         raise FillError("the time coordinate has a missing date (NaT): give every date its time")
-    days = [_as_date(value) for value in stack["time"].values]
+    days = [as_date(value) for value in stack["time"].values]
     twice = sorted({d for d in days if days.count(d) > 1})
     if twice:
         raise FillError(f"date {twice[0]} appears twice in the time coordinate: merge the scenes of one day first "
@@ -253,11 +253,11 @@ def _axis_pieces(length: int, overlap: int, first: bool, last: bool):
     [(source slice, slice of the window it lands on, blend weight)] and the window's own core."""
     left, right = (0 if first else 2 * overlap), (0 if last else 2 * overlap)
     own = length - left - right
-    pieces = [(slice(left, left + own), slice(0, own), _window(own, 2 * overlap, first, last))]
+    pieces = [(slice(left, left + own), slice(0, own), blend_window(own, 2 * overlap, first, last))]
     if not first:
-        pieces.append((slice(0, left), slice(0, left), _window(left, left, True, False)))
+        pieces.append((slice(0, left), slice(0, left), blend_window(left, left, True, False)))
     if not last:
-        pieces.append((slice(left + own, length), slice(own - right, own), _window(right, right, False, True)))
+        pieces.append((slice(left + own, length), slice(own - right, own), blend_window(right, right, False, True)))
     return pieces, slice(0 if first else overlap, own - (0 if last else overlap))
 
 

@@ -15,7 +15,7 @@ DEFAULT_TILE = 512  # pixels per tile side on the CPU; the GPU takes larger tile
 TILE_OVERLAP = 64  # pixels blended between neighbouring tiles
 
 
-def _window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+def blend_window(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     """1-D blending weight: a raised-cosine ramp over the overlap, flat inside and at scene edges."""
     w = np.ones(size, np.float32)
     ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
@@ -119,8 +119,8 @@ def predict_rows(model, bands, context, offsets, scales, tile, device, progress=
                 with torch.inference_mode(), autocast(device, precision):
                     mean, var = model(*inputs[:2], c, *inputs[2:])
                 mean, var = mean[:, 0, :th, :tw].float(), var[:, 0, :th, :tw].float()
-            weight = on(np.outer(_window(th, overlap, r == 0, r + th >= h),
-                                 _window(tw, overlap, col == 0, col + tw >= w)))
+            weight = on(np.outer(blend_window(th, overlap, r == 0, r + th >= h),
+                                 blend_window(tw, overlap, col == 0, col + tw >= w)))
             part = (slice(None), slice(None), slice(col, col + tw))
             acc_mean[part] += weight * mean
             acc_sq[part] += weight * (var + mean ** 2)
