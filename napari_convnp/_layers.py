@@ -4,7 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import options
-from ._napari import COMPOSITE_KEY, SCENE_KEY, STACK_KEY, contrast_limits, fit_placement, layer_placement, scene_of
+from ._napari import (
+    COMPOSITE_KEY,
+    SCENE_KEY,
+    STACK_KEY,
+    contrast_limits,
+    default_composite,
+    fit_placement,
+    layer_placement,
+    rgb_composite,
+    scene_of,
+)
 from .errors import ConvNPError
 from .scene import Scene, SceneError, read_scene
 
@@ -230,8 +240,20 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
         existing.metadata.update(meta)
         layer = existing
     else:
+        ndim = data.ndim - 1 if kwargs.get("rgb") else data.ndim  # an RGB layer's last axis is its colours
         layer = viewer.add_image(data, name=result_name(viewer, info), metadata=meta,
-                                 **fit_placement(job.placement, data.ndim), **kwargs)
+                                 **fit_placement(job.placement, ndim), **kwargs)
+    return layer
+
+
+def mean_layers(viewer, job, mean, label: str, limits):
+    """A filled mean's layer (returned) and, for a result in memory, the same as the scene's default RGB
+    composite (2–98 % stretch), so the fill's seams can be judged in colour beside the scene's own composite (a
+    result streamed to files has none: a whole scene's composite would be read whole)."""
+    layer = result_layer(viewer, job, mean, label, "mean", contrast_limits=limits)
+    choice = default_composite(job.scene)
+    if choice is not None and isinstance(mean, np.ndarray):
+        result_layer(viewer, job, rgb_composite(job.scene.with_bands(mean), choice), label, "RGB", rgb=True)
     return layer
 
 
@@ -306,9 +328,10 @@ def layer_scene(layer) -> tuple[Scene, Scene | None]:
 
 
 def enter_grid(viewer, grid, bands) -> tuple[list, list]:
-    """Side by side: masks and composites out of the cells, the hidden bands layer in one, every cell labelled.
-    Returns (the layers hidden, the layers shown), for `leave_grid`."""
-    hidden = [lay for lay in viewer.layers if lay.visible and (_is_mask(lay) or _is_composite(lay))]
+    """Side by side: masks and composites (the scene's and the fills') out of the cells, the hidden bands layer in
+    one, every cell labelled. Returns (the layers hidden, the layers shown), for `leave_grid`."""
+    hidden = [lay for lay in viewer.layers if lay.visible and (
+        _is_mask(lay) or _is_composite(lay) or lay.metadata.get(RESULT_KEY, {}).get("kind") == "RGB")]
     for layer in hidden:
         layer.visible = False
     shown = [bands] if bands is not None and not bands.visible else []

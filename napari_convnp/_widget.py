@@ -44,6 +44,7 @@ from ._layers import (
     layer_scene,
     leave_grid,
     mask_pixels,
+    mean_layers,
     result_layer,
     share_limits,
     show_scale_bar,
@@ -585,7 +586,7 @@ class GapFillWidget(QWidget):
             return
         job, method, result, scores, display = item
         label = job.label(method)
-        mean = result_layer(self.viewer, job, result.mean, label, "mean", contrast_limits=display["mean"])
+        mean = mean_layers(self.viewer, job, result.mean, label, display["mean"])
         if result.variance is not None:
             result_layer(self.viewer, job, result.variance, label, "variance", colormap=variance_colormap(),
                          contrast_limits=display["variance"])

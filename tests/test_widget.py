@@ -319,3 +319,22 @@ def test_in_memory_results_of_an_integer_scene_are_clipped_to_its_type(widget, q
     wait_for(qtbot, widget)
     mean = widget.viewer.layers["idw mean"].data
     assert np.nanmin(mean) == 0 and np.nanmax(mean) == 255
+
+
+def test_a_filled_mean_comes_with_an_rgb_composite_on_the_scenes_map(widget, qtbot):
+    """Issue 25.5: results were grey single bands only; a filled mean is also shown as the scene's default composite,
+    so seams can be judged in colour, placed where the scene's own composite is."""
+    widget.load(SAMPLES / "sf_bay_landsat7_768.tif")
+    qtbot.waitUntil(lambda: widget.image_combo.value is not None, timeout=60_000)
+    widget.simulate()
+    choose(widget, "idw")
+    widget.run()
+    wait_for(qtbot, widget)
+    bands = widget.image_combo.value
+    rgb = widget.viewer.layers["idw RGB"]
+    assert rgb.rgb and rgb.data.dtype == np.uint8 and rgb.data.shape == (*bands.data.shape[-2:], 3)
+    assert tuple(rgb.scale) == tuple(bands.scale[-2:]) and tuple(rgb.translate) == tuple(bands.translate[-2:])
+    mean = widget.viewer.layers["idw mean"].data
+    known = np.isfinite(mean).all(0)
+    red = rgb.data[..., 0][known].astype(float)
+    assert max(np.corrcoef(red, band[known])[0, 1] for band in mean) > 0.9  # the fill, stretched
