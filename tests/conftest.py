@@ -151,3 +151,12 @@ def choose(widget, *methods):
     """Tick exactly these methods."""
     for method, box in widget.method_boxes.items():
         box.setChecked(method in methods)
+
+
+def run(widget, qtbot, *methods):
+    """Tick exactly these methods, run, and wait for the fill; the job."""
+    choose(widget, *methods)
+    job = widget.run()
+    assert job is not None
+    wait_for(qtbot, widget)
+    return job

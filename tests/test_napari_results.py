@@ -4,15 +4,7 @@ from qtpy.QtCore import Qt
 
 from napari_convnp._layers import OWN_LIMITS_KEY, RESULT_KEY
 
-from .conftest import choose, wait_for
-
-
-def run(widget, qtbot, *methods):
-    choose(widget, *methods)
-    job = widget.run()
-    assert job is not None
-    wait_for(qtbot, widget)
-    return job
+from .conftest import run
 
 
 def column(widget, name):

@@ -19,7 +19,7 @@ from napari_convnp._napari import (
 from napari_convnp._reader import get_reader
 from napari_convnp.scene import Scene, read_scene
 
-from .conftest import SAMPLES, UTM33N, choose, wait_for, write_geotiff
+from .conftest import SAMPLES, UTM33N, choose, run, wait_for, write_geotiff
 
 
 def smooth(shape=(3, 160, 192), seed=0):
@@ -27,14 +27,6 @@ def smooth(shape=(3, 160, 192), seed=0):
     y, x = np.mgrid[0:shape[1], 0:shape[2]] / 25.0
     phase = rng.uniform(0, 3, shape[0])
     return np.stack([np.sin(x + p) + np.cos(0.8 * y - p) for p in phase]).astype(np.float32)
-
-
-def run(widget, qtbot, *methods):
-    choose(widget, *methods)
-    job = widget.run()
-    assert job is not None
-    wait_for(qtbot, widget)
-    return job
 
 
 def table(widget):
