@@ -218,11 +218,13 @@ def gap_mask_files(path: str | Path) -> list[Path]:
     return [f for f in found if own is not None and product_id(f.name) == own and f != path]
 
 
-def zero_is_fill(path: str | Path, dtype) -> bool:
+def zero_is_fill(path: str | Path, dtype, band_names=()) -> bool:
     """Whether an untagged 0 in the integer band file `path` is the product's fill: the file is a Landsat
-    product's band (a product ID in its name or its folder's, an MTL beside it, or its gap masks) and not a mask
-    or quality file. Never in float files or other files, where 0 may be dark water."""
+    product's band (a product ID in its name or its folder's, an MTL beside it, or its gap masks) of unsigned
+    integers (USGS DN and reflectance bands; a signed band such as NDVI×10⁴ has 0 as data) and neither it nor any
+    of its bands is a mask or quality layer (CFmask's 0 is clear land). Never in float files or other files, where
+    0 may be dark water."""
     path = Path(path)
-    if np.dtype(dtype).kind not in "ui" or MASK_NAME.search(path.name):
+    if np.dtype(dtype).kind != "u" or MASK_NAME.search(path.name) or any(MASK_NAME.search(n) for n in band_names):
         return False
     return bool(product_id(path) or mtl_files(path) or gap_mask_files(path))

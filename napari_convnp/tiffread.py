@@ -74,7 +74,8 @@ def read_tiff(path: Path, pixels: bool = True, windowed: bool = False) -> dict:
             return {"shape": shape, "dtype": dtype}
         _check_data_within_file(series, size, path)
         nodata_value = _parse_nodata(nodata_text)
-        if nodata_value is None and zero_is_fill(path, dtype):
+        names = _band_names_from_metadata(metadata, shape[0])
+        if nodata_value is None and zero_is_fill(path, dtype, names or ()):
             nodata_value = 0.0  # a USGS band's fill: 0, untagged
         if windowed and dtype.kind in "ui" and dtype.str in EXACT_IN_FLOAT32 and TiffPixels.fits(series):
             check_memory(int(np.prod(series.shape)), f"{path}: reading")  # at most a nodata bool per pixel
@@ -85,7 +86,6 @@ def read_tiff(path: Path, pixels: bool = True, windowed: bool = False) -> dict:
             data = series.asarray()
     if isinstance(data, np.ndarray):
         data = data.reshape(shape) if data.ndim == 2 else _to_bands_first(data, series.axes, path)
-    names = _band_names_from_metadata(metadata, shape[0])
     return {"data": data, "names": names, "geo_tags": geo_tags, "nodata_value": nodata_value,
             "metadata": metadata_text(metadata), "nodata": nodata}
 

@@ -173,3 +173,14 @@ def test_zero_stays_data_where_no_product_says_it_is_fill(tmp_path):
     assert not read_scene(mask).nodata.any()
     tagged = write_geotiff(tmp_path / f"{PRODUCT}_B2.TIF", bands[1:2] + 1, nodata=255)
     assert read_scene(tagged).nodata_value == 255 and not read_scene(tagged).nodata.any()  # a tag always wins
+
+
+def test_zero_stays_data_in_signed_products_and_beside_a_class_band(tmp_path):
+    """NDVI×10⁴ (int16) named by its product ID, and a reflectance stack with a CFmask band (0 = clear land): the
+    untagged-0 rule had made them unknown, so a stack's clear dates counted as all cloud."""
+    bands, _ = striped_bands(c=2, dtype=np.int16)
+    ndvi = write_geotiff(tmp_path / "2015-04-14_LC81250382015104LGN00.tif", bands - 50, names=["ndvi_x1e4", "b"])
+    assert read_scene(ndvi).nodata_value is None and not read_scene(ndvi).nodata.any()
+    with_class = np.concatenate([bands[:1], np.zeros_like(bands[:1])]).astype(np.uint16)  # CFmask: all clear
+    stacked = write_geotiff(tmp_path / f"{PRODUCT}_stack.tif", with_class, names=["b3", "cfmask"])
+    assert not read_scene(stacked).nodata.any()
