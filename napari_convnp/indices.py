@@ -153,40 +153,46 @@ def probability_above(mean_a, mean_b, var_a, var_b, threshold: float, rho: float
 
 
 class ProbabilityAbove:
-    """`probability_above` prepared for many thresholds (a slider): what does not depend on the threshold —
-    which pixels have a spread, their means and variances, where the means sum below 0 — is found once, so a
-    threshold costs a few passes over the pixels and Φ over the filled ones."""
+    """`probability_above` prepared for many thresholds (a slider): what does not depend on the threshold is found
+    once — the known pixels' index (there P is 0 or 1: index > t), which pixels have a spread, their means and
+    variances — so a threshold costs one comparison over the pixels and Φ over the filled ones."""
 
     def __init__(self, mean_a, mean_b, var_a, var_b, rho: float = 0.0):
         if not -1 <= rho <= 1:
             raise OptionError(f"the band error correlation must be in [-1, 1], not {rho!r}")
         self.shape = np.broadcast_shapes(*(np.shape(x) for x in (mean_a, mean_b, var_a, var_b)))  # () for numbers
-        self.mean_a, self.mean_b, var_a, var_b = np.broadcast_arrays(
+        mean_a, mean_b, var_a, var_b = np.broadcast_arrays(
             *(np.atleast_1d(np.asarray(x, np.float32)) for x in (mean_a, mean_b, var_a, var_b)))
-        spread = (var_a > 0) | (var_b > 0)  # Φ only where there is a spread (the filled pixels): fast
-        self.spread = spread if spread.any() else None
+        with np.errstate(divide="ignore", invalid="ignore"):  # a + b = 0: ±inf, the sign of a − b decides
+            self.index = (mean_a - mean_b) / (mean_a + mean_b)
+        unknown = np.isnan(mean_a) | np.isnan(mean_b)
+        self.unknown = unknown if unknown.any() else None
+        spread = ((var_a > 0) | (var_b > 0)).reshape(-1)  # Φ only where there is a spread (the filled pixels)
+        self.spread = np.flatnonzero(spread) if spread.any() else None  # flat indices: ~8× faster than a mask
         if self.spread is not None:
+            mean_a, mean_b, var_a, var_b = (x.reshape(-1) for x in (mean_a, mean_b, var_a, var_b))
             self.var_a, self.var_b = var_a[spread], var_b[spread]
-            self.spread_a, self.spread_b = self.mean_a[spread], self.mean_b[spread]
+            self.spread_a, self.spread_b = mean_a[spread], mean_b[spread]
             self.cross = np.float32(2 * rho) * np.sqrt(self.var_a * self.var_b) if rho else None
-        turned = self.mean_a + self.mean_b < 0
-        self.turned = turned if turned.any() else None
+            turned = self.spread_a + self.spread_b < 0  # the inequality turns round there
+            self.turned = turned if turned.any() else None
 
     def __call__(self, threshold: float) -> np.ndarray:
         t = check_threshold(threshold)
-        p, q = np.float32(1 - t), np.float32(1 + t)
-        mu = p * self.mean_a - q * self.mean_b
-        prob = (mu > 0).astype(np.float32)  # the known pixels
+        prob = np.greater(self.index, np.float32(t)).astype(np.float32)  # the known pixels
         if self.spread is not None:
+            p, q = np.float32(1 - t), np.float32(1 + t)
             var = p * p * self.var_a + q * q * self.var_b
             if self.cross is not None:
                 var -= p * q * self.cross
             with np.errstate(divide="ignore", invalid="ignore"):  # σ = 0 (ρ = 1, equal spreads): ±inf, Φ: 0 or 1
                 z = (p * self.spread_a - q * self.spread_b) / np.sqrt(np.maximum(var, 0))
-            prob[self.spread] = np.where(np.isnan(z), np.float32(0), special.ndtr(z))
-        prob[np.isnan(mu)] = np.nan
-        if self.turned is not None:
-            prob = np.where(self.turned, 1 - prob, prob).astype(np.float32)
+            spread = np.where(np.isnan(z), np.float32(0), special.ndtr(z)).astype(np.float32)
+            if self.turned is not None:
+                spread = np.where(self.turned, 1 - spread, spread)
+            prob.reshape(-1)[self.spread] = spread
+        if self.unknown is not None:
+            prob[self.unknown] = np.nan
         return prob.reshape(self.shape)
 
 
