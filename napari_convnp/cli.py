@@ -417,8 +417,8 @@ def _run(args) -> int:
                              progress=_progress_bar(f"filling {args.input.name}"), **_convnp_options(args))
         note = summary.pop("note", None)
         print(json.dumps(summary))
-        if note:
-            print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
+        for text in [note] * bool(note) + summary.get("notes", []):
+            _note(text)
     elif args.command == "fill-many":
         from .batch import fill_many
 
