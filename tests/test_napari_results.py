@@ -141,3 +141,18 @@ def test_a_poor_reference_is_said_in_the_status_line(widget, qtbot, tmp_path):
     widget.reference_combo.value = widget.viewer.layers["elsewhere"]
     run(widget, qtbot, "regression")
     assert "reference elsewhere predicts the scene poorly where both are known" in widget.status.text()
+
+
+def test_every_layer_of_a_georeferenced_run_shares_its_units(widget, qtbot, smooth_scene):
+    """Issue 25.10: napari toasts 'Inconsistent units across layers' where layers' units differ. The scene, its
+    composite, the masks (simulated, painted, combined) and the results, RGB composites too, are all in metres."""
+    widget.load(smooth_scene)
+    simulated = widget.simulate()
+    run(widget, qtbot, "idw")
+    painted = widget.new_paint_layer()
+    painted.data[:10, :10] = 1
+    widget.mask_combo.value, widget.other_combo.value = simulated, painted
+    widget.combine()
+    layers = widget.viewer.layers
+    assert len(layers) >= 6 and layers.extent.units is not None  # None: napari found them inconsistent
+    assert {str(layer.units[-1]) for layer in layers} == {"meter"}
