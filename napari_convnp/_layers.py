@@ -51,6 +51,11 @@ def result_label(method: str, density: float = 1.0, reference: bool = False, ada
     return label
 
 
+def result_method(label: str) -> str:
+    """The method of a result's label (`result_label`): what comes before '+ref', '+adapt' or ' 50%'."""
+    return label.split(" ")[0].split("+")[0]
+
+
 def _is_composite(layer) -> bool:
     return COMPOSITE_KEY in layer.metadata
 

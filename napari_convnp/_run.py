@@ -100,14 +100,16 @@ def results_folder() -> Path:
 
 def calibration_note(result) -> str:
     """What the ConvNP chose on this scene, for the status line: the blend weights of its mean and, with a
-    reference, how far the intervals where it is known were widened."""
+    reference, how far the intervals where it is known were widened; then the fill's notes (a poor reference)."""
+    notes = "".join(f"; {note}" for note in result.notes)
     if result.biharmonic_weight is None:
-        return ""
+        return notes
     if result.reference_variance_factor is None:
-        return f"; {result.biharmonic_weight:.0%} biharmonic in the mean"
+        return f"; {result.biharmonic_weight:.0%} biharmonic in the mean{notes}"
     return (f"; where the reference is known: mean {result.reference_base_weight:.0%} reference base + "
             f"{result.multiband_weight:.0%} multiband fill, intervals "
-            f"×{result.reference_variance_factor ** 0.5:.2f}; elsewhere {result.biharmonic_weight:.0%} biharmonic")
+            f"×{result.reference_variance_factor ** 0.5:.2f}; elsewhere {result.biharmonic_weight:.0%} biharmonic"
+            f"{notes}")
 
 
 def _fill_streamed(job: Job, options: dict):

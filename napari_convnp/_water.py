@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QSlider,
 )
 
-from ._layers import RESULT_KEY, InputError, result_name
+from ._layers import RESULT_KEY, InputError, result_method, result_name
 from ._napari import SCENE_KEY, fit_placement, layer_placement
 from ._run import _Progress
 from ._tooltips import TOOLTIPS
@@ -58,7 +58,7 @@ def _result_info(layer) -> dict:
 
 def _method(layer) -> str:
     """The method of a result layer: its label is the method with '+ref', '+adapt' or ' 50%' after it."""
-    return _result_info(layer).get("label", "").split(" ")[0].split("+")[0]
+    return result_method(_result_info(layer).get("label", ""))
 
 
 def sibling(viewer, layer, kind: str):

@@ -5,13 +5,14 @@ line naming the file), never as a worker-side exception, so nothing but the repo
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from pathlib import Path
 
 from .errors import ConvNPError, SceneError
 from .fileio import FILL_FILE_EXTRAS, OptionError, Outputs, filled_mask_path
-from .options import check_path, is_path
+from .options import check_callable, check_path, is_path
 from .scene import expand_inputs  # noqa: F401 - fill-many's inputs, importable from here as before
 from .tiffread import read_provenance
 from .tiffwrite import check_output_path, file_identity, remove_stale_partials, same_file
@@ -101,9 +102,11 @@ def failure_text(err: Exception, input) -> str:
 
 def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler: str | None = None, workers: int = 2,
               variance: bool = False, method: str = "convnp", filled_mask: bool = True,
-              connect_timeout: float = CONNECT_TIMEOUT_S, **fill_kwargs) -> dict:
+              connect_timeout: float = CONNECT_TIMEOUT_S, progress=None, **fill_kwargs) -> dict:
     """Fill every input scene into `out_dir`; scenes whose outputs all exist are skipped (outputs are
-    written under a temporary name and renamed, so an existing file is a finished one).
+    written under a temporary name and renamed, so an existing file is a finished one). progress: called as
+    progress(scenes finished, scenes to fill) as each one ends, filled or failed. An input that does not exist (a
+    glob pattern that matches nothing) is reported failed before any work: no cluster starts for none.
 
     Returns {"done": [summaries], "skipped": [inputs], "failed": [{"input", "error"}]}. Raises
     SceneError / OptionError before any work for a bad output folder, worker count or scheduler.
@@ -119,6 +122,7 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
         raise OptionError(f"scheduler must be a Dask scheduler's address (str) or None, not {type(scheduler).__name__}")
     if scheduler is None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise OptionError(f"--workers must be 1 or more (a whole number), not {workers!r}")
+    check_callable(progress, "progress")
     checked_fill_options(fill_kwargs, method, variance, "fill_many")
     out_dir = prepare_out_dir(out_dir)
     scenes = input_scenes(inputs, out_dir)
@@ -135,7 +139,10 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
         outputs = plan[scene]
         clash = next(((p, inputs_by_file[file_identity(p)]) for p in outputs.paths()
                       if file_identity(p) in inputs_by_file), None)
-        if clash:
+        if not scene.exists():
+            what = "no file matches this pattern" if glob.has_magic(str(scene)) else "no such file or folder"
+            report["failed"].append({"input": str(scene), "error": f"{scene}: {what} (input)"})
+        elif clash:
             report["failed"].append({"input": str(scene), "error": f"{scene}: its output {clash[0]} would replace "
                                      f"the input {clash[1]}; use another --out-dir"})
         elif outputs.out.exists() and (outputs.variance is None or outputs.variance.exists()):
@@ -156,6 +163,8 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
     try:
         from dask.distributed import as_completed
 
+        finished = 0
+
         futures = {client.submit(_fill_one, scene, outputs, threads, kwargs, pure=False): scene
                    for scene, outputs in todo}
         for future in as_completed(futures, loop=client.loop):
@@ -168,6 +177,9 @@ def fill_many(inputs: list[str] | str | os.PathLike, out_dir: Path, *, scheduler
                 report["failed"].append({"input": str(scene), "error": result["error"]})
             else:
                 report["done"].append(result)
+            if progress is not None:
+                finished += 1
+                progress(finished, len(todo))
     finally:
         _close(client, cluster)
         for _, outputs in todo:  # a worker stopped mid-write (Ctrl-C, killed) leaves its temporary file unlocked

@@ -417,15 +417,16 @@ def _run(args) -> int:
                              progress=_progress_bar(f"filling {args.input.name}"), **_convnp_options(args))
         note = summary.pop("note", None)
         print(json.dumps(summary))
-        if note:
-            print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
+        for text in [note] * bool(note) + summary.get("notes", []):
+            _note(text)
     elif args.command == "fill-many":
         from .batch import fill_many
 
         report = fill_many(args.inputs, args.out_dir, scheduler=args.scheduler, workers=args.workers,
                            variance=args.variance, method=args.method, density=args.density,
                            device=args.device, seed=args.seed, tile=args.tile, precision=args.precision,
-                           dtype=args.dtype, filled_mask=not args.no_filled_mask, **_convnp_options(args))
+                           dtype=args.dtype, filled_mask=not args.no_filled_mask,
+                           progress=_progress_bar("filling scenes"), **_convnp_options(args))
         return _batch_report(report)
     elif args.command == "fill-stack":
         from .stack_files import fill_stack_files

@@ -226,7 +226,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
     the valid pixels); None: the detected gaps. A mask file may mark its pixels by `mask_values` (a list),
     `mask_bits` (bit numbers, any set) or `mask_qa` (the clouds and shadows of a 'qa_pixel', 'bqa' or 'fmask'
     band) instead. fill_all_nodata: fill every nodata pixel too, large areas included (the variance says how
-    unsure). on_note: called with a one-line note before the fill where a mask file marks most of the scene.
+    unsure). on_note: called with a one-line note before the fill where a mask file marks most of the scene, and
+    after it with each of the fill's notes (a reference that predicts the scene poorly; also in the summary's notes).
     variance: the predictive variance (float32), ConvNP only. filled_mask: True writes
     `<out stem>_filled_mask.tif` (uint8 per band, 1 = filled), a path writes it there, False not at all.
     reference: other dates of the place (paths), passed to `inpaint.fill` as `reference=`;
@@ -373,6 +374,8 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
                 result = fill(scene.bands, gaps, on_rows=on_rows, **options)
         except FillError as err:
             raise FillError(f"{input}: {err}") from None
+        for note in result.notes if on_note is not None else ():
+            on_note(f"{input}: {note}")
         for stream in streams.values():
             stream.close()
         check_cancelled()
@@ -398,7 +401,14 @@ def fill_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | o
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
             **({"clipped_pixels": clipped[0]} if clip else {}),
-            **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(result, key)) is not None}}
+            **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(result, key)) is not None},
+            **fill_notes(result)}
+
+
+def fill_notes(result) -> dict:
+    """What a summary says of a Fill's reference and its notes (`inpaint.Fill.notes`), where it has them."""
+    return {**({"reference_error": round(result.reference_error, 3)} if result.reference_error is not None else {}),
+            **({"notes": list(result.notes)} if result.notes else {})}
 
 
 def fill_to_files(bands, mask, folder: str | os.PathLike, *, like: Scene, name: str, on_rows=None, **options):

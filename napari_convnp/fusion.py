@@ -76,29 +76,41 @@ def days_apart(a: datetime.date, b: datetime.date) -> tuple[int, int]:
     return days, min(season, 365 - season)
 
 
-def held_out_error(target, target_known: np.ndarray, reference, reference_known: np.ndarray) -> float:
+def held_out_error(target, target_known, reference, reference_known=None) -> float:
     """How badly a per-band linear fit of the target on the reference predicts pixels it was not fitted on, as a
     share of the target's variance there (0 perfect, about 1 no better than the mean), averaged over the bands;
     1 where they share too few known pixels to say. Fitted on a checkerboard of blocks, scored on the others;
-    on a subsample of the pixels of a large scene."""
+    on a subsample of the pixels of a large scene, read a row at a time (the arrays may be windowed views of
+    whole scenes). Known pixels: H×W or C×H×W (a pixel counts where every band is known); reference_known None:
+    where the reference is finite."""
     from .reference import linear_fit
 
-    h, w = target_known.shape
+    h, w = target.shape[-2:]
     step = max(1, int(np.sqrt(h * w / FIT_PIXELS)))
-    sub = (slice(None), slice(None, None, step), slice(None, None, step))
-    both = (target_known & reference_known)[sub[1:]]
+    target, reference = _every(target, step), _every(reference, step)
+    reference_known = np.isfinite(reference) if reference_known is None else _every(reference_known, step)
+    both = _plane(_every(target_known, step)) & _plane(reference_known)
     rows, cols = np.indices(both.shape) * step // FIT_BLOCK
     learn = (rows + cols) % 2 == 0
     if (both & learn).sum() < 100 or (both & ~learn).sum() < 100:
         return 1.0
     errors = []
-    for tb, rb in zip(np.asarray(target[sub], np.float64), np.asarray(reference[sub], np.float64)):
+    for tb, rb in zip(target.astype(np.float64), reference.astype(np.float64)):
         gain, offset = linear_fit(np.where(both & learn, rb, np.nan), np.where(both & learn, tb, np.nan))
         test = both & ~learn
         truth = tb[test]
         mse = np.mean((gain * rb[test] + offset - truth) ** 2)
         errors.append(float(min(mse / max(truth.var(), 1e-12), 2.0)))
     return float(np.mean(errors))
+
+
+def _every(array, step: int) -> np.ndarray:
+    """array[..., ::step, ::step] as numpy, read a row at a time: a windowed view (a file, an aligned reference)
+    is never read whole for a subsample."""
+    if isinstance(array, np.ndarray) or step == 1:
+        return np.asarray(array[..., ::step, ::step])
+    return np.stack([np.asarray(array[..., r:r + 1, :])[..., 0, ::step] for r in range(0, array.shape[-2], step)],
+                    axis=-2)
 
 
 def reference_terms(known, dates, target: int, *, bands=None) -> list[tuple[int, float, float, float, float]]:

@@ -8,7 +8,8 @@ import functools
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,6 +24,10 @@ from .tiling import DEFAULT_TILE, axis_tiles, predict_rows, tile_grid, tile_star
 from .views import EXACT_IN_FLOAT32, BandWindows, FloatView
 
 CALIBRATE_ON_SCENE = True  # the biharmonic blend, and the variance where a reference is known, chosen on the scene
+# A reference whose held-out fit (`fusion.held_out_error`) leaves more than this share of the scene's variance gets a
+# note: dates of the same place stayed at or under 0.85 but for cloudy dates and a dam collapse, dates of elsewhere
+# were 0.965 or more (train/ and val pairs, benchmarks/reference_check.py).
+POOR_REFERENCE_ERROR = 0.9
 
 
 @dataclass
@@ -48,6 +53,11 @@ class Fill:
     multiband_weight: float | None = None
     # the ConvNP's arithmetic as it ran (bfloat16 asked for on a CPU without it runs in float32; `run_precision`)
     precision: str | None = None
+    # with references: how badly the best of them predicts the scene where both are known (`fusion.held_out_error`:
+    # 0 perfect, about 1 no better than the scene's mean)
+    reference_error: float | None = None
+    # one-line notes on the result the caller should see (a reference that predicts the scene poorly)
+    notes: list[str] = field(default_factory=list)
 
 
 # what the ConvNP chose on a scene (calibration.scene_calibration), as Fill reports it
@@ -159,6 +169,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         raise FillError("the mask covers every pixel: there are no known pixels left to fill from")
     if bad:
         raise FillError(f"{bad} known pixels are NaN or infinite; mark them as nodata or in the mask")
+    reference_error, notes = _reference_check(bands, known, reference, references)
     if isinstance(reference, list):  # several dates: one reference on this scene's scale, weighted pixel by pixel
         from .fusion import fuse_references
 
@@ -215,7 +226,32 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
             mean = rows_mean
         del rows_mean, rows_var  # not held while the next rows are computed
     return Fill(mean, variance, method, density, device, time.time() - start,
-                *(calibration.get(key) for key in CALIBRATION_KEYS), precision if method == "convnp" else None)
+                *(calibration.get(key) for key in CALIBRATION_KEYS), precision if method == "convnp" else None,
+                reference_error, notes)
+
+
+def _reference_check(bands, known, reference, items) -> tuple[float | None, list[str]]:
+    """How badly the best of the references predicts the scene where both are known, and a note naming each that
+    predicts it poorly: a reference of elsewhere (a wrong file of two without georeferencing) is otherwise taken
+    silently, its intervals barely wider. Each is measured as given, before any fusion (which fits them to the
+    scene locally and would hide it)."""
+    if reference is None:
+        return None, []
+    from .fusion import held_out_error
+    from .scene import Scene
+
+    arrays = reference if isinstance(reference, list) else [reference]
+    errors = [held_out_error(bands, known, array) for array in arrays]
+    notes = []
+    for number, (item, error) in enumerate(zip(items, errors), 1):
+        if error > POOR_REFERENCE_ERROR:
+            name = (f"reference {Path(item).name}" if options.is_path(item) else f"reference {item.name}"
+                    if isinstance(item, Scene) else "the reference array" if len(items) == 1
+                    else f"reference {number} (an array)")
+            notes.append(f"{name} predicts the scene poorly where both are known (held-out error {error:.2f} of "
+                         f"the scene's variance, above {POOR_REFERENCE_ERROR:g}): check it is the same place, on "
+                         "the same grid, and clear of clouds")
+    return min(errors), notes
 
 
 def _check_arguments(*, progress, cancelled, on_rows, model, scene, references) -> None:

@@ -66,11 +66,8 @@ class AlignedReference(BandWindows):
             raise SceneError(f"{name}: {err}") from None
         self.ref, self.shape = ref, tuple(target.shape)
         self.size = int(np.prod(self.shape))
-        c, h, w = self.shape
-        _, rh, rw = ref.shape
-        if max(0, self.rows) >= min(h, self.rows + rh) or max(0, self.cols) >= min(w, self.cols + rw):
-            raise SceneError(f"{name}: does not overlap the target {target.name} (it lies {self.rows:+d} rows, "
-                             f"{self.cols:+d} columns away on a {rh}×{rw} grid against the target's {h}×{w})")
+        if not overlaps(target, ref, self.rows, self.cols):
+            raise SceneError(f"{name}: {apart(target, ref, self.rows, self.cols)}")
         if all(np.isnan(band).all() for band in self):  # band by band: no scene-sized temporaries
             raise SceneError(f"{name}: has no valid pixel where it overlaps the target {target.name} (all nodata)")
 
@@ -188,9 +185,24 @@ def grid_offset(target: Scene, ref: Scene) -> tuple[int, int]:
                          f"({abs(tdx):g}×{abs(tdy):g}); resample it to the target's grid first")
     rows, cols = tgrid.offset(rgrid)
     if abs(cols - round(cols)) > PIXEL_TOLERANCE or abs(rows - round(rows)) > PIXEL_TOLERANCE:
+        if not overlaps(target, ref, rows, cols):  # far off: a shift of a fraction of a pixel is beside the point
+            raise ValueError(apart(target, ref, rows, cols))
         raise ValueError(f"its pixels are shifted by a fraction of a pixel ({rows:.2f} rows, {cols:.2f} columns) "
                          f"from the target {target.name}'s grid; resample it onto that grid first")
     return int(round(rows)), int(round(cols))
+
+
+def overlaps(target: Scene, ref: Scene, rows: float, cols: float) -> bool:
+    """Whether the reference, its pixel (0, 0) at target (rows, cols), covers any of the target's pixels."""
+    (_, h, w), (_, rh, rw) = target.shape, ref.shape
+    return max(0, rows) < min(h, rows + rh) and max(0, cols) < min(w, cols + rw)
+
+
+def apart(target: Scene, ref: Scene, rows: float, cols: float) -> str:
+    """Where a reference that does not overlap the target lies, in words."""
+    (_, h, w), (_, rh, rw) = target.shape, ref.shape
+    return (f"does not overlap the target {target.name} (it lies {rows:+.0f} rows, {cols:+.0f} columns away on a "
+            f"{rh}×{rw} grid against the target's {h}×{w})")
 
 
 def _close(a: float, b: float, pixels: int) -> bool:

@@ -230,7 +230,7 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
     """Fill a scene file, then write P(water) as a float32 GeoTIFF (georeferencing kept); returns a summary
     with the water area and its 95 % interval in km² (pixels where the scene has no pixel size) and the filled
     share. threshold None: 0, which assumes reflectance (a note says so for digital numbers)."""
-    from .fileio import check_options, mask_of, scene_gaps
+    from .fileio import check_options, fill_notes, mask_of, scene_gaps
     from .inpaint import FillError, fill
     from .options import VARIANCE_METHODS
 
@@ -300,7 +300,7 @@ def water_file(input: str | os.PathLike, out: str | os.PathLike, *, mask: str | 
                f"water_{unit}_95": [_round(area.low), _round(area.high)] if variance is not None else None,
                f"water_known_{unit}": _round(area.known),
                "filled_pixels": int(water.filled.sum()), "filled_share": round(float(water.filled.mean()), 4),
-               "seconds": round(result.seconds, 2)}
+               "seconds": round(result.seconds, 2), **fill_notes(result)}
     note = reflectance_note(scene, given)
     if note:
         summary["note"] = note

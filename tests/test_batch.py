@@ -67,3 +67,28 @@ def test_expand_inputs(scenes):
     assert len(expand_inputs([str(scenes / "scene*.tif")])) == 3
     assert expand_inputs(str(scenes / "scene*.tif")) == expand_inputs([str(scenes / "scene*.tif")])  # one, as is
     assert len(expand_inputs(scenes)) == 4
+
+
+def test_a_glob_matching_nothing_is_reported_before_any_cluster_starts(scenes, tmp_path, monkeypatch, capsys):
+    """Issue 25.10: a pattern that matched nothing started Dask (26 s) before failing."""
+    def no_cluster(*args):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr("napari_convnp.batch._connect", no_cluster)
+    pattern, missing = str(tmp_path / "nothing*.tif"), str(tmp_path / "missing.tif")
+    report = fill_many([pattern, missing], tmp_path / "out", method="idw")
+    assert [f["error"] for f in report["failed"]] == [f"{pattern}: no file matches this pattern (input)",
+                                                      f"{missing}: no such file or folder (input)"]
+    assert cli.main(["fill-many", pattern, "--out-dir", str(tmp_path / "out"), "--method", "idw"]) == 1
+    assert capsys.readouterr().err.strip() == f"napari-convnp: error: {pattern}: no file matches this pattern (input)"
+
+
+def test_fill_many_says_how_many_scenes_are_finished_as_each_ends(scenes, tmp_path):
+    from dask.distributed import LocalCluster
+
+    seen = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        report = fill_many([str(scenes)], tmp_path / "out", scheduler=cluster.scheduler_address, method="idw",
+                           progress=lambda done, total: seen.append((done, total)))
+    assert len(report["done"]) == 3 and len(report["failed"]) == 1  # the corrupt file counts as finished too
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -91,3 +91,68 @@ def test_variance_layers_of_one_scene_share_contrast_limits(widget, qtbot, smoot
     assert sparse.metadata[OWN_LIMITS_KEY][1] > full.metadata[OWN_LIMITS_KEY][1]  # less context: less sure
     assert tuple(full.contrast_limits) == tuple(sparse.contrast_limits) == (0.0, sparse.metadata[OWN_LIMITS_KEY][1])
     assert tuple(widget.viewer.layers["convnp mean"].contrast_limits) != tuple(full.contrast_limits)  # means apart
+
+
+# --- issue 25.10: saving through napari, and a warning about the reference -----------------------------------
+
+def test_file_save_offers_the_plugins_georeferenced_writer_first_and_results_carry_provenance(widget, qtbot,
+                                                                                             smooth_scene, tmp_path):
+    from napari.plugins import _npe2
+
+    from napari_convnp.scene import read_scene
+    from napari_convnp.tiffread import read_provenance
+
+    viewer = widget.viewer
+    viewer.open_sample("napari-convnp", "sf_bay")  # a command of the plugin: npe2 activates it
+    widget.load(smooth_scene)
+    widget.simulate()
+    run(widget, qtbot, "idw")
+    mean, mask = viewer.layers["idw mean"], widget.mask_combo.value
+    for layer in (mean, mask):
+        filters, _ = _npe2.file_extensions_string_for_layers([layer])
+        assert filters.startswith("ConvNP Landsat gap filling GeoTIFF"), filters  # the dialog's default
+    viewer.layers.selection = {mean}
+    [saved] = viewer.layers.save(str(tmp_path / "mean.tif"), selected=True)  # no writer named: the first one
+    scene, source = read_scene(saved), read_scene(smooth_scene)
+    assert scene.source_dtype == "float32" and scene.geo_tags == source.geo_tags  # not napari's uint32 sans map
+    items = read_provenance(saved)
+    assert items["OUTPUT"] == "idw mean" and items["METHOD"] == "idw" and items["SOURCE"] == source.name
+    assert items["MASK"] == mask.name and items["VERSION"].startswith("napari-convnp ")
+    viewer.layers.selection = {mask}
+    [saved_mask] = viewer.layers.save(str(tmp_path / "mask.tif"), selected=True)
+    assert read_provenance(saved_mask)["OUTPUT"] == mask.metadata[RESULT_KEY]["kind"]
+    viewer.layers.selection = {viewer.layers[source.name]}
+    [plain] = viewer.layers.save(str(tmp_path / "scene.tif"), selected=True)
+    assert read_provenance(plain) == {}  # a scene saved as it is was made by no fill
+
+
+def test_a_poor_reference_is_said_in_the_status_line(widget, qtbot, tmp_path):
+    from napari_convnp.scene import Scene, write_scene
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128] / 9.0
+    scene = np.stack([np.sin(x + 1) * np.cos(y), np.cos(x * 0.7 - y)]).astype(np.float32) * 300 + 1000
+    elsewhere = rng.normal(1000, 300, scene.shape).astype(np.float32)
+    for name, bands in (("scene.tif", scene), ("elsewhere.tif", elsewhere)):
+        write_scene(Scene(bands, ["band 1", "band 2"], np.zeros(bands.shape, bool)), tmp_path / name)
+    widget.load(tmp_path / "elsewhere.tif")
+    widget.load(tmp_path / "scene.tif")
+    widget.simulate()
+    widget.reference_combo.value = widget.viewer.layers["elsewhere"]
+    run(widget, qtbot, "regression")
+    assert "reference elsewhere predicts the scene poorly where both are known" in widget.status.text()
+
+
+def test_every_layer_of_a_georeferenced_run_shares_its_units(widget, qtbot, smooth_scene):
+    """Issue 25.10: napari toasts 'Inconsistent units across layers' where layers' units differ. The scene, its
+    composite, the masks (simulated, painted, combined) and the results, RGB composites too, are all in metres."""
+    widget.load(smooth_scene)
+    simulated = widget.simulate()
+    run(widget, qtbot, "idw")
+    painted = widget.new_paint_layer()
+    painted.data[:10, :10] = 1
+    widget.mask_combo.value, widget.other_combo.value = simulated, painted
+    widget.combine()
+    layers = widget.viewer.layers
+    assert len(layers) >= 6 and layers.extent.units is not None  # None: napari found them inconsistent
+    assert {str(layer.units[-1]) for layer in layers} == {"meter"}

@@ -247,6 +247,20 @@ def test_water_command_writes_georeferenced_probability_and_a_summary(tmp_path, 
     assert summary["index"] == "mndwi" and summary["threshold"] == 0.0
 
 
+def test_water_command_says_a_reference_of_elsewhere_on_stderr_and_in_the_summary(tmp_path, water_scene, capsys):
+    """Issue 25.4, as `fill` says it: the water map of a scene filled from a date of another place."""
+    scene, mask, _, _ = water_scene
+    noise = np.random.default_rng(0).uniform(100, 3000, (6, 64, 64)).astype(np.uint16)
+    elsewhere = write_geotiff(tmp_path / "elsewhere.tif", noise)
+    code = cli.main(["water", str(scene), "--out", str(tmp_path / "water.tif"), "--mask", str(mask),
+                     "--method", "regression", "--reference", str(elsewhere)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    [note] = json.loads(captured.out)["notes"]
+    assert note.startswith("reference elsewhere.tif predicts the scene poorly where both are known")
+    assert f"napari-convnp: note: {note}" in captured.err.splitlines()
+
+
 @pytest.mark.parametrize("extra, problem", [
     (["--index", "B2,B9"], "'b9' is not among the bands"),
     (["--threshold", "1.5"], "[-1, 1]"),
