@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 
+from .errors import Cancelled
 from .tasks import task_batch, task_side
 from .tiling import autocast
 
@@ -20,7 +21,7 @@ TASKS_A_PASS = 8  # 128² tasks run through the network at once (all bands): 8 h
 
 def scene_calibration(model, bands, offsets, scales, context, gaps, reference=None, *, seed: int = 0,
                       device: str = "cpu", precision: str = "float32", choose_blend: bool = True,
-                      progress=None) -> dict:
+                      progress=None, cancelled=None) -> dict:
     """What this scene's own known pixels, hidden with its gap geometry (the tasks adaptation trains on), say
     about the fill; returns the keyword arguments of `calibrated`:
 
@@ -34,7 +35,8 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
     validation pairs can say. (95th percentile of |error| / std there / 1.96)², kept in [1/4, 8]; 1 where too
     few such pixels are found. choose_blend=False keeps the model's biharmonic weight (one the user fixed).
-    progress(tasks done, tasks) after each pass (a whole scene's calibration takes minutes on a CPU)."""
+    progress(tasks done, tasks) after each pass (a whole scene's calibration takes minutes on a CPU); cancelled()
+    is asked before each pass, and Cancelled raised when it says True."""
     import torch
 
     from .model import REFERENCE_FILLS, reference_fills
@@ -64,6 +66,8 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
         if progress:
             progress(0, count)
         for done, (values, known, target, *ref) in enumerate(chunks, 1):  # a few tasks a pass: a tile's memory
+            if cancelled and cancelled():
+                raise Cancelled()
             with autocast(device, precision):
                 mean, var = (t.float() for t in network(values, known, c, *ref))
             harmonic = harmonic_fill(values * known, known, config.harmonic_iters)

@@ -383,7 +383,7 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
             calibration["biharmonic_weight"] = float(biharmonic_weight)
     if CALIBRATE_ON_SCENE and (reference is not None or choose_blend):
         found = scene_calibration(model, bands, offsets, scales, context, gaps, reference, seed=seed, device=device,
-                                  precision=precision, choose_blend=choose_blend,
+                                  precision=precision, choose_blend=choose_blend, cancelled=cancelled,
                                   progress=_phase(on_phase, "calibrating on the scene: {done} of {total} tasks"))
         model = calibrated(model, **found)
         if calibration is not None:

@@ -69,3 +69,15 @@ def test_on_phase_that_cannot_be_called_is_refused_by_name():
     bands = smooth(1, 32, 32, np.float32)
     with pytest.raises(FillError, match="on_phase"):
         fill(bands, _stripes(*bands.shape), method="idw", on_phase="print")
+
+
+def test_a_cancel_during_the_calibration_stops_it_before_the_tiles():
+    """A whole scene's calibration takes minutes on a CPU: Cancel is heard between its passes, not after it."""
+    from napari_convnp.inpaint import Cancelled
+
+    bands = smooth(3, 160, 192, np.float32)
+    phases = []
+    with pytest.raises(Cancelled):
+        fill(bands, _stripes(*bands.shape), device="cpu", tile=128, on_phase=lambda *p: phases.append(p),
+             cancelled=lambda: any(text.startswith("calibrating") for text, _, _ in phases))
+    assert phases[-1][0].startswith("calibrating on the scene: 0 of") and not any("tiles" in p[0] for p in phases)
