@@ -3,8 +3,9 @@ process's peak RSS while the widget's Run fills a synthetic scene, from the clic
 
 scripts/with_display.sh .venv/bin/python benchmarks/run_stall.py --size 2000x2000 --method idw [--cancel-after S]
 
---cancel-after: press Cancel this many seconds after Run (the start of a run on a scene too large to fill here
-in minutes: the clicking and the first phases are what is measured).
+--stream: results streamed to files, as for a whole scene. --cancel-after: press Cancel this many seconds after
+Run (the start of a run on a scene too large to fill here in minutes: the clicking and the first phases are what
+is measured).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--bands", type=int, default=6)
     parser.add_argument("--method", default="idw")
     parser.add_argument("--cancel-after", type=float, default=None)
+    parser.add_argument("--stream", action="store_true", help="stream the results to files as for a whole scene "
+                        "(the widget's STREAM_RESULTS_VALUES set to 0), on a scene small enough to fill here")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
 
@@ -36,10 +39,12 @@ def main() -> None:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_convnp import masks
+    from napari_convnp import _run, masks
     from napari_convnp._napari import scene_layers
     from napari_convnp.scene import Scene
 
+    if args.stream:
+        _run.STREAM_RESULTS_VALUES = 0
     y, x = np.ogrid[0:height, 0:width]
     bands = np.empty((args.bands, height, width), np.float32)
     for b in range(args.bands):
@@ -91,7 +96,8 @@ def main() -> None:
     gaps = np.diff(times)
     worst = [(round(float(times[i] - start), 2), round(float(gaps[i]), 3)) for i in np.argsort(gaps)[::-1][:3]]
     result = {"scene": f"{height}×{width}×{args.bands} float32 ({bands.nbytes / 1e9:.2f} GB)", "method": args.method,
-              "cancelled after s": args.cancel_after, "seconds": round(end - start, 1),
+              "cancelled after s": args.cancel_after, "streamed": _run.whole_scene(bands.size),
+              "seconds": round(end - start, 1),
               "longest_gui_stall_s": round(float(gaps.max()), 3), "longest stalls (at s, s)": worst,
               "rss_before_run_gb": round(baseline_gb, 2), "peak_rss_gb": round(peak[0], 2),
               "peak_over_before_gb": round(peak[0] - baseline_gb, 2), "status": widget.status.text(),
