@@ -113,9 +113,13 @@ def _canvas_grid(viewer):
 def _display(result, job, sample=None) -> dict:
     """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
     whole scene these percentiles take seconds the GUI would freeze for. sample: (mean, variance, mask)
-    of a streamed result, subsampled, for the limits; its standard deviation stays lazy."""
+    of a streamed result, subsampled, for the limits; its standard deviation stays lazy. A mean in memory gets
+    its RGB composite here too (`mean_layers`): a second or so of percentiles on a large scene."""
     mean, variance, mask = sample or (result.mean, result.variance, job.mask)
     out = {"mean": contrast_limits(mean)}
+    choice = default_composite(job.scene)
+    if choice is not None and isinstance(result.mean, np.ndarray):
+        out["rgb"] = rgb_composite(job.scene.with_bands(result.mean), choice)
     if variance is not None:
         in_gaps = variance[mask]
         in_gaps = in_gaps[np.isfinite(in_gaps)]
@@ -251,14 +255,13 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
     return layer
 
 
-def mean_layers(viewer, job, mean, label: str, limits):
+def mean_layers(viewer, job, mean, label: str, display: dict):
     """A filled mean's layer (returned) and, for a result in memory, the same as the scene's default RGB
-    composite (2–98 % stretch), so the fill's seams can be judged in colour beside the scene's own composite (a
-    result streamed to files has none: a whole scene's composite would be read whole)."""
-    layer = result_layer(viewer, job, mean, label, "mean", contrast_limits=limits)
-    choice = default_composite(job.scene)
-    if choice is not None and isinstance(mean, np.ndarray):
-        result_layer(viewer, job, rgb_composite(job.scene.with_bands(mean), choice), label, "RGB", rgb=True)
+    composite (2–98 % stretch; made by `_display`), so the fill's seams can be judged in colour beside the scene's
+    own composite (a result streamed to files has none: a whole scene's composite would be read whole)."""
+    layer = result_layer(viewer, job, mean, label, "mean", contrast_limits=display["mean"])
+    if display.get("rgb") is not None:
+        result_layer(viewer, job, display["rgb"], label, "RGB", rgb=True)
     return layer
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton
 
 
 class LayerPicker(QComboBox):
@@ -53,3 +53,19 @@ class LayerPicker(QComboBox):
         if self.value is not current:
             self.changed.emit(self.value)
 
+
+
+def button(text: str, slot: Callable[[], object], tooltip: str) -> QPushButton:
+    """A push button that calls slot() with no argument: Qt's clicked(checked) would hand `checked` to a slot
+    wrapped by `_reports_input_errors` (which takes any arguments), and the slot would fail on it."""
+    push = QPushButton(text)
+    push.setToolTip(tooltip)
+    push.clicked.connect(lambda _checked=False: slot())
+    return push
+
+
+def invert_box(tooltip: str) -> QCheckBox:
+    """The mask's 'invert' choice: its 0 marks the pixels to fill (a mask of the valid pixels), applied at Run."""
+    box = QCheckBox("invert (0 = fill)")
+    box.setToolTip(tooltip)
+    return box

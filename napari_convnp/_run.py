@@ -16,10 +16,11 @@ import numpy as np
 from qtpy.QtCore import QObject, Signal
 
 from . import metrics
-from ._layers import _display, result_label, uses_reference
+from ._layers import _display, mask_pixels, result_label, uses_reference
 from ._napari import display_step, lazy_image
 from .fileio import clip_fill, fill_to_files, source_range
 from .inpaint import Cancelled, FillError, fill
+from .masks import MaskError, validate_mask
 from .scene import Scene, SceneError
 
 # Results of scenes with more values than this (4096²×4) are streamed to files and shown read back window by
@@ -38,7 +39,7 @@ class Job:
 
     source: str  # the bands layer's name when the run started (the layer may be renamed or removed later)
     scene: Scene
-    mask: np.ndarray
+    mask: np.ndarray  # the pixels to fill, or (before `prepare`) a mask layer's data, nonzero = fill
     methods: list[str]
     density: float
     device: str
@@ -50,9 +51,19 @@ class Job:
     biharmonic_weight: float | None = None  # None: the ConvNP chooses it on the scene
     mask_name: str = ""  # the mask layer's name when the run started: results of another mask are kept apart
     replace: bool = False  # results of another mask or reference replace the earlier ones of their label
+    invert_mask: bool = False  # the mask layer's 0 marks the pixels to fill (`layer_mask`)
+    mask_scene: Scene | None = None  # the mask layer's own scene (a mask file's): where it has no data, no fill
+    pixels: int = 0  # pixels to fill (in any band), counted by `prepare`
     cancel: threading.Event = field(default_factory=threading.Event)
     scores: dict = field(default_factory=dict)
     worker: object = None
+
+    def prepare(self) -> None:
+        """The mask layer's data as the pixels to fill, checked, and counted: passes over the whole scene that
+        take seconds on a large one, so the worker makes them, not the GUI thread. Raises MaskError."""
+        self.mask = validate_mask(layer_mask(self.mask, self.invert_mask, self.mask_scene), self.scene.shape,
+                                  fillable=~self.scene.nodata)
+        self.pixels = mask_pixels(self.mask)
 
     def label(self, method: str) -> str:
         return result_label(method, self.density, self.reference is not None and uses_reference(method),
@@ -69,9 +80,41 @@ class Failure:
 
 
 class _Progress(QObject):
-    """Carries tile progress from the worker thread to the progress bar (queued across threads)."""
+    """Carries the phases (done, total, what: total 0 while unknown) from the worker thread to the progress bar
+    and the status line (queued across threads)."""
 
     changed = Signal(int, int, str)
+
+
+class ActivityBar:
+    """The run in napari's activity dock (a napari.utils.progress), named by its phase as it goes."""
+
+    def __init__(self, description: str):
+        from napari.utils import progress
+
+        self.bar = progress(total=0, desc=description)
+
+    def show(self, done: int, total: int, description: str) -> None:
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.set_description(description)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def layer_mask(data, invert: bool = False, own_scene: Scene | None = None) -> np.ndarray:
+    """The pixels a mask layer marks to fill: nonzero, or with `invert` zero (masks that mark the valid pixels, as
+    the CLI's --invert-mask) except where the layer's own scene (the mask file it was read from) has no data."""
+    data = np.asarray(data)
+    if not invert:
+        return data != 0
+    marked = data == 0
+    if own_scene is not None and own_scene.shape[1:] == data.shape[-2:]:
+        nodata = np.asarray(own_scene.nodata)
+        marked &= ~(nodata if nodata.shape == marked.shape else nodata.all(0))
+    return marked
 
 
 def _device_choices() -> list[str]:
@@ -136,16 +179,24 @@ def _fill_streamed(job: Job, options: dict):
 
 
 def work(job: Job, progress: Callable[[int, int, str], None]):
-    """Runs in the worker thread: one method after another, each result (and its scores) yielded as it ends;
-    progress(done, total, method) after each tile."""
+    """Runs in the worker thread: the mask prepared, then one method after another, each result (and its scores)
+    yielded as it ends; progress(done, total, what) at every step of every phase (`inpaint.fill`'s on_phase)."""
+    progress(0, 0, f"preparing the mask '{job.mask_name}'")
+    try:
+        job.prepare()
+    except MaskError as err:
+        yield Failure(job, "mask", str(err))
+        return
     nodata = job.scene.nodata  # fill fills nodata pixels in the mask (the mask wins), keeps the others
+    progress(0, 0, f"{job.pixels} pixels to fill; checking whether their values are known (to score the fills)")
     # band by band: no scene-sized temporaries
     truth_known = all(np.isfinite(band[gaps]).all() for band, gaps in zip(job.scene.bands, job.mask))
     data_range = None
-    for method in job.methods:
+    for i, method in enumerate(job.methods):
         if job.cancel.is_set():
             return
-        report = lambda done, total, m=method: progress(done, total, m)  # noqa: E731
+        of = f" (method {i + 1} of {len(job.methods)})" if len(job.methods) > 1 else ""
+        report = lambda text, done, total, of=of: progress(done, total, text + of)  # noqa: E731
         options = {}
         if job.reference is not None and uses_reference(method):
             options["reference"] = job.reference
@@ -155,7 +206,7 @@ def work(job: Job, progress: Callable[[int, int, str], None]):
             options["adapt_steps"] = job.adapt_steps
         if job.biharmonic_weight is not None and method == "convnp":
             options["biharmonic_weight"] = job.biharmonic_weight
-        options.update(method=method, density=job.density, nodata=nodata, device=job.device, progress=report,
+        options.update(method=method, density=job.density, nodata=nodata, device=job.device, on_phase=report,
                        cancelled=job.cancel.is_set)
         try:
             if whole_scene(job.scene.bands.size):
@@ -170,6 +221,7 @@ def work(job: Job, progress: Callable[[int, int, str], None]):
             yield Failure(job, method, str(err))  # others (a RuntimeError raised out of here hangs superqt)
             continue
         scores = None
+        report(f"{method}: scoring and display limits", 0, 0)
         if truth_known:  # scored here, off the GUI thread (seconds on a large scene)
             if data_range is None:
                 data_range = float(np.nanmax(job.scene.bands) - np.nanmin(job.scene.bands)) or 1.0

@@ -24,6 +24,9 @@ TOOLTIPS = {
     "paint": "An empty mask to paint the pixels to fill on",
     "seed": "Random seed of the simulated stripes: the same seed gives the same stripes",
     "mask layer": "The Labels layer whose nonzero pixels are filled",
+    "invert mask": "Fill the mask layer's 0 pixels instead (a mask that marks the valid pixels, as the command "
+                   "line's --invert-mask); where the mask file has no data nothing is filled. Applied at Run; the "
+                   "results say 'inverted' after the mask's name",
     "combine op": "union: pixels in either mask; subtract: pixels of the mask above not in the other",
     "other mask": "The second mask to combine with the mask layer",
     "combine": "Make a new mask from the two",

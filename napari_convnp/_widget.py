@@ -43,7 +43,6 @@ from ._layers import (
     label_cells,
     layer_scene,
     leave_grid,
-    mask_pixels,
     mean_layers,
     result_layer,
     share_limits,
@@ -60,9 +59,9 @@ from ._napari import (
     layer_placement,
     rgb_composite,
 )
-from ._pickers import LayerPicker
+from ._pickers import LayerPicker, button, invert_box
 from ._reader import READER_PATTERNS, prefer_this_reader, preferred_reader_patterns
-from ._run import Failure, Job, _device_choices, _device_note, _Progress, calibration_note
+from ._run import ActivityBar, Failure, Job, _device_choices, _device_note, _Progress, calibration_note
 from ._scores import ScoreTable
 from ._tooltips import TOOLTIPS, method_description
 from ._water import WaterPanel
@@ -112,6 +111,7 @@ class GapFillWidget(QWidget):
         self._grid_hidden: list = []  # layers Side by side hid (masks, composites), shown again after
         self._grid_shown: list = []  # and the hidden bands layer it showed, hidden again after
         self._task = None  # reading or detecting a whole scene in a thread worker
+        self._activity = None  # the running fill's bar in napari's activity dock
         self._progress = _Progress()
         self._progress.changed.connect(self._on_progress)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -187,10 +187,7 @@ class GapFillWidget(QWidget):
         for text, slot, tip in (
                 ("Open file…", self._open_file, "open file"),
                 ("Open product folder…", self._open_folder, "open folder")):
-            button = QPushButton(text)
-            button.setToolTip(TOOLTIPS[tip])
-            button.clicked.connect(slot)
-            row.addWidget(button)
+            row.addWidget(button(text, slot, TOOLTIPS[tip]))
         form.addRow(row)
         self.image_combo = self._picker(
             _is_bands, on_change=self._on_scene_changed,
@@ -308,10 +305,7 @@ class GapFillWidget(QWidget):
                 ("Detect gaps", self.detect, "detect"),
                 ("Simulate SLC-off", self.simulate, "simulate"),
                 ("New paint layer", self.new_paint_layer, "paint")):
-            button = QPushButton(text)
-            button.setToolTip(TOOLTIPS[tip])
-            button.clicked.connect(slot)
-            row.addWidget(button)
+            row.addWidget(button(text, slot, TOOLTIPS[tip]))
         form.addRow(row)
         self.seed = QSpinBox()
         self.seed.setRange(0, 10**6)
@@ -319,7 +313,11 @@ class GapFillWidget(QWidget):
         form.addRow("Simulation seed", self.seed)
         self.mask_combo = self._picker(_is_mask, on_change=lambda _: self._clear_status(),
                                        tooltip=TOOLTIPS["mask layer"])
-        form.addRow("Mask layer", self.mask_combo)
+        self.invert_mask = invert_box(TOOLTIPS["invert mask"])
+        row = QHBoxLayout()
+        row.addWidget(self.mask_combo, 1)
+        row.addWidget(self.invert_mask)
+        form.addRow("Mask layer", row)
         row = QHBoxLayout()
         self.combine_op = QComboBox()
         self.combine_op.addItems(["union with", "subtract"])
@@ -327,10 +325,7 @@ class GapFillWidget(QWidget):
         row.addWidget(self.combine_op)
         self.other_combo = self._picker(_is_mask, tooltip=TOOLTIPS["other mask"])
         row.addWidget(self.other_combo, 1)
-        combine = QPushButton("Combine")
-        combine.setToolTip(TOOLTIPS["combine"])
-        combine.clicked.connect(self.combine)
-        row.addWidget(combine)
+        row.addWidget(button("Combine", self.combine, TOOLTIPS["combine"]))
         form.addRow(row)
         return box
 
@@ -463,13 +458,9 @@ class GapFillWidget(QWidget):
         row.addWidget(self.replace_results)
         form.addRow(row)
         row = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.setToolTip(TOOLTIPS["run"])
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip(TOOLTIPS["cancel"])
+        self.run_button = button("Run", self.run, TOOLTIPS["run"])
+        self.cancel_button = button("Cancel", self.cancel, TOOLTIPS["cancel"])
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         self.grid_button = QPushButton("Side by side")
         self.grid_button.setToolTip(TOOLTIPS["side by side"])
         self.grid_button.setCheckable(True)
@@ -519,24 +510,26 @@ class GapFillWidget(QWidget):
         return reference, ref_layer.name
 
     def _inputs(self) -> Job:
-        """Everything a run needs, checked; InputError names what is missing."""
+        """Everything a run needs, checked (no pass over the pixels: the worker checks the mask's, `Job.prepare`);
+        InputError names what is missing."""
         layer, scene, source = self._scene()
         mask_layer = self.mask_combo.value
         if mask_layer is None:
             raise InputError("no mask layer: detect, simulate or paint one first")
-        mask = np.asarray(mask_layer.data) != 0
-        if mask.shape[-2:] != scene.shape[1:]:
-            raise InputError(f"the mask '{mask_layer.name}' {mask.shape} does not fit the scene {scene.shape}")
-        mask = masks.validate_mask(mask, scene.shape, fillable=~scene.nodata)
+        if np.shape(mask_layer.data)[-2:] != scene.shape[1:]:
+            raise InputError(f"the mask '{mask_layer.name}' {np.shape(mask_layer.data)} does not fit the scene "
+                             f"{scene.shape}")
+        invert = self.invert_mask.isChecked()
         methods = self.selected_methods()
         if not methods:
             raise InputError("choose at least one method")
         reference, reference_name = self._reference_for(layer, scene, source)
         adapt = self.adapt_steps.value() if self.adapt.isChecked() else 0
         blend = None if self.blend.value() < 0 else self.blend.value() / 100
-        return Job(layer.name, scene, mask, methods, self.density.value() / 100, self.device.currentText(),
-                   layer_placement(layer), reference, reference_name, adapt, self.show_std.isChecked(), blend,
-                   mask_layer.name, self.replace_results.isChecked())
+        return Job(layer.name, scene, mask_layer.data, methods, self.density.value() / 100,
+                   self.device.currentText(), layer_placement(layer), reference, reference_name, adapt,
+                   self.show_std.isChecked(), blend, f"{mask_layer.name}{' inverted' if invert else ''}",
+                   self.replace_results.isChecked(), invert_mask=invert, mask_scene=mask_layer.metadata.get(SCENE_KEY))
 
     @_reports_input_errors
     def run(self):
@@ -551,8 +544,8 @@ class GapFillWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         with_ref = f" with reference '{job.reference_name}'" if job.reference is not None else ""
-        self.status.setText(f"filling {mask_pixels(job.mask)} pixels of {job.source} with "
-                            f"{', '.join(job.methods)}{with_ref}…")
+        self.status.setText(f"filling '{job.mask_name}' of {job.source} with {', '.join(job.methods)}{with_ref}…")
+        self._activity = ActivityBar(f"filling {job.source}")
         _run.start(job, self._progress.changed.emit, yielded=self._on_result, errored=self._on_error,
                    finished=self._on_finished)
         return job
@@ -571,22 +564,23 @@ class GapFillWidget(QWidget):
             self.worker.quit()
         self.status.setText("cancelling after the current tile…")
 
-    def _on_progress(self, done, total, method):
+    def _on_progress(self, done, total, what):
+        """A phase of the run (`_run.work`): its name and count in the status line, the bar and the activity dock."""
         self.progress.setRange(0, total)
         self.progress.setValue(done)
-        adapting = self.job is not None and self.job.adapt_steps and method == "convnp"
-        what = "adaptation steps, then tiles" if adapting else "tiles"
-        self.status.setText(f"{method}: {done} of {total} {what}")
+        self.status.setText(what)
+        if self._activity is not None:
+            self._activity.show(done, total, what)
 
     def _on_result(self, item):
         if isinstance(item, Failure):
-            label = item.job.label(item.method)
+            label = item.job.label(item.method) if item.method in item.job.methods else item.method
             _notify_error(f"fill failed: {label}: {item.message}")
             self.status.setText(f"{label} failed: {item.message}")
             return
         job, method, result, scores, display = item
         label = job.label(method)
-        mean = mean_layers(self.viewer, job, result.mean, label, display["mean"])
+        mean = mean_layers(self.viewer, job, result.mean, label, display)
         if result.variance is not None:
             result_layer(self.viewer, job, result.variance, label, "variance", colormap=variance_colormap(),
                          contrast_limits=display["variance"])
@@ -601,10 +595,12 @@ class GapFillWidget(QWidget):
             self.table.add(job, label, scores)
             ref = f", reference '{job.reference_name}'" if job.reference is not None else ""
             self.scores_caption.setText(f"{job.source}: scores on each mask's hidden pixels "
-                                        f"({mask_pixels(job.mask)} in '{job.mask_name}'{ref})")
+                                        f"({job.pixels} in '{job.mask_name}'{ref})")
         if self.grid.enabled:
             label_cells(self.viewer, self.grid)
             self.viewer.reset_view()
+        self.progress.setRange(0, 1)  # this method is done: full (its last phase, scoring, had no count)
+        self.progress.setValue(1)
         self.status.setText(f"{label} done in {result.seconds:.1f} s on {result.device}{calibration_note(result)}")
 
     def _clear_scores(self, mask: str | None = None):
@@ -634,6 +630,9 @@ class GapFillWidget(QWidget):
         job = self.job
         if job is not None:
             job.worker = None
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:  # still busy: no method got as far as its first tile
@@ -669,10 +668,7 @@ class GapFillWidget(QWidget):
         row = QHBoxLayout(box)
         self.save_combo = self._picker(_is_savable, tooltip=TOOLTIPS["save layer"])
         row.addWidget(self.save_combo, 1)
-        button = QPushButton("Save GeoTIFF…")
-        button.setToolTip(TOOLTIPS["save"])
-        button.clicked.connect(self._save_dialog)
-        row.addWidget(button)
+        row.addWidget(button("Save GeoTIFF…", self._save_dialog, TOOLTIPS["save"]))
         return box
 
     @_reports_input_errors

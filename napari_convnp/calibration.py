@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 
+from .errors import Cancelled
 from .tasks import task_batch, task_side
 from .tiling import autocast
 
@@ -19,7 +20,8 @@ TASKS_A_PASS = 8  # 128² tasks run through the network at once (all bands): 8 h
 
 
 def scene_calibration(model, bands, offsets, scales, context, gaps, reference=None, *, seed: int = 0,
-                      device: str = "cpu", precision: str = "float32", choose_blend: bool = True) -> dict:
+                      device: str = "cpu", precision: str = "float32", choose_blend: bool = True,
+                      progress=None, cancelled=None) -> dict:
     """What this scene's own known pixels, hidden with its gap geometry (the tasks adaptation trains on), say
     about the fill; returns the keyword arguments of `calibrated`:
 
@@ -32,7 +34,9 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     the reference is known for the 95 % intervals to hold: how far another date can be trusted differs from
     scene to scene (eight days or a season apart, a flood between), more than one constant fitted on the
     validation pairs can say. (95th percentile of |error| / std there / 1.96)², kept in [1/4, 8]; 1 where too
-    few such pixels are found. choose_blend=False keeps the model's biharmonic weight (one the user fixed)."""
+    few such pixels are found. choose_blend=False keeps the model's biharmonic weight (one the user fixed).
+    progress(tasks done, tasks) after each pass (a whole scene's calibration takes minutes on a CPU); cancelled()
+    is asked before each pass, and Cancelled raised when it says True."""
     import torch
 
     from .model import REFERENCE_FILLS, reference_fills
@@ -59,7 +63,11 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
     alone_errors, biharmonic_errors = [], []  # only the scored pixels' are kept (memory)
     scored_parts = []  # with a reference, where it is known: (network error, towards each fill, std)
     with torch.inference_mode():
-        for values, known, target, *ref in chunks:  # a few tasks a pass: the memory of a fill's tile
+        if progress:
+            progress(0, count)
+        for done, (values, known, target, *ref) in enumerate(chunks, 1):  # a few tasks a pass: a tile's memory
+            if cancelled and cancelled():
+                raise Cancelled()
             with autocast(device, precision):
                 mean, var = (t.float() for t in network(values, known, c, *ref))
             harmonic = harmonic_fill(values * known, known, config.harmonic_iters)
@@ -73,6 +81,8 @@ def scene_calibration(model, bands, offsets, scales, context, gaps, reference=No
                 fills = reference_fills(values * known, known, ref[0] * ref[1], ref[1], config, harmonic, c)
                 scored_parts.append([(mean - values)[scored], *((fills[f] - mean)[scored] for f in REFERENCE_FILLS),
                                      var.sqrt()[scored]])
+            if progress:
+                progress(min(done * TASKS_A_PASS, count), count)
     if blend:
         found["biharmonic_weight"] = blend_weight(config.biharmonic_weight, torch.cat(alone_errors),
                                                   torch.cat(biharmonic_errors))

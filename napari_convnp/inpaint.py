@@ -105,7 +105,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
          progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
          model=None, precision: str = "float32", reference=None, scene=None, adapt_steps: int = 0,
          on_rows: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
-         biharmonic_weight: float | None = None) -> Fill:
+         biharmonic_weight: float | None = None, on_phase: Callable[[str, int, int], None] | None = None) -> Fill:
     """Fill the masked pixels of `bands` (C×H×W; H×W is one band).
 
     mask: True = fill (C×H×W, or H×W for every band). nodata: pixels with no value that are not to
@@ -124,13 +124,17 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     bands of rows (C×n×W, as `Fill` describes them; variance None for the classical fills), top to bottom,
     each as soon as it is final; the returned Fill then has mean and variance None. The ConvNP's memory is
     then bounded by the input and a row of tiles.
+    on_phase: called as on_phase(text, done, total) at every step of every phase, the text naming it for a
+    person ('calibrating on the scene: 3 of 16 tasks', 'biharmonic: band 2 of 6'; total 0: a phase of unknown
+    length has begun): `progress` counts only adaptation steps and tiles, so a long calibration or a classical
+    fill would otherwise look stuck.
     """
     start = time.time()
     references = () if reference is None else tuple(reference) if isinstance(reference, (list, tuple)) else (
         reference,)
     try:
         _check_arguments(progress=progress, cancelled=cancelled, on_rows=on_rows, model=model, scene=scene,
-                         references=references)
+                         references=references, on_phase=on_phase)
         given = FillOptions(method=method, density=density, device=device, seed=seed, tile=tile,
                             precision=precision, references=references, adapt_steps=adapt_steps,
                             biharmonic_weight=biharmonic_weight).validate()
@@ -148,6 +152,8 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         check_memory(bands.size * per_value, f"filling a {'×'.join(map(str, bands.shape))} scene")
     except SceneError as err:
         raise FillError(str(err)) from None
+    if on_phase:
+        on_phase("checking the mask and the known pixels", 0, 0)
     reference = _reference(reference, bands.shape, scene)
     if method in NEEDS_REFERENCE and reference is None:
         raise FillError(f"method '{method}' fills from another date: give a reference scene")
@@ -191,21 +197,14 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
         if note:
             warnings.warn(note, RuntimeWarning, stacklevel=2)
         parts = _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference, mask,
-                        int(adapt_steps), seed, out, calibration, biharmonic_weight)
+                        int(adapt_steps), seed, out, calibration, biharmonic_weight, on_phase)
     else:
         device = "cpu"
         if progress:
             progress(0, 1)
-        context = np.asarray(context)
-        given = np.where(context, bands, 0).astype(np.float32)
-        if method in NEEDS_REFERENCE:
-            whole = baselines.TWO_DATE_METHODS[method](given, context, np.asarray(reference))
-        else:
-            whole = baselines.METHODS[method](given, context)
-        del given
+        parts = [(0, _classical(method, bands, np.asarray(context), reference, on_phase), None)]
         if progress:
             progress(1, 1)
-        parts = [(0, whole, None)]
     mean, variance = out or (None, None)
     for r0, rows_mean, rows_var in parts:
         rows = slice(r0, r0 + rows_mean.shape[1])
@@ -254,12 +253,13 @@ def _reference_check(bands, known, reference, items) -> tuple[float | None, list
     return min(errors), notes
 
 
-def _check_arguments(*, progress, cancelled, on_rows, model, scene, references) -> None:
+def _check_arguments(*, progress, cancelled, on_rows, model, scene, references, on_phase=None) -> None:
     """`fill`'s arguments that are not options, checked for their type before any work: a wrong one fails
     now with its name, not as a foreign error minutes later."""
     from .scene import Scene
 
-    for name, value in (("progress", progress), ("cancelled", cancelled), ("on_rows", on_rows)):
+    for name, value in (("progress", progress), ("cancelled", cancelled), ("on_rows", on_rows),
+                        ("on_phase", on_phase)):
         options.check_callable(value, name)
     if scene is not None and not isinstance(scene, Scene):
         raise OptionError(f"scene must be the Scene the bands were read from (scene.read_scene), not "
@@ -378,7 +378,7 @@ def _cached_model(device: str):
 
 
 def _convnp(bands, context, device, tile, progress, cancelled, model, precision, reference=None, gaps=None,
-            adapt_steps=0, seed=0, out=None, calibration=None, biharmonic_weight=None):
+            adapt_steps=0, seed=0, out=None, calibration=None, biharmonic_weight=None, on_phase=None):
     """Tiled ConvCNP inference (after test-time adaptation, if asked); yields (first row, mean, variance)
     for bands of rows, top to bottom, in the input's units (see `predict_rows`), as numpy arrays: views of
     `out` (the whole result's mean and variance) when given. calibration: a dict that gets what
@@ -407,7 +407,8 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
         total = adapt_steps + n_tiles  # one progress bar over adaptation steps and tiles
         model = adapt_model(model, bands, offsets, scales, context, gaps, adapt_steps, reference=reference,
                             seed=seed, device=device, precision=precision, cancelled=cancelled,
-                            progress=progress and (lambda step, _: progress(step, total)))
+                            progress=_every(progress and (lambda step, _: progress(step, total)),
+                                            _phase(on_phase, "adapting to the scene: {done} of {total} steps")))
         if progress:
             tile_progress = progress
             progress = lambda done, n: tile_progress(adapt_steps + done, adapt_steps + n)  # noqa: E731
@@ -418,14 +419,16 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
             calibration["biharmonic_weight"] = float(biharmonic_weight)
     if CALIBRATE_ON_SCENE and (reference is not None or choose_blend):
         found = scene_calibration(model, bands, offsets, scales, context, gaps, reference, seed=seed, device=device,
-                                  precision=precision, choose_blend=choose_blend)
+                                  precision=precision, choose_blend=choose_blend, cancelled=cancelled,
+                                  progress=_phase(on_phase, "calibrating on the scene: {done} of {total} tasks"))
         model = calibrated(model, **found)
         if calibration is not None:
             calibration.update(found)
     emitted = 0  # rows already handed on: a retry on smaller tiles goes on below them
     while True:
         try:
-            for r0, mean, variance in predict_rows(model, bands, context, offsets, scales, tile, device, progress,
+            tiles = _every(progress, _phase(on_phase, "convnp: {done} of {total} tiles"))
+            for r0, mean, variance in predict_rows(model, bands, context, offsets, scales, tile, device, tiles,
                                                    cancelled, precision, reference, gaps):
                 n, skip = mean.shape[1], max(0, emitted - r0)
                 if skip < n:
@@ -444,6 +447,44 @@ def _convnp(bands, context, device, tile, progress, cancelled, model, precision,
             if isinstance(err, MemoryError) or "memory" in str(err).lower():
                 raise FillError(f"out of memory on a {tile}-pixel tile ({err}); try a smaller --tile") from None
             raise
+
+
+def _classical(method: str, bands, context: np.ndarray, reference, on_phase) -> np.ndarray:
+    """A classical fill of the whole scene; the one-date fills (each fills a band on its own) band by band, so
+    that on_phase can say which band is being filled and only one band's zero-filled copy is made at a time."""
+    if method in NEEDS_REFERENCE:  # the two-date fills may use every band at once
+        if on_phase:
+            on_phase(f"{method}: every band at once", 0, 0)
+        given = np.where(context, bands, 0).astype(np.float32)
+        return baselines.TWO_DATE_METHODS[method](given, context, np.asarray(reference))
+    filled = np.empty(bands.shape, np.float32)
+    for b in range(len(bands)):
+        if on_phase:
+            on_phase(f"{method}: band {b + 1} of {len(bands)}", b, len(bands))
+        given = np.where(context[b], bands[b], 0).astype(np.float32)
+        filled[b] = baselines.METHODS[method](given[None], context[b:b + 1])[0]
+    return filled
+
+
+def _phase(on_phase, text: str):
+    """A progress(done, total) callback that tells on_phase `text` ('…: {done} of {total} tiles') filled in; None
+    without on_phase."""
+    if on_phase is None:
+        return None
+    return lambda done, total: on_phase(text.format(done=done, total=total), done, total)
+
+
+def _every(*callbacks):
+    """One progress(done, total) callback calling each of `callbacks` that is given; None when none is."""
+    given = [callback for callback in callbacks if callback]
+    if not given:
+        return None
+
+    def report(done, total):
+        for callback in given:
+            callback(done, total)
+
+    return report
 
 
 def _to_host(tensors, out, r0: int) -> list[np.ndarray]:
