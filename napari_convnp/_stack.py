@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -35,7 +34,7 @@ from ._layers import (
     variance_colormap,
 )
 from ._napari import STACK_KEY, fit_placement, stack_layers
-from ._pickers import LayerPicker
+from ._pickers import LayerPicker, button
 from ._run import _device_choices, _Progress
 from ._tooltips import TOOLTIPS
 from ._widget import _notify_error, _reports_input_errors
@@ -133,10 +132,7 @@ class StackWidget(QWidget):
         row = QHBoxLayout()
         for text, slot, tip in (("Open a stack of dates…", self._open_folder, "stack open folder"),
                                 ("Open dates (files)…", self._open_files, "stack open files")):
-            button = QPushButton(text)
-            button.setToolTip(TOOLTIPS[tip])
-            button.clicked.connect(slot)
-            row.addWidget(button)
+            row.addWidget(button(text, slot, TOOLTIPS[tip]))
         form.addRow(row)
         self.stack_combo = LayerPicker(self.viewer, lambda layer: STACK_KEY in layer.metadata
                                        and RESULT_KEY not in layer.metadata and layer.ndim == 4,
@@ -160,17 +156,12 @@ class StackWidget(QWidget):
         self.device.setToolTip(TOOLTIPS["device"])
         form.addRow("Device", self.device)
         row = QHBoxLayout()
-        self.fill_date_button = QPushButton("Fill this date")
-        self.fill_date_button.setToolTip(TOOLTIPS["stack this date"])
-        self.fill_date_button.clicked.connect(lambda: self.fill(every=False))
-        self.fill_all_button = QPushButton("Fill every date")
-        self.fill_all_button.setToolTip(TOOLTIPS["stack every date"])
-        self.fill_all_button.clicked.connect(lambda: self.fill(every=True))
-        self.cancel_button = QPushButton("Cancel")
+        self.fill_date_button = button("Fill this date", lambda: self.fill(every=False), TOOLTIPS["stack this date"])
+        self.fill_all_button = button("Fill every date", lambda: self.fill(every=True), TOOLTIPS["stack every date"])
+        self.cancel_button = button("Cancel", self.cancel, "")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        for button in (self.fill_date_button, self.fill_all_button, self.cancel_button):
-            row.addWidget(button)
+        for push in (self.fill_date_button, self.fill_all_button, self.cancel_button):
+            row.addWidget(push)
         form.addRow(row)
         self.progress = QProgressBar()
         self.status = QLabel("")
@@ -295,8 +286,8 @@ class StackWidget(QWidget):
         self.job = job
         self.progress.setRange(0, len(targets))
         self.progress.setValue(0)
-        for button in (self.fill_date_button, self.fill_all_button):
-            button.setEnabled(False)
+        for push in (self.fill_date_button, self.fill_all_button):
+            push.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"filling {len(targets)} of the {len(stack)} dates of {layer.name} with {job.method}…")
         from napari.qt.threading import create_worker
@@ -372,8 +363,8 @@ class StackWidget(QWidget):
     def _on_finished(self):
         job = self.job
         job.worker = None
-        for button in (self.fill_date_button, self.fill_all_button):
-            button.setEnabled(True)
+        for push in (self.fill_date_button, self.fill_all_button):
+            push.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if job.cancel.is_set():
             self.status.setText("cancelled: the dates already filled stay; the others are not filled")

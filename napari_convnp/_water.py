@@ -24,12 +24,12 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QSlider,
 )
 
 from ._layers import RESULT_KEY, InputError, result_method, result_name
 from ._napari import SCENE_KEY, fit_placement, layer_placement
+from ._pickers import button
 from ._run import _Progress
 from ._tooltips import TOOLTIPS
 from .errors import Cancelled, OptionError
@@ -234,13 +234,9 @@ class WaterPanel(QGroupBox):
         self.reflectance_note.setWordWrap(True)
         form.addRow(self.reflectance_note)
         row = QHBoxLayout()
-        self.map_button = QPushButton("Map water")
-        self.map_button.setToolTip(TOOLTIPS["map water"])
-        self.map_button.clicked.connect(self.map_water)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip(TOOLTIPS["cancel water"])
+        self.map_button = button("Map water", self.map_water, TOOLTIPS["map water"])
+        self.cancel_button = button("Cancel", self.cancel, TOOLTIPS["cancel water"])
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         row.addWidget(self.map_button)
         row.addWidget(self.cancel_button)
         form.addRow(row)

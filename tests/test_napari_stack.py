@@ -92,7 +92,7 @@ def test_dates_that_repeat_are_refused_in_one_line_naming_the_files(stack_dock, 
 def test_filling_every_date_gives_mean_and_variance_stacks_of_the_same_shape(stack_dock, qtbot):
     viewer = stack_dock.viewer
     stack = viewer.layers["place"]
-    stack_dock.fill(every=True)
+    stack_dock.fill_all_button.click()  # through the button, as a user does
     wait_for(qtbot, stack_dock)
     mean, variance = viewer.layers["convnp stack mean"], viewer.layers["convnp stack variance"]
     assert mean.data.shape == variance.data.shape == stack.data.shape
@@ -114,7 +114,7 @@ def test_the_references_line_follows_the_time_slider(stack_dock, qtbot):
     show_date(stack_dock, 1)
     assert stack_dock.current_date() == 1
     assert "2010-02-16" in stack_dock.date_line.text() and "not filled yet" in stack_dock.date_line.text()
-    stack_dock.fill(every=False)  # the date on screen alone
+    stack_dock.fill_date_button.click()  # the date on screen alone
     wait_for(qtbot, stack_dock)
     mean = stack_dock.viewer.layers["convnp stack mean"]
     assert np.isfinite(mean.data[1]).all() and np.isnan(mean.data[[0, 2, 3]]).all()

@@ -140,7 +140,7 @@ def test_cancelling_the_area_leaves_the_maps_and_says_so(widget, qtbot, lake_sce
     panel = widget.water
     slow = water.correlated_normals
     monkeypatch.setattr(water, "correlated_normals", lambda *a: (time.sleep(0.02), slow(*a))[1])
-    panel.map_water()
+    panel.map_button.click()  # through the button, as a user does
     qtbot.waitUntil(lambda: panel.area_worker is not None, timeout=5_000)
     qtbot.waitUntil(lambda: panel.progress.value() >= 1, timeout=10_000)
     panel.cancel_button.click()
