@@ -87,6 +87,8 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
         ranks = stack.has_holes[t] and method in USES_REFERENCE  # a single-image method fills each date alone
         references[t] = rank_references(stack.usable, stack.dates, t, int(max_references), bands=stack.samples,
                                         sampled=True) if ranks else []
+    stack.usable.clear()  # ranked: what the ranking looked at is not held while the workers fill
+    stack.samples.clear()
     settings = {"fill_clouds": bool(fill_clouds), "method": method, "options": options, "sources": sources,
                 "read": stack.read,
                 "provenance": {"qa": qa, "qa_band": _band_number(qa_band), "dilate": int(dilate),

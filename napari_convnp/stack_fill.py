@@ -43,7 +43,7 @@ def target_holes(bands, unusable, cloudy=None, fill_clouds=False) -> tuple[np.nd
     values and every value of an unusable pixel but a kept one; an unusable pixel with all its values is kept
     (snow is that day's surface; a cloud unless fill_clouds). cloudy: H×W, the clouds among the unusable pixels
     (default: every unusable pixel with values)."""
-    finite = np.isfinite(bands)
+    finite = np.stack([np.isfinite(band) for band in bands])  # band by band: a lazy date is never decoded whole
     unusable = np.asarray(unusable, bool)
     kept = unusable & finite.all(0)
     if fill_clouds:
