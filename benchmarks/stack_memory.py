@@ -39,10 +39,10 @@ RESULTS = ROOT / "benchmarks" / "stack_memory.json"
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    name = names[0] if names else platform.processor() or platform.machine()
+    return name + (" with AVX-512 BF16" if "avx512_bf16" in info else "")
 
 
 def make_stack(data: Path, folder: Path, size: int, dates: int, bands: int) -> tuple[list[Path], list[Path]]:
@@ -154,6 +154,21 @@ def cost_case(args, files, mask_files, code: Path | None, label: str) -> dict:
             "target_ratio": 1.5, "out_dir": str(out_dir)}
 
 
+def same_outputs(before: Path, after: Path) -> dict:
+    """The two runs' outputs compared file by file: pixels, and provenance but for the version."""
+    from napari_convnp.scene import read_scene
+    from napari_convnp.tiffread import read_provenance
+
+    files = sorted(before.glob("*.tif"))
+    identical = provenance = 0
+    for file in files:
+        a, b = read_scene(file).bands, read_scene(after / file.name).bands
+        identical += bool(np.array_equal(a, b, equal_nan=True))
+        items = [{k: v for k, v in read_provenance(f).items() if k != "VERSION"} for f in (file, after / file.name)]
+        provenance += items[0] == items[1]
+    return {"files": len(files), "identical_pixels": identical, "identical_provenance": provenance}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("case", choices=("memory", "cost"))
@@ -179,13 +194,18 @@ def main() -> None:
             cost_case(args, files, mask_files, code, label)
         print(json.dumps(run), flush=True)
         runs.append(run)
+    if args.case == "cost" and len(runs) == 2:
+        runs[1]["outputs_against_before"] = same_outputs(Path(runs[0]["out_dir"]) / "stack",
+                                                         Path(runs[1]["out_dir"]) / "stack")
+        print(json.dumps(runs[1]["outputs_against_before"]))
     result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     result.update({
         "measured": "napari-convnp from process start to exit; RSS of the whole process tree (the CLI and its Dask "
                     "workers) sampled with psutil every 0.1 s, summed; peaks of the sum, of the main process and "
                     "of the largest worker",
         "machine": {"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "device": "cpu", "precision": "bfloat16"},
+                    "device": "cpu", "precision": "bfloat16", "load": "2 cores shared with other jobs "
+                    "(load average 7-9): wall times are noisy, the cost ratio within a run is the result"},
         "input": f"{SOURCE.name} (val/) mirrored to size×size, first `bands` bands, one uint16 file per date "
                  f"{DAYS_APART} days apart from {FIRST_DATE}, per-date gain, SLC-off stripes seed = date index"})
     key = f"{args.case}_{args.size}_{args.dates}x{args.bands}"
