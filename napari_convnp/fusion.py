@@ -76,26 +76,37 @@ def days_apart(a: datetime.date, b: datetime.date) -> tuple[int, int]:
     return days, min(season, 365 - season)
 
 
-def held_out_error(target, target_known, reference, reference_known=None) -> float:
+def fit_sample(shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of an H×W scene the ranking's held-out fit looks at: every step-th of each, so at most
+    about FIT_PIXELS pixels (all of a small scene)."""
+    h, w = shape
+    step = max(1, int(np.sqrt(h * w / FIT_PIXELS)))
+    return slice(None, None, step), slice(None, None, step)
+
+
+def held_out_error(target, target_known, reference, reference_known=None, *, step: int | None = None) -> float:
     """How badly a per-band linear fit of the target on the reference predicts pixels it was not fitted on, as a
     share of the target's variance there (0 perfect, about 1 no better than the mean), averaged over the bands;
     1 where they share too few known pixels to say. Fitted on a checkerboard of blocks, scored on the others;
-    on a subsample of the pixels of a large scene, read a row at a time (the arrays may be windowed views of
-    whole scenes). Known pixels: H×W or C×H×W (a pixel counts where every band is known); reference_known None:
-    where the reference is finite."""
+    on a subsample of the pixels of a large scene (`fit_sample`), read a row at a time (the arrays may be windowed
+    views of whole scenes). Known pixels: H×W or C×H×W (a pixel counts where every band is known); reference_known
+    None: where the reference is finite. step: the arrays are that subsample already, taken every `step` pixels
+    (what a stack's ranking keeps of each date instead of its bands)."""
     from .reference import linear_fit
 
-    h, w = target.shape[-2:]
-    step = max(1, int(np.sqrt(h * w / FIT_PIXELS)))
-    target, reference = _every(target, step), _every(reference, step)
-    reference_known = np.isfinite(reference) if reference_known is None else _every(reference_known, step)
-    both = _plane(_every(target_known, step)) & _plane(reference_known)
+    if step is None:
+        step = fit_sample(target.shape[-2:])[0].step
+        target, reference, target_known = _every(target, step), _every(reference, step), _every(target_known, step)
+        reference_known = None if reference_known is None else _every(reference_known, step)
+    if reference_known is None:
+        reference_known = np.isfinite(reference)
+    both = _plane(target_known) & _plane(reference_known)
     rows, cols = np.indices(both.shape) * step // FIT_BLOCK
     learn = (rows + cols) % 2 == 0
     if (both & learn).sum() < 100 or (both & ~learn).sum() < 100:
         return 1.0
     errors = []
-    for tb, rb in zip(target.astype(np.float64), reference.astype(np.float64)):
+    for tb, rb in zip(np.asarray(target, np.float64), np.asarray(reference, np.float64)):
         gain, offset = linear_fit(np.where(both & learn, rb, np.nan), np.where(both & learn, tb, np.nan))
         test = both & ~learn
         truth = tb[test]
@@ -113,12 +124,15 @@ def _every(array, step: int) -> np.ndarray:
                     axis=-2)
 
 
-def reference_terms(known, dates, target: int, *, bands=None) -> list[tuple[int, float, float, float, float]]:
+def reference_terms(known, dates, target: int, *, bands=None,
+                    sampled: bool = False) -> list[tuple[int, float, float, float, float]]:
     """Per other date that knows some of the target's holes: (its index, the share of the holes it knows, years
-    apart, half years apart in season, `held_out_error` of the target on it, 0 without bands)."""
+    apart, half years apart in season, `held_out_error` of the target on it, 0 without bands). sampled: each of
+    `bands` is only its date's `fit_sample` (C×h×w), not the whole date."""
     planes = [_plane(k) for k in known]
     days = [as_date(d) for d in dates]
     holes = ~planes[target]
+    rows, cols = fit_sample(holes.shape)
     terms = []
     for i, plane in enumerate(planes):
         if i == target:
@@ -127,7 +141,13 @@ def reference_terms(known, dates, target: int, *, bands=None) -> list[tuple[int,
         if cover == 0:
             continue
         apart, season = days_apart(days[i], days[target])
-        error = held_out_error(bands[target], planes[target], bands[i], plane) if bands is not None else 0.0
+        if bands is None:
+            error = 0.0
+        elif sampled:
+            error = held_out_error(bands[target], planes[target][rows, cols], bands[i], plane[rows, cols],
+                                   step=rows.step)
+        else:
+            error = held_out_error(bands[target], planes[target], bands[i], plane)
         terms.append((i, float(cover), apart / 365, season / 182.5, error))
     return terms
 
@@ -141,15 +161,15 @@ def ranked(terms, k: int, weights=None) -> list[int]:
     return [i for _, i in scores[:k]]
 
 
-def rank_references(known, dates, target: int, k: int, *, bands=None) -> list[int]:
+def rank_references(known, dates, target: int, k: int, *, bands=None, sampled: bool = False) -> list[int]:
     """The indices of up to k other dates to fill date `target` from, best first.
 
     known: per date, its usable pixels (H×W or C×H×W bool: a reference's clouds are never usable); dates: per date a
     date; bands: per date C×H×W (NaN unknown), to score how well each date predicts the target where both are
     known (left out of the score without it). A date is ranked by the share of the target's holes it knows, how
     close it is in time and in season and that fit (`reference_terms`); dates that know none of the holes are
-    left out."""
-    return ranked(reference_terms(known, dates, target, bands=bands), k)
+    left out. sampled: `bands` holds only each date's `fit_sample`, all the fit looks at."""
+    return ranked(reference_terms(known, dates, target, bands=bands, sampled=sampled), k)
 
 
 def fuse_references(target, target_known, references) -> Fused:

@@ -37,7 +37,8 @@ def load_reference(item, target: Scene):
     if array.shape != (c, h, w):
         raise SceneError(f"reference array: its shape {array.shape} is not the target {target.name}'s "
                          f"{(c, h, w)} (bands×rows×columns)")
-    array = np.where(np.isfinite(array), array, np.nan).astype(np.float32)
+    if np.isinf(array).any():  # unknown, as NaN is: copied only then (a whole scene is hundreds of MB)
+        array = np.where(np.isinf(array), np.float32(np.nan), array)
     if np.isnan(array).all():
         raise SceneError("reference array: every pixel is unknown (NaN)")
     return array

@@ -137,15 +137,14 @@ def local_linear_fit(value: torch.Tensor, mask: torch.Tensor, ref: torch.Tensor,
         _, gmx, gmy, gvx, gcxy = fit(*(t.mean((-2, -1), keepdim=True) for t in maps))
         g_slope = gcxy / (gvx + 1e-3)
         overall = gmy + g_slope * (ref - gmx)
-        boxes = [box_means(t, windows) for t in maps]  # per map, per window
-        fits = []
-        for i, size in enumerate(windows):
-            n, mx, my, vx, cxy = fit(*(b[i] for b in boxes))
+        total = 0
+        for size in windows:  # one window at a time: a whole scene's row block holds 5 maps, not 5 per window
+            n, mx, my, vx, cxy = fit(*(box_means(t, (size,))[0] for t in maps))  # the same sums, zero padded
             slope = (cxy + ridge * g_slope) / (vx + ridge)
             count = n * size * size
             trust = count / (count + min_pixels)
-            fits.append(trust * (my + slope * (ref - mx)) + (1 - trust) * overall)
-        return sum(fits) / len(fits)
+            total = total + (trust * (my + slope * (ref - mx)) + (1 - trust) * overall)
+        return total / len(windows)
 
 
 MULTIBAND_BLOCK = 3  # the fit is solved on a grid of 3×3-px blocks and its coefficients interpolated between them

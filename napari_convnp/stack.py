@@ -71,6 +71,37 @@ def read_stack(inputs, *, dates=None, qa: str | None = None, qa_band: int | str 
     return _assemble(read, dilate)
 
 
+def date_order(inputs, *, dates=None, qa: str | None = None,
+               qa_band: int | str | None = None) -> tuple[list[tuple[datetime.date, Path]], Path]:
+    """([(date, path)] of every date of a stack, sorted by date and checked as `read_stack` checks them (each
+    dated, each date once), the first input, whose grid every date is put on), with each input read window by
+    window and let go: `read_date` then reads one date at a time, so a stack is never in memory whole. Arguments
+    as `read_stack`'s."""
+    if qa is not None:
+        qa_bands.check_kind(qa)
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise SceneError(f"{_text(inputs)}: no scene found (no GeoTIFF or Landsat product folder)")
+    given = _given_dates(dates, len(paths))
+    required = qa is not None or qa_band is not None
+    read = []
+    for i, path in enumerate(paths):
+        scene = _read_date(path, qa, qa_band, required, lazy=True)[0]
+        read.append((given[i] if given else scene_date(path, scene), path, None, None))
+    return [(date, path) for date, path, _, _ in _in_date_order(read)], paths[0]
+
+
+def read_date(path: Path, first: Path, *, qa: str | None = None, qa_band: int | str | None = None,
+              dilate: int = 0) -> tuple[Scene, np.ndarray, np.ndarray]:
+    """One date of a stack as `read_stack` reads it, on the grid and in the band order of `first` (the stack's
+    first input): (its Scene, unusable, cloudy); its pixels decoded window by window as they are used where the
+    file allows (`read_scene(lazy_float=True)`)."""
+    required = qa is not None or qa_band is not None
+    scene, quality = _read_date(path, qa, qa_band, required, lazy=True)
+    grid = scene if Path(first) == Path(path) else _read_date(Path(first), qa, qa_band, required, lazy=True)[0]
+    return _placed(grid, scene, quality, path, qa_bands.check_dilate(dilate))
+
+
 def stack_of(scenes: list[Scene], *, dates=None, dilate: int = 0) -> Stack:
     """Scenes already read (with no quality band: their nodata is what is unusable) as one `Stack`, dated by
     `dates` (one per scene) or by their files' names and metadata as `read_stack` dates them."""
@@ -90,23 +121,34 @@ def stack_of(scenes: list[Scene], *, dates=None, dilate: int = 0) -> Stack:
 def _assemble(read: list, dilate: int) -> Stack:
     """(date, path, scene, quality or None) per date as a Stack: dated, sorted, each date once, on the first's
     grid."""
-    undated = [str(path) for date, path, _, _ in read if date is None]
-    if undated:
-        raise SceneError(f"no acquisition date for {', '.join(undated)}: name the files by their Landsat product ID "
-                         "or date (2008-04-19_….tif), keep the *_MTL.txt beside them, or give the dates")
     first = read[0][2]
-    read.sort(key=lambda item: item[0])
-    for (date, a, _, _), (later, b, _, _) in zip(read, read[1:]):
-        if date == later:
-            raise SceneError(f"{a} and {b}: both dated {date.isoformat()}; a stack holds one scene per date")
+    read = _in_date_order(read)
     scenes, unusable, cloudy = [], [], []
     for _, path, scene, quality in read:
-        scene, quality = _on_grid(first, scene, quality, path)
-        masks = qa_bands.date_masks(scene.nodata, quality, dilate)
+        scene, *masks = _placed(first, scene, quality, path, dilate)
         scenes.append(scene)
         unusable.append(masks[0])
         cloudy.append(masks[1])
     return Stack(scenes, [item[0] for item in read], unusable, cloudy, [item[1] for item in read])
+
+
+def _in_date_order(read: list) -> list:
+    """(date, path, …) per date sorted by date; a SceneError where one has no date or two share one."""
+    undated = [str(path) for date, path, _, _ in read if date is None]
+    if undated:
+        raise SceneError(f"no acquisition date for {', '.join(undated)}: name the files by their Landsat product ID "
+                         "or date (2008-04-19_….tif), keep the *_MTL.txt beside them, or give the dates")
+    read = sorted(read, key=lambda item: item[0])
+    for (date, a, _, _), (later, b, _, _) in zip(read, read[1:]):
+        if date == later:
+            raise SceneError(f"{a} and {b}: both dated {date.isoformat()}; a stack holds one scene per date")
+    return read
+
+
+def _placed(first: Scene, scene: Scene, quality, path: Path, dilate: int):
+    """(scene, unusable, cloudy) of one date on the first input's grid."""
+    scene, quality = _on_grid(first, scene, quality, path)
+    return (scene, *qa_bands.date_masks(scene.nodata, quality, dilate))
 
 
 def _text(inputs) -> str:
@@ -122,9 +164,10 @@ def _given_dates(dates, count: int) -> list[datetime.date] | None:
     return [parse_date(d.strip() if isinstance(d, str) else d, "dates") for d in items]
 
 
-def _read_date(path: Path, kind: str | None, qa_band, required: bool):
-    """(the scene without its quality band, its decoded (unusable, cloudy) or None)."""
-    scene = read_scene(path)
+def _read_date(path: Path, kind: str | None, qa_band, required: bool, lazy: bool = False):
+    """(the scene without its quality band, its decoded (unusable, cloudy) or None); lazy: its pixels decoded
+    window by window where the file allows (`read_scene(lazy_float=True)`)."""
+    scene = read_scene(path, lazy_float=lazy)
     if path.is_dir():
         found = [(f, qa_bands.kind_from_name(f.name)) for f in sorted(path.iterdir())
                  if f.suffix.lower() in TIFF_SUFFIXES and qa_bands.kind_from_name(f.name) in ("qa_pixel", "bqa")]
@@ -146,7 +189,7 @@ def _read_date(path: Path, kind: str | None, qa_band, required: bool):
     keep = [b for b, band in enumerate(scene.band_names) if b != index and not qa_bands.kind_from_name(band)]
     if not keep:
         raise SceneError(f"{path}: it holds only quality bands; there is no spectral band to fill")
-    spectral = replace(scene, bands=scene.bands[keep], band_names=[scene.band_names[b] for b in keep],
+    spectral = replace(scene, bands=np.asarray(scene.bands)[keep], band_names=[scene.band_names[b] for b in keep],
                        nodata=np.asarray(scene.nodata)[keep])
     return spectral, quality
 

@@ -1,14 +1,18 @@
 """`fill-stack` file to file: every date of a stack filled from the others into what `fill-many` writes per scene
 (`NAME_<method>.tif`, `NAME_<method>_variance.tif`, the filled-pixel mask), on Dask, restartable.
 
-Memory: the stack is read once, in this process (`stack.read_stack`: every date, its quality band, its date and
-its grid checked before any work), and each target's references are ranked here (`fusion.rank_references` looks
-at every date). Each target date is then one Dask task that receives only its own date and its references
-(each date sent to the cluster once), so a worker holds K + 1 dates and one fill, never the stack.
+Memory: this process reads each date once, one at a time (`stack.date_order`, `stack.read_date`: every date, its
+quality band, its date and its grid checked before any work), and keeps of it only what ranking the references
+needs (`fusion.rank_references`): its usable pixels (H×W) and the subsample of its bands the held-out fit looks at
+(`fusion.fit_sample`). Each target date is then one Dask task that reads its own date and its K references from
+the files, window by window as the fusion and the fill use them, and streams its outputs to disk as the rows come
+(`stack_fill.fill_stack` with on_rows), so memory is bounded by what one target needs, not by the number of dates.
+A Stack or Scenes given in memory are sent to the cluster instead (each date once).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +31,11 @@ from .batch import (
 )
 from .dates import parse_date
 from .errors import OptionError, SceneError
-from .fusion import MAX_REFERENCES, rank_references
+from .fusion import MAX_REFERENCES, fit_sample, rank_references
 from .options import NEEDS_REFERENCE, USES_REFERENCE, check_path, is_path, is_whole
-from .stack import Stack, read_stack, stack_of
+from .stack import Stack, date_order, read_date, stack_of
 from .stack_fill import FILLED, fill_stack, target_holes
-from .tiffwrite import check_output_path, file_identity, remove_stale_partials, write_stream
+from .tiffwrite import TiffStream, check_output_path, file_identity, remove_stale_partials, write_stream
 
 
 def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str | None = None,
@@ -59,10 +63,10 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
         raise OptionError(f"--workers must be 1 or more (a whole number), not {workers!r}")
     check_path(out_dir, "out_dir")
     out_dir = prepare_out_dir(out_dir)
-    stack = _as_stack(inputs, out_dir, dates, qa, qa_band, dilate)
+    stack = _as_stack(inputs, out_dir, dates, qa, qa_band, dilate, bool(fill_clouds))
     chosen = _target_indices(stack, targets)
     plan = plan_outputs(stack.paths, out_dir, method, variance, filled_mask)
-    sources = [f for path, scene in zip(stack.paths, stack.scenes) for f in (path, *scene.sources, *_input_files(path))]
+    sources = stack.sources
     taken = {file_identity(f) for f in sources}
     report: dict = {"done": [], "skipped": [], "failed": []}
     todo = []
@@ -78,14 +82,15 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
             todo.append(t)
     if not todo:
         return report
-    usable = [np.isfinite(s.bands) & ~u for s, u in zip(stack.scenes, stack.unusable)]
-    bands = [s.bands for s in stack.scenes]
     references = {}
     for t in todo:
-        holes, _ = target_holes(bands[t], stack.unusable[t], stack.cloudy[t], fill_clouds)
-        ranks = holes.any() and method in USES_REFERENCE  # a single-image method fills each date alone
-        references[t] = rank_references(usable, stack.dates, t, int(max_references), bands=bands) if ranks else []
+        ranks = stack.has_holes[t] and method in USES_REFERENCE  # a single-image method fills each date alone
+        references[t] = rank_references(stack.usable, stack.dates, t, int(max_references), bands=stack.samples,
+                                        sampled=True) if ranks else []
+    stack.usable.clear()  # ranked: what the ranking looked at is not held while the workers fill
+    stack.samples.clear()
     settings = {"fill_clouds": bool(fill_clouds), "method": method, "options": options, "sources": sources,
+                "read": stack.read,
                 "provenance": {"qa": qa, "qa_band": _band_number(qa_band), "dilate": int(dilate),
                                "max_references": max_references}}
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
@@ -94,7 +99,7 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
         from dask.distributed import as_completed
 
         needed = sorted({i for t in todo for i in (t, *references[t])})
-        sent = dict(zip(needed, client.scatter([_date_item(stack, i) for i in needed])))
+        sent = dict(zip(needed, client.scatter([stack.item(i) for i in needed])))
         futures = {client.submit(_fill_date, plan[stack.paths[t]], threads, settings, sent[t],
                                  *(sent[i] for i in references[t]), pure=False): t for t in todo}
         for future in as_completed(futures, loop=client.loop):
@@ -117,15 +122,48 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
     return report
 
 
-def _as_stack(inputs, out_dir: Path, dates, qa, qa_band, dilate) -> Stack:
-    """A Stack from what fill_stack_files takes: a Stack, Scenes, or paths (this package's outputs in out_dir left
-    out, as fill-many leaves them)."""
+@dataclass
+class _Outline:
+    """What this process holds of a stack: per date its path, date and the files it was read from, what ranking
+    its references needs (usable: H×W; samples: its bands at `fusion.fit_sample`) and whether it has holes to fill;
+    `read`: how a worker reads a date from its files (`stack.read_date`'s arguments), or None where the dates are
+    in memory (`dates_in_memory`, a Stack, sent to the workers)."""
+
+    paths: list[Path]
+    dates: list
+    sources: list[Path]
+    usable: list[np.ndarray] = field(default_factory=list)
+    samples: list[np.ndarray] = field(default_factory=list)
+    has_holes: list[bool] = field(default_factory=list)
+    read: dict | None = None
+    dates_in_memory: Stack | None = None
+
+    def add(self, scene, unusable: np.ndarray, cloudy: np.ndarray, fill_clouds: bool) -> None:
+        """One date's ranking summary (its pixels decoded once, then let go)."""
+        values = np.asarray(scene.bands, np.float32)
+        rows, cols = fit_sample(values.shape[1:])
+        self.usable.append(np.isfinite(values).all(0) & ~unusable)
+        self.samples.append(values[:, rows, cols].copy())
+        self.has_holes.append(bool(target_holes(values, unusable, cloudy, fill_clouds)[0].any()))
+        self.sources.extend(scene.sources)
+
+    def item(self, i: int) -> tuple:
+        """Date i as a worker gets it: (path, date, scene, unusable, cloudy), the last three None to be read there."""
+        if self.dates_in_memory is None:
+            return self.paths[i], self.dates[i], None, None, None
+        stack = self.dates_in_memory
+        return stack.paths[i], stack.dates[i], stack.scenes[i], stack.unusable[i], stack.cloudy[i]
+
+
+def _as_stack(inputs, out_dir: Path, dates, qa, qa_band, dilate, fill_clouds: bool) -> _Outline:
+    """The stack outlined from what fill_stack_files takes: a Stack, Scenes, or paths (this package's outputs in
+    out_dir left out, as fill-many leaves them), read one date at a time."""
     from .scene import Scene
 
     if isinstance(inputs, Stack):
         if dates is not None or qa is not None or qa_band is not None or dilate:
             raise OptionError("dates, qa, qa_band and dilate are for reading files; a Stack has them already")
-        return inputs
+        return _in_memory(inputs, fill_clouds)
     items = [inputs] if is_path(inputs) else inputs
     if not isinstance(items, (list, tuple)) or not items:
         raise OptionError(f"inputs must be files, folders or glob patterns, a Stack or a list of Scenes, not "
@@ -133,13 +171,27 @@ def _as_stack(inputs, out_dir: Path, dates, qa, qa_band, dilate) -> Stack:
     if any(isinstance(item, Scene) for item in items):
         if qa is not None or qa_band is not None:
             raise OptionError("qa and qa_band are for reading files; Scenes carry no quality band")
-        return stack_of(items, dates=dates, dilate=dilate)
+        return _in_memory(stack_of(items, dates=dates, dilate=dilate), fill_clouds)
     for item in items:
         check_path(item, "each input")
     scenes = input_scenes(items, out_dir)
     if not scenes:
         raise SceneError(f"no input scenes found in {' '.join(map(str, items))}")
-    return read_stack(scenes, dates=dates, qa=qa, qa_band=qa_band, dilate=dilate)
+    order, first = date_order(scenes, dates=dates, qa=qa, qa_band=qa_band)
+    read = {"first": first, "qa": qa, "qa_band": qa_band, "dilate": dilate}
+    outline = _Outline([path for _, path in order], [date for date, _ in order], [], read=read)
+    for path in outline.paths:
+        outline.sources.extend((path, *_input_files(path)))
+        outline.add(*read_date(path, **read), fill_clouds)
+    return outline
+
+
+def _in_memory(stack: Stack, fill_clouds: bool) -> _Outline:
+    outline = _Outline(stack.paths, stack.dates, [], dates_in_memory=stack)
+    for path, scene, unusable, cloudy in zip(stack.paths, stack.scenes, stack.unusable, stack.cloudy):
+        outline.sources.extend((path, *_input_files(path)))
+        outline.add(scene, unusable, cloudy, fill_clouds)
+    return outline
 
 
 def _band_number(qa_band):
@@ -147,10 +199,10 @@ def _band_number(qa_band):
     return qa_band + 1 if is_whole(qa_band) and qa_band >= 0 else qa_band
 
 
-def _target_indices(stack: Stack, targets) -> list[int]:
+def _target_indices(stack: _Outline, targets) -> list[int]:
     """The stack's indices of the dates to fill: all, or those of `targets` (dates, or text separated by commas)."""
     if targets is None:
-        return list(range(len(stack)))
+        return list(range(len(stack.dates)))
     items = targets.split(",") if isinstance(targets, str) else list(targets)
     chosen = []
     for item in items:
@@ -162,10 +214,6 @@ def _target_indices(stack: Stack, targets) -> list[int]:
     if not chosen:
         raise OptionError("targets: no date given")
     return sorted(set(chosen))
-
-
-def _date_item(stack: Stack, i: int) -> tuple:
-    return stack.paths[i], stack.dates[i], stack.scenes[i], stack.unusable[i], stack.cloudy[i]
 
 
 def _fill_date(outputs, threads: int, settings: dict, target: tuple, *references: tuple) -> dict:
@@ -195,7 +243,8 @@ def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -
     )
     from .inpaint import CALIBRATION_KEYS, run_precision
 
-    path, date, scene, unusable, cloudy = target
+    path, date, scene, unusable, cloudy = _pixels(target, settings["read"])
+    references = [_pixels(r, settings["read"]) for r in references]
     method, options = settings["method"], dict(settings["options"])
     dtype = options.pop("dtype")
     holes, _ = target_holes(scene.bands, unusable, cloudy, settings["fill_clouds"])
@@ -204,55 +253,68 @@ def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -
     if outputs.variance is not None:
         check_variance_range(scene, path)
     dates = [date, *(r[1] for r in references)]
-    result = fill_stack([scene.bands, *(r[2].bands for r in references)], [unusable, *(r[3] for r in references)],
-                        dates, targets=[0], max_references=max(1, len(references)),
-                        fill_clouds=settings["fill_clouds"], cloudy=[cloudy, *(r[4] for r in references)],
-                        method=method, **options)[0]
-    used = [{"input": references[i - 1][0].name, "date": dates[i].isoformat(), "weight": round(weight, 3)}
-            for i, weight in result.references]
-    fill = result.fill
     provenance = {
         "source": path.name, "method": method, "version": f"napari-convnp {__version__}",
         "weights": weights_id() if method == "convnp" and "model" not in options else None,
         "density": f"{float(options['density']):g}", "seed": int(options["seed"]),
         "precision": run_precision(options["device"], options["precision"])[0] if method == "convnp" else None,
-        "mask": FILLED[settings["fill_clouds"]], "date": date.isoformat(),
-        "references": "; ".join(f"{r['date']} {r['input']} weight {r['weight']:g}" for r in used) or "none",
+        "mask": FILLED[settings["fill_clouds"]], "date": date.isoformat(), "references": "none",
         "filled_pixels": int(holes.sum()), "mask_sha256": mask_sha256(holes),
         **{k: v for k, v in settings["provenance"].items() if v is not None},
         **{k: options[k] for k in ("adapt_steps", "biharmonic_weight") if k in options},
     }
-    check_finite(fill.mean, fill.variance, holes, path, method, outputs.variance is not None)
-    clipped = clip_fill(fill.mean, plan["clip"])
     names = scene.band_names
     protect = settings["sources"]
-    streams, written = {}, []
+    clip = plan["clip"]
+    streams, written, used, clipped = {}, [], [], [0]
+
+    def on_rows(_, r0, mean, variance, picked):
+        """Rows of the fill, written as they come (neither the mean nor the variance is ever in memory whole)."""
+        if not streams:  # the first rows: the references and their weights are known, and so every tag
+            used.extend({"input": references[i - 1][0].name, "date": dates[i].isoformat(), "weight": round(weight, 3)}
+                        for i, weight in picked)
+            provenance["references"] = "; ".join(f"{r['date']} {r['input']} weight {r['weight']:g}"
+                                                 for r in used) or "none"
+            if outputs.variance is not None:
+                streams["variance"] = TiffStream(
+                    outputs.variance, scene.shape, np.float32, like=scene, names=[f"{n} variance" for n in names],
+                    keep_roles=(), protect=protect,
+                    metadata={"output": "predictive variance (squared units of the scene)", **provenance})
+            streams["out"] = TiffStream(
+                outputs.out, scene.shape, plan["dtype"], like=scene, names=names, nodata_value=plan["nodata_value"],
+                protect=protect, metadata={"output": "filled scene", **provenance,
+                                           "clipped": f"filled values clipped to the source's {scene.source_dtype} "
+                                                      f"range [{clip[0]:g}, {clip[1]:g}]" if clip else None})
+        rows = slice(r0, r0 + mean.shape[1])
+        check_finite(mean, variance, holes[:, rows], path, method, outputs.variance is not None)
+        clipped[0] += clip_fill(mean, clip)
+        if "variance" in streams:
+            streams["variance"].write(variance)
+        streams["out"].write(compose_output(scene, holes, mean, plan, rows))
+
     try:
-        streams["filled_mask"] = None if outputs.filled_mask is None else write_stream(
-            outputs.filled_mask, holes, like=scene, names=[f"{n} filled" for n in names], keep_roles=(),
-            metadata={"output": FILLED_MASK_OUTPUT, **provenance}, protect=protect)
-        streams["variance"] = None if outputs.variance is None else write_stream(
-            outputs.variance, fill.variance.astype(np.float32), like=scene, names=[f"{n} variance" for n in names],
-            keep_roles=(), metadata={"output": "predictive variance (squared units of the scene)", **provenance},
-            protect=protect)
-        clip = plan["clip"]
-        streams["out"] = write_stream(
-            outputs.out, compose_output(scene, holes, fill.mean, plan), like=scene, names=names,
-            nodata_value=plan["nodata_value"], protect=protect,
-            metadata={"output": "filled scene", **provenance,
-                      "clipped": f"filled values clipped to the source's {scene.source_dtype} range [{clip[0]:g}, "
-                                 f"{clip[1]:g}]" if clip else None})
+        result = fill_stack([scene.bands, *(r[2].bands for r in references)],
+                            [unusable, *(r[3] for r in references)], dates, targets=[0],
+                            max_references=max(1, len(references)), fill_clouds=settings["fill_clouds"],
+                            cloudy=[cloudy, *(r[4] for r in references)], method=method, on_rows=on_rows,
+                            **options)[0]
+        for stream in streams.values():
+            stream.close()
+        if outputs.filled_mask is not None:
+            streams["filled_mask"] = write_stream(
+                outputs.filled_mask, holes, like=scene, names=[f"{n} filled" for n in names], keep_roles=(),
+                metadata={"output": FILLED_MASK_OUTPUT, **provenance}, protect=protect)
         for role in ("filled_mask", "variance", "out"):  # the filled mean last: when it exists, the others do
-            if streams[role] is not None:
+            if role in streams:
                 written.append(streams[role].commit())
-            streams.pop(role)
+                del streams[role]
     except BaseException:
         for stream in streams.values():
-            if stream is not None:
-                stream.abort()
+            stream.abort()
         for done in written:  # all or nothing
             done.unlink(missing_ok=True)
         raise
+    fill = result.fill
     filled = int(holes.sum())
     return {"date": date.isoformat(), "input": str(path), "out": str(outputs.out), "method": method,
             "device": fill.device, "references": used, "filled": FILLED[settings["fill_clouds"]],
@@ -261,5 +323,12 @@ def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -
             "dtype": str(plan["dtype"]),
             "variance": str(outputs.variance) if outputs.variance else None,
             "filled_mask": str(outputs.filled_mask) if outputs.filled_mask else None,
-            **({"clipped_pixels": clipped} if plan["clip"] else {}),
+            **({"clipped_pixels": clipped[0]} if plan["clip"] else {}),
             **{key: round(value, 3) for key in CALIBRATION_KEYS if (value := getattr(fill, key)) is not None}}
+
+
+def _pixels(item: tuple, read: dict | None) -> tuple:
+    """A date as (path, date, scene, unusable, cloudy): as sent, or read here from its files (`stack.read_date`),
+    its pixels decoded window by window as they are used."""
+    path, date, scene, _, _ = item
+    return item if scene is not None else (path, date, *read_date(path, **read))

@@ -14,6 +14,7 @@ from .errors import FillError, OptionError
 from .fusion import MAX_REFERENCES, as_date, fuse_references, rank_references
 from .inpaint import Cancelled, Fill, fill
 from .options import USES_REFERENCE, is_whole
+from .views import BandWindows, FloatView
 
 
 @dataclass
@@ -42,7 +43,7 @@ def target_holes(bands, unusable, cloudy=None, fill_clouds=False) -> tuple[np.nd
     values and every value of an unusable pixel but a kept one; an unusable pixel with all its values is kept
     (snow is that day's surface; a cloud unless fill_clouds). cloudy: H×W, the clouds among the unusable pixels
     (default: every unusable pixel with values)."""
-    finite = np.isfinite(bands)
+    finite = np.stack([np.isfinite(band) for band in bands])  # band by band: a lazy date is never decoded whole
     unusable = np.asarray(unusable, bool)
     kept = unusable & finite.all(0)
     if fill_clouds:
@@ -53,13 +54,33 @@ def target_holes(bands, unusable, cloudy=None, fill_clouds=False) -> tuple[np.nd
 def _as_is(bands, fill_options) -> Fill:
     """A date with nothing to fill as a Fill: its own values, variance 0 (the ConvNP's, which has one)."""
     method = fill_options.get("method", "convnp")
-    return Fill(bands.copy(), np.zeros_like(bands) if method == "convnp" else None, method,
+    values = np.array(bands, np.float32)
+    return Fill(values, np.zeros_like(values) if method == "convnp" else None, method,
                 float(fill_options.get("density", 1.0)), "none", 0.0)
+
+
+def _usable_bands(bands, unusable):
+    """A date's bands with NaN where a pixel is unusable or unknown; window by window where the bands are read so
+    (`read_scene(lazy_float=True)`), so that a target and its references are never in memory whole."""
+    if isinstance(bands, BandWindows):
+        return FloatView(bands, np.broadcast_to(unusable, bands.shape))
+    return np.where(np.isfinite(bands) & ~unusable, bands, np.nan)
+
+
+def _finish(mean, variance, bands, kept, holes, spread) -> None:
+    """A target's fill (or a band of its rows, with the same rows of the others) finished in place: kept pixels
+    their own values and variance 0, the references' disagreement (`spread`, or None) added to the variance."""
+    np.copyto(mean, bands, where=kept)
+    if variance is not None:
+        np.copyto(variance, 0, where=kept)
+        if spread is not None:  # the references' disagreement, which one fused reference cannot show
+            variance += np.where(holes & np.isfinite(spread), spread, 0)
 
 
 def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
                cloudy=None, progress: Callable[[int, int], None] | None = None,
-               cancelled: Callable[[], bool] | None = None, chosen=None, **fill_options) -> list[StackFill]:
+               cancelled: Callable[[], bool] | None = None, chosen=None, on_rows=None,
+               **fill_options) -> list[StackFill]:
     """Every date of a stack (or those of `targets`, indices) filled from the others with one `inpaint.fill` each.
 
     bands: per date C×H×W float32, NaN where unknown (stripes, nodata); unusable: per date H×W bool, the pixels
@@ -72,7 +93,10 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
     they disagree, their spread widens the returned variance; a method that takes no reference (a single-image
     baseline) fills each date from its own pixels. chosen: per target index, the dates (indices) to fill it from,
     ranked beforehand, as `rank_references` gives them (the xarray adapter ranks once on the whole stack and fills
-    it window by window). fill_options go to `fill` (method, device, …)."""
+    it window by window). on_rows: stream each target's result instead of returning it, as on_rows(target index,
+    first row, mean, variance, references used as StackFill has them) with bands of rows, as `inpaint.fill`
+    streams them (the Fills' mean and variance are then None); with bands read window by window (a lazy Scene's),
+    a target then never holds its dates whole. fill_options go to `fill` (method, device, …)."""
     n = len(bands)
     if n == 0:
         raise FillError("the stack is empty: give at least one date")
@@ -85,13 +109,12 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
         twice = sorted({d for d in days if days.count(d) > 1})[0]
         raise FillError(f"date {twice} appears twice in the stack: each date once")
     shape = np.shape(bands[0])
-    bands = [np.asarray(b, np.float32) for b in bands]
+    bands = [b if isinstance(b, BandWindows) else np.asarray(b, np.float32) for b in bands]
     unusable = [np.asarray(u, bool) for u in unusable]
     for i, (b, u) in enumerate(zip(bands, unusable)):
-        if b.ndim != 3 or b.shape != shape or u.shape != shape[1:]:
+        if len(b.shape) != 3 or b.shape != shape or u.shape != shape[1:]:
             raise FillError(f"date {days[i]}: bands {b.shape} and unusable mask {u.shape} do not match the first "
                             f"date's {shape} and {shape[1:]}")
-    usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
     targets = range(n) if targets is None else list(targets)
     wrong = [t for t in targets if not is_whole(t) or not 0 <= t < n]
     if wrong:
@@ -103,26 +126,43 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
             raise Cancelled()
         holes, kept = target_holes(bands[t], unusable[t], None if cloudy is None else cloudy[t], fill_clouds)
         if not holes.any():  # a clear date: nothing to fill, it comes back as it is
-            results.append(StackFill(days[t], _as_is(bands[t], fill_options), [], 0))
+            as_is = _as_is(bands[t], fill_options)
+            if on_rows is not None:
+                on_rows(t, 0, as_is.mean, as_is.variance, [])
+                as_is.mean = as_is.variance = None
+            results.append(StackFill(days[t], as_is, [], 0))
             continue
         if not uses_reference:
             picked = []
         elif chosen is not None:
             picked = list(chosen[t])
         else:
+            usable = [np.isfinite(b) & ~u for b, u in zip(bands, unusable)]
             picked = rank_references(usable, days, t, int(max_references), bands=bands)
-        references = [np.where(usable[i], bands[i], np.nan) for i in picked]
-        fused = fuse_references(bands[t], usable[t], references) if picked else None
+            del usable
+        references = [_usable_bands(bands[i], unusable[i]) for i in picked]
+        # the target's usable pixels: fuse_references takes them with its known values
+        fused = fuse_references(bands[t], ~unusable[t], references) if picked else None
+        del references
+        reference, spread, weights = (None, None, []) if fused is None else (fused.reference, fused.spread,
+                                                                            fused.weights)
+        del fused  # its variance is not used here: a scene's worth of memory
         step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
-        result = fill(np.where(usable[t], bands[t], np.nan), holes, nodata=np.broadcast_to(kept, holes.shape),
-                      reference=None if fused is None else fused.reference, progress=step, cancelled=cancelled,
-                      **fill_options)
+        kept_values = np.broadcast_to(kept, holes.shape)
+
+        used = list(zip(picked, weights))
+
+        def finished(r0, mean, variance, t=t, holes=holes, kept=kept_values, spread=spread, used=used):
+            rows = slice(r0, r0 + mean.shape[1])
+            _finish(mean, variance, bands[t][:, rows], kept[:, rows], holes[:, rows],
+                    None if spread is None else spread[:, rows])
+            if on_rows is not None:
+                on_rows(t, r0, mean, variance, used)
+
+        streamed = {} if on_rows is None else {"on_rows": finished}
+        result = fill(_usable_bands(bands[t], unusable[t]), holes, nodata=kept_values,
+                      reference=reference, progress=step, cancelled=cancelled, **streamed, **fill_options)
         if result.mean is not None:
-            np.copyto(result.mean, bands[t], where=np.broadcast_to(kept, holes.shape))
-            if result.variance is not None:
-                np.copyto(result.variance, 0, where=np.broadcast_to(kept, holes.shape))
-                if fused is not None:  # the references' disagreement, which one fused reference cannot show
-                    result.variance += np.where(holes & np.isfinite(fused.spread), fused.spread, 0)
-        results.append(StackFill(days[t], result, list(zip(picked, [] if fused is None else fused.weights)),
-                                 int(np.count_nonzero(holes))))
+            finished(0, result.mean, result.variance)
+        results.append(StackFill(days[t], result, used, int(np.count_nonzero(holes))))
     return results

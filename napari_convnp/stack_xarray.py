@@ -14,7 +14,7 @@ import numpy as np
 
 from . import qa as qa_bands
 from .errors import FillError, MaskError, OptionError
-from .fusion import FIT_PIXELS, as_date, rank_references
+from .fusion import as_date, fit_sample, rank_references
 from .options import FillOptions, is_whole
 from .stack_fill import MAX_REFERENCES, check_max_references, fill_stack
 from .tiling import DEFAULT_TILE, TILE_OVERLAP, blend_window
@@ -69,8 +69,8 @@ def fill_stack_dataarray(da, *, unusable=None, qa: str | None = None, qa_kind: s
     bands = _float_bands(spectral).rechunk((t, c) + sizes)
     masks = _masks(stack, quality, kind, unusable, (t, h, w))
     masks = [m[:, None].rechunk((t, 1) + sizes) for m in masks]
-    step = max(1, int(np.sqrt(h * w / FIT_PIXELS)))
-    chosen = dask.delayed(_rank, pure=True)(bands[:, :, ::step, ::step], masks[0][:, :, ::step, ::step], days, k)
+    rows, cols = fit_sample((h, w))
+    chosen = dask.delayed(_rank, pure=True)(bands[:, :, rows, cols], masks[0][:, :, rows, cols], days, k)
     depth = {axis: overlap if len(side) > 1 else 0 for axis, side in zip((2, 3), sizes)}  # none across one chunk
     windows = dsa.map_blocks(
         _fill_window, dsa.overlap.overlap(bands, depth, boundary="none"),

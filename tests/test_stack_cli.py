@@ -10,13 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from napari_convnp import cli
+from napari_convnp import cli, stack_files
+from napari_convnp.fusion import rank_references
 from napari_convnp.scene import read_scene
-from napari_convnp.stack import read_stack
+from napari_convnp.stack import read_date, read_stack
 from napari_convnp.stack_files import fill_stack_files
 from napari_convnp.stack_fill import target_holes
 from napari_convnp.tiffread import read_provenance
 from napari_convnp.tiffwrite import write_scene
+from napari_convnp.views import BandWindows
 
 from .test_stack_io import landsat_folder, write_tif
 
@@ -182,6 +184,46 @@ def test_python_takes_a_stack_or_scenes_as_well_as_paths(tmp_path):
     first = read_scene(tmp_path / "a" / f"{DATES[0]}_L7_biharmonic.tif").bands
     assert not report["failed"] and not again["failed"] and not np.isnan(first).any()
     assert read_scene(tmp_path / "b" / f"{DATES[0]}_L7_biharmonic.tif").shape == first.shape
+
+
+@pytest.mark.slow
+def test_dates_read_from_their_files_per_target_fill_exactly_as_the_stack_held_in_memory(tmp_path):
+    folder = write_stack(tmp_path / "stack")
+    options = dict(variance=True, workers=1, device="cpu")
+    from_files = fill_stack_files(folder, tmp_path / "files", **options)
+    in_memory = fill_stack_files(read_stack(folder), tmp_path / "memory", **options)
+    assert len(from_files["done"]) == len(DATES) and not from_files["failed"]
+    assert [d["references"] for d in from_files["done"]] == [d["references"] for d in in_memory["done"]]
+    for date in DATES:
+        for suffix in ("", "_variance", "_filled_mask"):
+            name = f"{date}_L7_convnp{suffix}.tif"
+            a, b = read_scene(tmp_path / "files" / name), read_scene(tmp_path / "memory" / name)
+            # the same numbers up to float32 rounding (1 ulp in a few values): the fill's arithmetic on a date
+            # read window by window is not bit for bit that on a date held in memory
+            np.testing.assert_allclose(a.bands, b.bands, rtol=1e-6, atol=0)
+            assert read_provenance(tmp_path / "files" / name) == read_provenance(tmp_path / "memory" / name)
+
+
+def test_the_main_process_keeps_per_date_its_usable_pixels_and_the_fit_sample_and_ranks_as_on_whole_dates(tmp_path):
+    shape = (300, 280)  # large enough for the ranking's fit to look at a subsample
+    y, x = np.mgrid[0:shape[0], 0:shape[1]] / 20.0
+    rng = np.random.default_rng(0)
+    for i, date in enumerate(DATES):
+        field = np.stack([np.sin(x) + np.cos(y), np.sin(x + y * (1 + 0.1 * i)), np.cos(0.7 * x) * np.sin(1.3 * y)])
+        bands = np.rint(1000 + 300 * field + rng.normal(0, 10 + 20 * i, field.shape)).astype(np.int16)
+        bands[:, (x * 20 + y * 7 + 11 * i).astype(int) % 15 < 4] = -9999
+        write_tif(tmp_path / f"{date}_L7.tif", bands, names=["B3", "B4", "B5"], nodata=-9999)
+    outline = stack_files._as_stack(tmp_path, tmp_path / "out", None, None, None, 0, False)
+    stack = read_stack(tmp_path)
+    assert outline.dates_in_memory is None and outline.dates == stack.dates
+    assert all(u.shape == shape for u in outline.usable)
+    assert all(s.shape == (3, 150, 140) for s in outline.samples)  # a quarter of the pixels: every other row, column
+    usable = [np.isfinite(s.bands) & ~u for s, u in zip(stack.scenes, stack.unusable)]
+    for t in range(len(DATES)):
+        whole = rank_references(usable, stack.dates, t, 2, bands=[s.bands for s in stack.scenes])
+        assert rank_references(outline.usable, outline.dates, t, 2, bands=outline.samples, sampled=True) == whole
+    # a worker reads its dates window by window
+    assert isinstance(read_date(outline.paths[1], outline.read["first"])[0].bands, BandWindows)
 
 
 def bad_cases(tmp_path):
