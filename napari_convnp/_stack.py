@@ -300,10 +300,11 @@ class StackWidget(QWidget):
         return job
 
     def cancel(self):
+        if self.worker is None:  # nothing running (the last fill may have ended just before): nothing to say
+            return
         if self.job is not None:
             self.job.cancel.set()
-        if self.worker is not None:
-            self.worker.quit()
+        self.worker.quit()
         self.status.setText("cancelling after the current tile…")
 
     def event(self, event):

@@ -1,6 +1,7 @@
 """The stack dock driven headless: dates of one place open as one layer with a date axis, every date (or the one on
 screen) filled from the others into mean and variance stacks, the references line following the slider, cancel."""
 import datetime
+import time
 
 import numpy as np
 import pytest
@@ -129,7 +130,13 @@ def test_the_references_line_follows_the_time_slider(stack_dock, qtbot):
     assert stack_dock.date_line.text().count("weight") == len(used)
 
 
-def test_cancel_stops_the_stack_fill_and_keeps_the_dates_done(stack_dock, qtbot):
+def test_cancel_stops_the_stack_fill_and_keeps_the_dates_done(stack_dock, qtbot, monkeypatch):
+    from napari_convnp import _stack
+
+    real = _stack.fill_stack
+    # a date takes 2 s at least: on a loaded machine the four small dates could all be done before the GUI
+    # shows the first, and Cancel would come after the end
+    monkeypatch.setattr(_stack, "fill_stack", lambda *a, **k: (time.sleep(2), real(*a, **k))[1])
     viewer = stack_dock.viewer
     stack_dock.fill(every=True)
     qtbot.waitUntil(lambda: "convnp stack mean" in viewer.layers, timeout=120_000)  # the first date is done
