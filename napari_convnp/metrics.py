@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+SSIM_BLOCK_ROWS = 512  # see _ssim_values
+
 Z95 = 1.959964
 
 
@@ -39,13 +41,26 @@ def ssim(pred, truth, gaps, data_range: float, win_size: int = 7) -> float:
 
 
 def _ssim_values(pred, truth, gaps, data_range: float, win_size: int = 7) -> np.ndarray:
-    """One band's local SSIM at its gap pixels with a nodata-free window (see `ssim`)."""
+    """One band's local SSIM at its gap pixels with a nodata-free window (see `ssim`), SSIM_BLOCK_ROWS rows at a
+    time with win_size rows of margin each side: the map is local, and scikit-image's holds about fifteen float64
+    copies of what it is given (~7 GB for a whole 7000×8000 band at once)."""
+    h = np.shape(gaps)[0]
+    values = []
+    for r0 in range(0, h, SSIM_BLOCK_ROWS):
+        a, b = max(0, r0 - win_size), min(h, r0 + SSIM_BLOCK_ROWS + win_size)
+        keep = np.zeros(b - a, bool)
+        keep[r0 - a:min(h, r0 + SSIM_BLOCK_ROWS) - a] = True
+        values.append(_ssim_block(pred[a:b], truth[a:b], gaps[a:b] & keep[:, None], data_range, win_size))
+    return np.concatenate(values)
+
+
+def _ssim_block(pred, truth, gaps, data_range: float, win_size: int) -> np.ndarray:
     from scipy import ndimage
     from skimage.metrics import structural_similarity
 
     if not gaps.any():
         return np.zeros(0)
-    p, t, g = np.asarray(pred, np.float64), truth.astype(np.float64), gaps
+    p, t, g = np.asarray(pred, np.float64), np.asarray(truth, np.float64), gaps
     missing = ~np.isfinite(p) | ~np.isfinite(t)
     if missing.any():
         # Those windows are dropped below; the values put here only keep the filter arithmetic finite.

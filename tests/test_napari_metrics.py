@@ -23,6 +23,15 @@ def test_unchanged_without_nodata():
     assert metrics.ssim(pred, truth, gaps, 1.0) == plain
 
 
+def test_ssim_in_blocks_of_rows_is_the_ssim_of_the_whole(monkeypatch):
+    """A whole scene's band is scored a block of rows at a time (memory): the local SSIM map does not change."""
+    pred, truth, gaps = _data(3)
+    truth[1, 30, 20] = np.nan  # a nodata pixel near a block's edge
+    whole = metrics.ssim(pred, truth, gaps, 1.0)
+    monkeypatch.setattr(metrics, "SSIM_BLOCK_ROWS", 13)
+    assert metrics.ssim(pred, truth, gaps, 1.0) == pytest.approx(whole, rel=1e-12)
+
+
 def test_windows_touching_nodata_are_left_out():
     pred, truth, gaps = _data(1)
     truth[:, 60:, :] = np.nan  # off-scene rows, far from some gaps, next to none
