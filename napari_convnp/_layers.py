@@ -8,6 +8,7 @@ from ._napari import (
     COMPOSITE_KEY,
     SCENE_KEY,
     STACK_KEY,
+    composite_limits,
     contrast_limits,
     default_composite,
     fit_placement,
@@ -110,16 +111,19 @@ def _canvas_grid(viewer):
     return getattr(canvas, "grid", None) or viewer.grid
 
 
-def _display(result, job, sample=None) -> dict:
+def _display(result, job, preview=None) -> dict:
     """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
-    whole scene these percentiles take seconds the GUI would freeze for. sample: (mean, variance, mask)
-    of a streamed result, subsampled, for the limits; its standard deviation stays lazy. A mean in memory gets
-    its RGB composite here too (`mean_layers`): a second or so of percentiles on a large scene."""
-    mean, variance, mask = sample or (result.mean, result.variance, job.mask)
-    out = {"mean": contrast_limits(mean)}
+    whole scene these percentiles take seconds the GUI would freeze for. The mean's RGB composite (`mean_layers`),
+    stretched as the scene's own. preview: of a streamed result (`_run._fill_streamed`), its kept rows and
+    columns, for the limits and as the layers' low level; its RGB composite made on the way; its std stays lazy."""
+    mean, variance, mask = (preview["mean"], preview["variance"], preview["mask"]) if preview else (
+        result.mean, result.variance, job.mask)
+    out = {"mean": contrast_limits(mean), "preview": preview}
     choice = default_composite(job.scene)
-    if choice is not None and isinstance(result.mean, np.ndarray):
-        out["rgb"] = rgb_composite(job.scene.with_bands(result.mean), choice)
+    if preview is not None:
+        out["rgb"] = preview["rgb"]
+    elif choice is not None:
+        out["rgb"] = rgb_composite(job.scene.with_bands(result.mean), choice, composite_limits(job.scene, choice))
     if variance is not None:
         in_gaps = variance[mask]
         in_gaps = in_gaps[np.isfinite(in_gaps)]
@@ -129,6 +133,27 @@ def _display(result, job, sample=None) -> dict:
             out["std"] = np.sqrt(result.variance)
             out["std_limits"] = (0.0, float(np.sqrt(top)) or 1.0)
     return out
+
+
+def levels(data, display: dict, kind: str):
+    """What a result's layer holds: the result itself, or for a streamed one with a preview napari's two levels of a
+    multiscale image, [the result read from its file, every k-th row and column in memory]: napari shows the
+    second while the whole scene is in view and reads the file only for the part in view when zoomed in, never a
+    whole band on the GUI thread (2.5 s a layer on a 7000×8000 scene)."""
+    preview = display.get("preview")
+    if preview is None or preview["step"] == 1 or data is None:
+        return data
+    step = preview["step"]
+    low = {"mean": preview["mean"], "variance": preview["variance"],
+           "std": None if preview["variance"] is None else np.sqrt(preview["variance"])}.get(kind)
+    if low is None:  # the RGB composite, whole in memory
+        low = data[::step, ::step]
+    return [data, low]
+
+
+def full_data(layer):
+    """A layer's pixels at full resolution: a multiscale layer's (`levels`) first level."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
 def mask_pixels(mask: np.ndarray) -> int:
@@ -186,7 +211,7 @@ def _layouts(layer) -> tuple[tuple[int, ...], ...]:
 
 def _bands_first(layer) -> np.ndarray:
     """A layer's pixels as C×H×W (bands last, `_bands_last`, are moved first)."""
-    data = np.asarray(layer.data)
+    data = np.asarray(full_data(layer))
     if _bands_last(layer):
         data = np.moveaxis(data, -1, 0)
     if data.ndim == 2:
@@ -239,8 +264,10 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
         return next((lay for lay in viewer.layers
                      if all(lay.metadata.get(RESULT_KEY, {}).get(key) == info[key] for key in keys)), None)
 
+    multiscale = isinstance(data, list)  # `levels`
+    full = data[0] if multiscale else data
     existing = matching(tuple(info)) or (matching(("source", "label", "kind")) if job.replace else None)
-    if existing is not None and existing.data.shape == data.shape:
+    if existing is not None and existing.multiscale == multiscale and np.shape(existing.data) == full.shape:
         existing.data = data
         for key, value in kwargs.items():
             setattr(existing, key, value)
@@ -249,19 +276,20 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
         existing.metadata.update(meta)
         layer = existing
     else:
-        ndim = data.ndim - 1 if kwargs.get("rgb") else data.ndim  # an RGB layer's last axis is its colours
-        layer = viewer.add_image(data, name=result_name(viewer, info), metadata=meta,
+        if existing is not None and np.shape(existing.data) == full.shape:  # the same result, but napari cannot
+            viewer.layers.remove(existing)  # make a layer multiscale (or not) after it is made
+        ndim = full.ndim - 1 if kwargs.get("rgb") else full.ndim  # an RGB layer's last axis is its colours
+        layer = viewer.add_image(data, name=result_name(viewer, info), metadata=meta, multiscale=multiscale,
                                  **fit_placement(job.placement, ndim), **kwargs)
     return layer
 
 
 def mean_layers(viewer, job, mean, label: str, display: dict):
-    """A filled mean's layer (returned) and, for a result in memory, the same as the scene's default RGB
-    composite (2–98 % stretch; made by `_display`), so the fill's seams can be judged in colour beside the scene's
-    own composite (a result streamed to files has none: a whole scene's composite would be read whole)."""
-    layer = result_layer(viewer, job, mean, label, "mean", contrast_limits=display["mean"])
+    """A filled mean's layer (returned) and the same as the scene's default RGB composite (made by `_display`,
+    stretched as the scene's own), so the fill's seams can be judged in colour beside the scene's composite."""
+    layer = result_layer(viewer, job, levels(mean, display, "mean"), label, "mean", contrast_limits=display["mean"])
     if display.get("rgb") is not None:
-        result_layer(viewer, job, display["rgb"], label, "RGB", rgb=True)
+        result_layer(viewer, job, levels(display["rgb"], display, "RGB"), label, "RGB", rgb=True)
     return layer
 
 

@@ -49,9 +49,15 @@ def display_percentiles(values: np.ndarray, q) -> np.ndarray | None:
     return np.percentile(finite, q) if finite.size else None
 
 
-def stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
-    """Percentile contrast stretch to 0…255 (uint8: a composite is for the eye); NaN (no data) becomes 0."""
+def stretch_limits(band: np.ndarray, low: float = 2, high: float = 98) -> tuple[float, float] | None:
+    """A band's low and high percentiles (2–98 %), what `stretch` maps to 0 and 255; None if it has no data."""
     limits = display_percentiles(band, [low, high])
+    return None if limits is None else (float(limits[0]), float(limits[1]))
+
+
+def stretch(band: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """Contrast stretch of `limits` (`stretch_limits`) to 0…255 (uint8: a composite is for the eye); NaN (no data)
+    becomes 0, and so does everything without limits."""
     if limits is None:
         return np.zeros(band.shape, np.uint8)
     lo, hi = limits
@@ -60,11 +66,21 @@ def stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
     return np.nan_to_num(out, copy=False).astype(np.uint8)
 
 
-def rgb_composite(scene: Scene, choice: str) -> np.ndarray | None:
+def composite_limits(scene: Scene, choice: str) -> list | None:
+    """The stretch of each channel of a composite of this scene (None if it has no such composite): its fills'
+    composites are stretched the same, so that their colours compare with the scene's own."""
+    idx = composites(scene).get(choice)
+    return None if idx is None else [stretch_limits(scene.bands[i]) for i in idx]
+
+
+def rgb_composite(scene: Scene, choice: str, limits: list | None = None) -> np.ndarray | None:
+    """A composite as H×W×3 uint8, each channel stretched by its own 2–98 % percentiles or by `limits`
+    (`composite_limits` of another scene: a fill shown as its scene is)."""
     idx = composites(scene).get(choice)
     if idx is None:
         return None
-    return np.stack([stretch(scene.bands[i]) for i in idx], -1)
+    limits = limits or [stretch_limits(scene.bands[i]) for i in idx]
+    return np.stack([stretch(scene.bands[i], lim) for i, lim in zip(idx, limits)], -1)
 
 
 def contrast_limits(bands: np.ndarray) -> tuple[float, float]:
@@ -178,11 +194,12 @@ def scene_of(data: np.ndarray, meta: dict) -> Scene:
 
 
 def lazy_image(path):  # -> dask.array.Array
-    """A GeoTIFF as a dask array that napari reads window by window as it shows it (the band on screen, a row
-    of blocks at a time), instead of a copy of the whole in memory."""
+    """A GeoTIFF as a dask array that napari reads window by window as it shows it (of the band on screen, the
+    1024² blocks in view, decoding only their tiles), instead of a copy of the whole in memory."""
     import dask.array as da
 
     pixels = TiffPixels.open(path)
+    pixels.whole_rows = False
     _, h, w = pixels.shape
-    return da.from_array(pixels, chunks=(1, min(h, 1024), w), asarray=True, fancy=False, lock=False,
+    return da.from_array(pixels, chunks=(1, min(h, 1024), min(w, 1024)), asarray=True, fancy=False, lock=False,
                          name=f"napari-convnp-{Path(path).name}")

@@ -17,9 +17,10 @@ from qtpy.QtCore import QObject, Signal
 
 from . import metrics
 from ._layers import _display, mask_pixels, result_label, uses_reference
-from ._napari import display_step, lazy_image
+from ._napari import composite_limits, default_composite, lazy_image, stretch
 from .fileio import clip_fill, fill_to_files, source_range
 from .inpaint import Cancelled, FillError, fill
+from .landsat import composites
 from .masks import MaskError, validate_mask
 from .scene import Scene, SceneError
 
@@ -155,11 +156,26 @@ def calibration_note(result) -> str:
             f"{notes}")
 
 
+# A streamed result's layer keeps every k-th row and column in memory, k such that this many fit the longer side: the
+# level napari shows while the whole scene is in view, reading the file only for the part in view when zoomed in.
+PREVIEW_SIDE = 2048
+
+
+def preview_step(shape) -> int:
+    """k of a scene of this shape (…, rows, columns): 1 (no preview) when it fits PREVIEW_SIDE."""
+    return max(1, -(-max(shape[-2:]) // PREVIEW_SIDE))
+
+
 def _fill_streamed(job: Job, options: dict):
     """The fill of a whole scene: its mean and variance are streamed into GeoTIFFs in `results_folder()` and
-    come back as lazy arrays read from them; every step-th row and column is kept on the way (about
-    _napari.DISPLAY_SAMPLE values), for the display limits. Returns (Fill, (mean, variance, mask) of that sample)."""
-    step = display_step(job.scene.bands.size)
+    come back as lazy arrays read from them. On the way, every preview_step-th row and column is kept (the layers'
+    low level and their display limits) and the mean's default RGB composite made (stretched as the scene's own).
+    Returns (Fill, preview: {"mean", "variance", "mask", "rgb"}: the mask is the preview's, the rgb whole)."""
+    step = preview_step(job.scene.shape)
+    choice = default_composite(job.scene)
+    channels = composites(job.scene)[choice] if choice is not None else ()
+    limits = composite_limits(job.scene, choice) if choice is not None else None
+    rgb = np.zeros((*job.scene.shape[1:], 3), np.uint8) if channels else None
     means, variances = [], []
 
     def keep(r0, mean, variance):
@@ -167,15 +183,18 @@ def _fill_streamed(job: Job, options: dict):
         means.append(mean[:, first::step, ::step].copy())
         if variance is not None:
             variances.append(variance[:, first::step, ::step].copy())
+        if rgb is not None:
+            for channel, (band, lim) in enumerate(zip(channels, limits)):
+                rgb[r0:r0 + mean.shape[1], :, channel] = stretch(mean[band], lim)
 
     result, mean_path, variance_path = fill_to_files(job.scene.bands, job.mask, results_folder(), like=job.scene,
                                                      name=f"{job.source} {job.label(options['method'])}",
                                                      on_rows=keep, **options)
     result = dataclasses.replace(result, mean=lazy_image(mean_path),
                                  variance=lazy_image(variance_path) if variance_path else None)
-    sample = (np.concatenate(means, 1), np.concatenate(variances, 1) if variances else None,
-              job.mask[:, ::step, ::step])
-    return result, sample
+    preview = {"mean": np.concatenate(means, 1), "variance": np.concatenate(variances, 1) if variances else None,
+               "mask": job.mask[:, ::step, ::step], "rgb": rgb, "step": step}
+    return result, preview
 
 
 def work(job: Job, progress: Callable[[int, int, str], None]):
@@ -210,11 +229,11 @@ def work(job: Job, progress: Callable[[int, int, str], None]):
                        cancelled=job.cancel.is_set)
         try:
             if whole_scene(job.scene.bands.size):
-                result, sample = _fill_streamed(job, options)
+                result, preview = _fill_streamed(job, options)
             else:
                 result = fill(job.scene.bands, job.mask, **options)
                 clip_fill(result.mean, source_range(job.scene.source_dtype))  # as every file output is
-                sample = None
+                preview = None
         except Cancelled:
             return
         except (FillError, SceneError, RuntimeError) as err:  # this method cannot: say so, go on with the
@@ -226,7 +245,7 @@ def work(job: Job, progress: Callable[[int, int, str], None]):
             if data_range is None:
                 data_range = float(np.nanmax(job.scene.bands) - np.nanmin(job.scene.bands)) or 1.0
             scores = metrics.scores(result.mean, job.scene.bands, job.mask, data_range, result.variance)
-        yield job, method, result, scores, _display(result, job, sample)
+        yield job, method, result, scores, _display(result, job, preview)
 
 
 def start(job: Job, progress: Callable[[int, int, str], None], *, yielded, errored, finished):

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QSlider,
 )
 
-from ._layers import RESULT_KEY, InputError, result_method, result_name
+from ._layers import RESULT_KEY, InputError, full_data, result_method, result_name
 from ._napari import SCENE_KEY, fit_placement, layer_placement
 from ._pickers import button
 from ._run import _Progress
@@ -149,14 +149,14 @@ def _prepare_step(fill, variance_layer, classical, bands: IndexBands, scale, pix
                   cancel: threading.Event) -> WaterStep | None:
     """In the worker thread: the index's two bands read, ρ estimated once and the closed forms prepared (the
     seconds of *Map water*) and the maps at `threshold`; None once cancelled, checked between these stages."""
-    mean, variance = _index_pair(fill.data, bands), _index_pair(variance_layer.data, bands)
+    mean, variance = _index_pair(full_data(fill), bands), _index_pair(full_data(variance_layer), bands)
     if cancel.is_set():
         return None
     water = index_water_map(mean, variance, variance > 0, PAIR, threshold, scale)  # ρ, once
     if cancel.is_set():
         return None
     p_at = water_probability_at(mean, variance, PAIR, band_correlation=water.band_correlation, scale=scale)
-    classical_at = (water_probability_at(_index_pair(classical.data, bands), None, PAIR, scale=scale)
+    classical_at = (water_probability_at(_index_pair(full_data(classical), bands), None, PAIR, scale=scale)
                     if classical is not None else None)
     if cancel.is_set():
         return None

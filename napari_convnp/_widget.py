@@ -40,9 +40,11 @@ from ._layers import (
     add_mask_layer,
     default_filename,
     enter_grid,
+    full_data,
     label_cells,
     layer_scene,
     leave_grid,
+    levels,
     mean_layers,
     result_layer,
     share_limits,
@@ -582,11 +584,11 @@ class GapFillWidget(QWidget):
         label = job.label(method)
         mean = mean_layers(self.viewer, job, result.mean, label, display)
         if result.variance is not None:
-            result_layer(self.viewer, job, result.variance, label, "variance", colormap=variance_colormap(),
-                         contrast_limits=display["variance"])
+            result_layer(self.viewer, job, levels(result.variance, display, "variance"), label, "variance",
+                         colormap=variance_colormap(), contrast_limits=display["variance"])
             if display.get("std") is not None:
-                result_layer(self.viewer, job, display["std"], label, "std", colormap="viridis",
-                             contrast_limits=display["std_limits"])
+                result_layer(self.viewer, job, levels(display["std"], display, "std"), label, "std",
+                             colormap="viridis", contrast_limits=display["std_limits"])
         for kind in ("variance", "std"):
             share_limits(self.viewer, job.source, kind)
         self.save_combo.value = mean  # Save offers the newest result
@@ -686,7 +688,7 @@ class GapFillWidget(QWidget):
             _notify_error(f"'{layer.name}' is not an image layer; save a mask with File › Save Selected Layers")
             return False
         try:
-            write_image(str(path), layer.data, {"metadata": layer.metadata, "rgb": layer.rgb})
+            write_image(str(path), full_data(layer), {"metadata": layer.metadata, "rgb": layer.rgb})
         except SceneError as err:
             _notify_error(str(err))
             return False

@@ -17,6 +17,8 @@ def write_image(path: str, data, meta: dict) -> list[str]:
     any file the layer's scene was read from (every band file of a Landsat folder too). A stack of dates
     (date × band × y × x) is refused: one GeoTIFF holds bands × rows × columns, and would be unreadable.
     A result of the widget records what made it (`provenance`), as the command line's outputs do."""
+    if meta.get("multiscale"):  # a streamed result (`_layers.levels`): its full resolution
+        data = data[0]
     if np.ndim(data) - bool(meta.get("rgb")) > 3:
         raise SceneError(f"{path}: a layer of shape {tuple(np.shape(data))} (a stack of dates) cannot be one GeoTIFF "
                          "of bands × rows × columns; save single scenes")

@@ -150,7 +150,8 @@ def worker_threads():
 class TiffPixels(BandWindows):
     """The pixels of a one-image TIFF as stored (C×H×W), decoded strip by strip (or tile by tile) when
     indexed, so that a file-to-file fill never holds the whole input. The last block decoded is kept:
-    the fill reads a row of tiles window by window, then the same rows again to write them."""
+    the fill reads a row of tiles window by window, then the same rows again to write them. With `whole_rows`
+    False only the tiles under the columns asked for are decoded: napari showing part of a scene zoomed in."""
 
     ndim = 3
 
@@ -159,7 +160,9 @@ class TiffPixels(BandWindows):
         self.size = int(np.prod(shape))
         stat = path.stat()
         self._stamp = (stat.st_size, stat.st_mtime_ns)  # a file changed under the fill is an error, not a picture
-        self._cache = ((0, 0, 0, 0), None)  # ((first band, last band + 1, first row, last row + 1), pixels)
+        self._cache = ((0, 0, 0, 0, 0, 0), None)  # ((first band, last band + 1, first row, last row + 1,
+        # first column, last column + 1), pixels)
+        self.whole_rows = True
 
     @staticmethod
     def fits(series) -> bool:
@@ -189,13 +192,18 @@ class TiffPixels(BandWindows):
             return self[:, :, :][index]  # strided: rare; the whole, then numpy's indexing
         b0, b1 = index_span(band_range)
         r0, r1 = index_span(row_range)
-        (cb0, cb1, cr0, cr1), pixels = self._cache
-        if pixels is None or not (cb0 <= b0 and b1 <= cb1 and cr0 <= r0 and r1 <= cr1):
-            pixels = self._decode(b0, b1, r0, r1)
-            cb0, cb1, cr0, cr1 = b0, b1, r0, r1
-            self._cache = ((cb0, cb1, cr0, cr1), pixels)
+        col_range = range(self.shape[2])[cols]
+        narrow = not self.whole_rows and not (isinstance(col_range, range) and col_range.step != 1)
+        c0, c1 = index_span(col_range) if narrow else (0, self.shape[2])
+        (cb0, cb1, cr0, cr1, cc0, cc1), pixels = self._cache
+        if pixels is None or not (cb0 <= b0 and b1 <= cb1 and cr0 <= r0 and r1 <= cr1 and cc0 <= c0 and c1 <= cc1):
+            pixels = self._decode(b0, b1, r0, r1, c0, c1)
+            cb0, cb1, cr0, cr1, cc0, cc1 = b0, b1, r0, r1, c0, c1
+            self._cache = ((cb0, cb1, cr0, cr1, cc0, cc1), pixels)
         local_bands = band_range - cb0 if isinstance(band_range, int) else slice(b0 - cb0, b1 - cb0)
         local_rows = row_range - cr0 if isinstance(row_range, int) else slice(r0 - cr0, r1 - cr0)
+        if narrow:
+            cols = col_range - cc0 if isinstance(col_range, int) else slice(c0 - cc0, c1 - cc0)
         return pixels[local_bands, local_rows][..., cols]
 
     def scan(self, nodata_value: float | None) -> np.ndarray:
@@ -217,10 +225,11 @@ class TiffPixels(BandWindows):
             return np.broadcast_to(np.False_, self.shape)
         return nodata
 
-    def _decode(self, b0: int, b1: int, r0: int, r1: int) -> np.ndarray:
-        """Bands b0…b1−1, rows r0…r1−1, every column, in the file's type."""
+    def _decode(self, b0: int, b1: int, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> np.ndarray:
+        """Bands b0…b1−1, rows r0…r1−1, columns c0…c1−1 (every column by default), in the file's type."""
         c, h, w = self.shape
-        out = np.zeros((b1 - b0, r1 - r0, w), self.dtype)
+        c1 = w if c1 is None else c1
+        out = np.zeros((b1 - b0, r1 - r0, c1 - c0), self.dtype)
         stat = self.path.stat()
         if (stat.st_size, stat.st_mtime_ns) != self._stamp:
             raise SceneError(f"{self.path}: the file changed while it was being filled; nothing was written, "
@@ -233,7 +242,7 @@ class TiffPixels(BandWindows):
             separate = page.planarconfig == 2 and c > 1
             planes = range(b0, b1) if separate else [0]
             wanted = [p * down * across + y * across + x for p in planes
-                      for y in range(r0 // length, -(-r1 // length)) for x in range(across)]
+                      for y in range(r0 // length, -(-r1 // length)) for x in range(c0 // width, -(-c1 // width))]
             offsets, counts = page.dataoffsets, page.databytecounts
             read = tif.filehandle.read_segments([offsets[i] for i in wanted], [counts[i] for i in wanted],
                                                 indices=wanted, sort=True)
@@ -243,14 +252,15 @@ class TiffPixels(BandWindows):
                 if segment is None:
                     continue  # a block the file leaves out reads as 0, as tifffile does
                 rows = slice(max(y, r0), min(y + segment.shape[1], r1, h))
-                cols = slice(x, min(x + segment.shape[2], w))
-                if rows.start >= rows.stop:
+                cols = slice(max(x, c0), min(x + segment.shape[2], c1, w))
+                if rows.start >= rows.stop or cols.start >= cols.stop:
                     continue
-                part = segment[0, rows.start - y:rows.stop - y, :cols.stop - x]
+                part = segment[0, rows.start - y:rows.stop - y, cols.start - x:cols.stop - x]
+                into = (slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0))
                 if separate:
-                    out[plane - b0, rows.start - r0:rows.stop - r0, cols] = part[..., 0]
+                    out[(plane - b0, *into)] = part[..., 0]
                 else:
-                    out[:, rows.start - r0:rows.stop - r0, cols] = np.moveaxis(part[..., b0:b1], -1, 0)
+                    out[(slice(None), *into)] = np.moveaxis(part[..., b0:b1], -1, 0)
         return out
 
 

@@ -541,3 +541,43 @@ def test_a_whole_scene_is_read_and_detected_off_the_gui_thread(widget, qtbot, mo
     wait_for(qtbot, widget)
     np.testing.assert_array_equal(np.asarray(widget.mask_combo.value.data), gaps_direct)
     assert widget.progress.maximum() == 1 and not widget.status.text().endswith("…")
+
+
+def test_a_whole_scene_result_is_shown_from_a_preview_and_read_only_where_in_view(widget, qtbot, monkeypatch, tmp_path):
+    """Issue 25.6/25.5: adding a streamed result read a whole band on the GUI thread (2.5 s a layer on a 7000×8000
+    scene, 4 s at the end of a run). Its layers are now multiscale: the file, and every k-th row and column kept
+    on the way (PREVIEW_SIDE on the longer side), shown while the scene is in view; its RGB composite is made on
+    the way too, stretched as the scene's own. Saving and the water step use the full resolution."""
+    import dask.array as da
+
+    from napari_convnp import _run
+    from napari_convnp._napari import composite_limits, default_composite, rgb_composite
+
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    monkeypatch.setattr(_run, "STREAM_RESULTS_VALUES", 1000)
+    monkeypatch.setattr(_run, "PREVIEW_SIDE", 256)  # 768 px: every 3rd row and column
+    run(widget, qtbot, "convnp")
+    scene = widget._scene()[1]
+    for kind in ("mean", "variance"):
+        layer = widget.viewer.layers[f"convnp {kind}"]
+        assert layer.multiscale and isinstance(layer.data[0], da.Array), kind
+        full = np.asarray(layer.data[0])
+        assert full.shape == scene.shape
+        np.testing.assert_array_equal(layer.data[1], full[:, ::3, ::3], err_msg=kind)
+    mean = np.asarray(widget.viewer.layers["convnp mean"].data[0])
+    rgb = widget.viewer.layers["convnp RGB"]
+    assert rgb.rgb and rgb.multiscale and rgb.data[0].shape == (*scene.shape[1:], 3)
+    choice = default_composite(scene)
+    expected = rgb_composite(scene.with_bands(mean), choice, composite_limits(scene, choice))
+    np.testing.assert_array_equal(rgb.data[0], expected)
+    np.testing.assert_array_equal(rgb.data[1], expected[::3, ::3])
+
+    assert widget.save(widget.viewer.layers["convnp mean"], str(tmp_path / "mean.tif"))
+    np.testing.assert_array_equal(read_scene(tmp_path / "mean.tif").bands, mean)
+    from napari_convnp._writer import write_image
+
+    layer = widget.viewer.layers["convnp variance"]
+    data, state, _ = layer.as_layer_data_tuple()  # what File › Save Selected Layers hands the writer
+    write_image(str(tmp_path / "variance.tif"), data, state)
+    np.testing.assert_array_equal(read_scene(tmp_path / "variance.tif").bands, np.asarray(layer.data[0]))

@@ -204,10 +204,18 @@ def test_windowed_reading_gives_the_stored_pixels(tmp_path, layout, dtype):
     scene = read_scene(path, lazy_float=True)
     pixels = scene.bands.raw
     assert isinstance(pixels, TiffPixels)
-    for index in [(slice(None), slice(10, 60), slice(20, 90)), 2, (1, slice(50, 101)), (slice(1, 3), 100),
-                  (..., slice(120, 133)), (3, slice(0, 17), 5), (slice(None), slice(64, 128), slice(0, 133))]:
+    windows = [(slice(None), slice(10, 60), slice(20, 90)), 2, (1, slice(50, 101)), (slice(1, 3), 100),
+               (..., slice(120, 133)), (3, slice(0, 17), 5), (slice(None), slice(64, 128), slice(0, 133)),
+               (0, slice(5, 9), slice(None, None, 4)), (2, slice(40, 41), -1), (1, slice(30, 90), slice(31, 33))]
+    for index in windows:
         np.testing.assert_array_equal(pixels[index], stored[index], err_msg=str(index))
     np.testing.assert_array_equal(np.asarray(pixels), stored)
+    pixels = TiffPixels.open(path)  # nothing decoded yet
+    pixels.whole_rows = False  # as napari reads a streamed result: only the tiles under the columns asked for
+    for index in windows + windows[::-1]:  # each window after a wider and after a narrower one
+        np.testing.assert_array_equal(pixels[index], stored[index], err_msg=f"narrow {index}")
+    pixels[1, 30:90, 31:33]
+    assert pixels._cache[0][4:] == (31, 33)  # what was decoded: those columns, not whole rows
     expected = np.where(stored == 7, np.nan, stored.astype(np.float32))
     np.testing.assert_array_equal(np.asarray(scene.bands), expected)
     np.testing.assert_array_equal(scene.nodata, stored == 7)
