@@ -17,7 +17,7 @@ from qtpy.QtCore import QObject, Signal
 
 from . import metrics
 from ._layers import _display, mask_pixels, result_label, uses_reference
-from ._napari import composite_limits, default_composite, lazy_image, stretch
+from ._napari import composite_limits, default_composite, display_step, lazy_image, stretch
 from .fileio import clip_fill, fill_to_files, source_range
 from .inpaint import Cancelled, FillError, fill
 from .landsat import composites
@@ -107,8 +107,11 @@ class ActivityBar:
 
 def layer_mask(data, invert: bool = False, own_scene: Scene | None = None) -> np.ndarray:
     """The pixels a mask layer marks to fill: nonzero, or with `invert` zero (masks that mark the valid pixels, as
-    the CLI's --invert-mask) except where the layer's own scene (the mask file it was read from) has no data."""
+    the CLI's --invert-mask) except where the layer's own scene (the mask file it was read from) has no data.
+    A layer the same in every band (simulated stripes, a mask file) gives H×W: a whole scene's bands-fold copy less."""
     data = np.asarray(data)
+    if data.ndim == 3 and len(data) > 1 and all(np.array_equal(data[0], plane) for plane in data[1:]):
+        data = data[0]
     if not invert:
         return data != 0
     marked = data == 0
@@ -162,8 +165,10 @@ PREVIEW_SIDE = 2048
 
 
 def preview_step(shape) -> int:
-    """k of a scene of this shape (…, rows, columns): 1 (no preview) when it fits PREVIEW_SIDE."""
-    return max(1, -(-max(shape[-2:]) // PREVIEW_SIDE))
+    """k of a scene of this shape (bands, rows, columns); for one that fits PREVIEW_SIDE (many bands), that of an
+    even sample for its display limits (`display_step`); 1: all of it (then no preview level)."""
+    k = -(-max(shape[-2:]) // PREVIEW_SIDE)
+    return k if k > 1 else display_step(int(np.prod(shape)))
 
 
 def _fill_streamed(job: Job, options: dict):

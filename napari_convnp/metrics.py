@@ -5,16 +5,28 @@ import math
 
 import numpy as np
 
-SSIM_BLOCK_ROWS = 512  # see _ssim_values
+SSIM_BLOCK_ROWS = 256  # see _ssim_blocks: about 0.3 GB at 8000 columns
+BLOCK_ROWS = 1024  # the other scores read a band this many rows at a time: a streamed result's blocks (`lazy_image`)
 
 Z95 = 1.959964
+
+
+def _row_blocks(arrays, gaps):
+    """Per band, per block of BLOCK_ROWS rows: (the arrays' values at its gap pixels as float64, ...): a band of a
+    whole scene (a result read back from its file, perhaps) is never read whole, nor its gap values held at once."""
+    for band in zip(*arrays, gaps):
+        *values, g = band
+        for r0 in range(0, np.shape(g)[0], BLOCK_ROWS):
+            here = np.asarray(g[r0:r0 + BLOCK_ROWS], bool)
+            if here.any():
+                yield [np.asarray(v[r0:r0 + BLOCK_ROWS])[here].astype(np.float64) for v in values]
 
 
 def rmse(pred, truth, gaps) -> float:
     """Band by band: `pred` may be a lazy sequence of bands (a result read back from its file)."""
     squared, count = 0.0, 0
-    for p, t, g in zip(pred, truth, gaps):
-        error = np.asarray(p)[g].astype(np.float64) - t[g]
+    for p, t in _row_blocks((pred, truth), gaps):
+        error = p - t
         squared, count = squared + float(error @ error), count + error.size
     return math.sqrt(squared / count) if count else float("nan")
 
@@ -35,23 +47,23 @@ def ssim(pred, truth, gaps, data_range: float, win_size: int = 7) -> float:
     out, so no-data pixels never enter a score. On images without any NaN this is the plain windowed SSIM.
     NaN when no gap pixel has a nodata-free window.
     """
-    values = [_ssim_values(p, t, g, data_range, win_size) for p, t, g in zip(pred, truth, gaps)]
-    values = np.concatenate(values) if values else np.zeros(0)
-    return float(np.mean(values)) if values.size else float("nan")
+    total, count = 0.0, 0
+    for p, t, g in zip(pred, truth, gaps):
+        for values in _ssim_blocks(p, t, g, data_range, win_size):
+            total, count = total + float(np.sum(values)), count + values.size
+    return total / count if count else float("nan")
 
 
-def _ssim_values(pred, truth, gaps, data_range: float, win_size: int = 7) -> np.ndarray:
+def _ssim_blocks(pred, truth, gaps, data_range: float, win_size: int = 7):
     """One band's local SSIM at its gap pixels with a nodata-free window (see `ssim`), SSIM_BLOCK_ROWS rows at a
-    time with win_size rows of margin each side: the map is local, and scikit-image's holds about fifteen float64
-    copies of what it is given (~7 GB for a whole 7000×8000 band at once)."""
+    time with win_size rows of margin each side, block after block: the map is local, and scikit-image's holds about
+    fifteen float64 copies of what it is given (~7 GB for a whole 7000×8000 band at once)."""
     h = np.shape(gaps)[0]
-    values = []
     for r0 in range(0, h, SSIM_BLOCK_ROWS):
         a, b = max(0, r0 - win_size), min(h, r0 + SSIM_BLOCK_ROWS + win_size)
         keep = np.zeros(b - a, bool)
         keep[r0 - a:min(h, r0 + SSIM_BLOCK_ROWS) - a] = True
-        values.append(_ssim_block(pred[a:b], truth[a:b], gaps[a:b] & keep[:, None], data_range, win_size))
-    return np.concatenate(values)
+        yield _ssim_block(pred[a:b], truth[a:b], gaps[a:b] & keep[:, None], data_range, win_size)
 
 
 def _ssim_block(pred, truth, gaps, data_range: float, win_size: int) -> np.ndarray:
@@ -86,11 +98,11 @@ def coverage95(mean, variance, truth, gaps) -> float:
 
 
 def _mean_over_gaps(per_pixel, mean, variance, truth, gaps) -> float:
-    """The mean of per_pixel(mean, variance, truth) over the gap pixels, in float64, one band in memory at a time
-    (mean and variance may be lazy sequences of bands: a result read back from its files)."""
+    """The mean of per_pixel(mean, variance, truth) over the gap pixels, in float64, BLOCK_ROWS rows of a band in
+    memory at a time (mean and variance may be lazy sequences of bands: a result read back from its files)."""
     total, count = 0.0, 0
-    for m, v, t, g in zip(mean, variance, truth, gaps):
-        values = per_pixel(*(np.asarray(a)[g].astype(np.float64) for a in (m, v, t)))
+    for m, v, t in _row_blocks((mean, variance, truth), gaps):
+        values = per_pixel(m, v, t)
         total, count = total + float(np.sum(values)), count + values.size
     return total / count if count else float("nan")
 

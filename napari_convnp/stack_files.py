@@ -93,6 +93,7 @@ def fill_stack_files(inputs, out_dir: str | os.PathLike, *, dates=None, qa: str 
                 "read": stack.read,
                 "provenance": {"qa": qa, "qa_band": _band_number(qa_band), "dilate": int(dilate),
                                "max_references": max_references}}
+    workers = min(workers, len(todo))  # no idle worker holding memory; one date alone gets every core
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     client, cluster = _connect(scheduler, workers, connect_timeout)
     try:

@@ -77,6 +77,23 @@ def _finish(mean, variance, bands, kept, holes, spread) -> None:
             variance += np.where(holes & np.isfinite(spread), spread, 0)
 
 
+class AtHoles:
+    """A C×H×W array kept only where holes (C×H×W bool) are: band by band its values there (NaN as 0) and where each
+    row's begin, a quarter of a scene's memory where a quarter of it is filled. `rows(r0, r1)` gives rows back as
+    C×(r1−r0)×W, 0 off the holes."""
+
+    def __init__(self, values, holes):
+        self.holes = holes
+        self.values = [np.nan_to_num(np.asarray(v, np.float32)[h], nan=0.0) for v, h in zip(values, holes)]
+        self.starts = [np.concatenate([[0], np.cumsum(np.count_nonzero(h, 1))]) for h in holes]
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        out = np.zeros((len(self.values), r1 - r0, self.holes.shape[2]), np.float32)
+        for b, (values, starts) in enumerate(zip(self.values, self.starts)):
+            out[b][self.holes[b, r0:r1]] = values[starts[r0]:starts[r1]]
+        return out
+
+
 def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MAX_REFERENCES, fill_clouds=False,
                cloudy=None, progress: Callable[[int, int], None] | None = None,
                cancelled: Callable[[], bool] | None = None, chosen=None, on_rows=None,
@@ -144,9 +161,9 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
         # the target's usable pixels: fuse_references takes them with its known values
         fused = fuse_references(bands[t], ~unusable[t], references) if picked else None
         del references
-        reference, spread, weights = (None, None, []) if fused is None else (fused.reference, fused.spread,
-                                                                            fused.weights)
-        del fused  # its variance is not used here: a scene's worth of memory
+        reference, spread, weights = (None, None, []) if fused is None else (fused.reference,
+                                                                            AtHoles(fused.spread, holes), fused.weights)
+        del fused  # its variance is not used here, its spread only at the holes: two scenes' worth of memory
         step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
         kept_values = np.broadcast_to(kept, holes.shape)
 
@@ -155,7 +172,7 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
         def finished(r0, mean, variance, t=t, holes=holes, kept=kept_values, spread=spread, used=used):
             rows = slice(r0, r0 + mean.shape[1])
             _finish(mean, variance, bands[t][:, rows], kept[:, rows], holes[:, rows],
-                    None if spread is None else spread[:, rows])
+                    None if spread is None else spread.rows(rows.start, rows.stop))
             if on_rows is not None:
                 on_rows(t, r0, mean, variance, used)
 

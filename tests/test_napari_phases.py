@@ -36,6 +36,11 @@ def _click_run(widget, qtbot, *methods):
     return job, said, described
 
 
+def _changes(texts: list[str]) -> list[str]:
+    """The texts without those equal to the one before."""
+    return [text for i, text in enumerate(texts) if i == 0 or text != texts[i - 1]]
+
+
 def test_run_names_each_phase_in_the_status_the_bar_and_the_activity_dock(widget, qtbot):
     from napari.utils import progress
 
@@ -50,8 +55,9 @@ def test_run_names_each_phase_in_the_status_the_bar_and_the_activity_dock(widget
     assert texts[-1] == "idw: scoring and display limits"
     # the activity dock's bar said the same: the worker's phases in the same order (the two lines said as Run is
     # pressed may reach the bar, which the press makes, before the test listens to it, or in either order)
-    worker_phases = texts[texts.index("checking the mask and the known pixels"):]
-    assert described[-len(worker_phases):] == worker_phases and set(described) <= set(texts)
+    # (a text said twice running, a count throttled by time under load, changes the bar's description once)
+    worker_phases = _changes(texts[texts.index("checking the mask and the known pixels"):])
+    assert _changes(described)[-len(worker_phases):] == worker_phases and set(described) <= set(texts)
     assert widget._activity is None and not any(bar.desc.startswith("filling") for bar in progress._all_instances)
     assert widget.status.text().startswith("idw done in") and "idw" in job.scores
 

@@ -93,6 +93,22 @@ def test_target_holes_keep_snow_and_unfilled_clouds_with_their_values():
     assert holes[0].tolist() == [[True, True, False, False]] and kept.tolist() == [[False, False, True, False]]
 
 
+def test_no_worker_starts_without_a_date_to_fill(tmp_path, monkeypatch):
+    """Two dates left to fill with --workers 4 start two workers (an idle one held memory), each given its share
+    of the cores."""
+    started = {}
+
+    def connect(scheduler, workers, timeout):
+        started["workers"] = workers
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(stack_files, "_connect", connect)
+    with pytest.raises(RuntimeError, match="stopped here"):
+        fill_stack_files(write_stack(tmp_path / "stack"), tmp_path / "out", targets=DATES[:2], workers=4,
+                         method="biharmonic")
+    assert started == {"workers": 2}
+
+
 @pytest.mark.slow
 def test_fill_stack_cli_fills_every_dates_stripes_from_the_others_and_says_which(tmp_path, capsys):
     folder = write_stack(tmp_path / "stack")
