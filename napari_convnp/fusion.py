@@ -47,8 +47,8 @@ class Fused:
     where any reference is known."""
 
     reference: np.ndarray
-    variance: np.ndarray
-    spread: np.ndarray
+    variance: np.ndarray | None  # None where not asked for (`fuse_references(parts=…)`)
+    spread: np.ndarray | None
     weights: list[float]
 
 
@@ -174,12 +174,16 @@ def rank_references(known, dates, target: int, k: int, *, bands=None, sampled: b
     return ranked(reference_terms(known, dates, target, bands=bands, sampled=sampled), k)
 
 
-def fuse_references(target, target_known, references) -> Fused:
+PARTS = ("reference", "variance", "spread")
+
+
+def fuse_references(target, target_known, references, parts=PARTS) -> Fused:
     """The references (C×H×W, NaN unknown) as one on the target's scale: each fitted to the target by the model's
     local linear fit (`solvers.local_linear_fit`, its windows), weighted per pixel by the inverse of its local fit
     error there, the weights normalised over the references that know the pixel. target: C×H×W (array-like,
     read in row blocks); target_known: its known pixels (H×W or C×H×W). Pixels no reference knows stay NaN, and
-    so do those known only by a reference that shares no known pixel with the target within the block."""
+    so do those known only by a reference that shares no known pixel with the target within the block. parts: those
+    of PARTS to return (the others None): each is a scene's worth of memory, the peak of a stack's target."""
     import torch
 
     from .model import ModelConfig, band_stats
@@ -192,7 +196,7 @@ def fuse_references(target, target_known, references) -> Fused:
         if tuple(ref.shape) != (c, h, w):
             raise FillError(f"a reference of shape {tuple(ref.shape)} does not fit the target's {(c, h, w)}")
     windows = ModelConfig().regression_window
-    out = [np.full((c, h, w), np.nan, np.float32) for _ in range(3)]
+    out = [np.full((c, h, w), np.nan, np.float32) if part in parts else None for part in PARTS]
     weight_sums, weight_count = np.zeros(len(references)), 0
     area = ERROR_WINDOW ** 2
     for r0 in range(0, h, BLOCK_ROWS):
@@ -231,7 +235,8 @@ def fuse_references(target, target_known, references) -> Fused:
         mean = mean * scales + offsets
         spread, fit_error = spread * scales ** 2, fit_error * scales ** 2
         for array, part in zip(out, (mean, spread + fit_error, spread)):
-            array[:, a:b][:, keep] = torch.where(some, part, torch.nan)[:, 0, keep].numpy()
+            if array is not None:
+                array[:, a:b][:, keep] = torch.where(some, part, torch.nan)[:, 0, keep].numpy()
         inside = some[:, :, keep]
         weight_count += int(inside.sum())
         for i, weight in enumerate(weights):

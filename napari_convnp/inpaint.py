@@ -179,7 +179,7 @@ def fill(bands: np.ndarray, mask: np.ndarray, *, method: str = "convnp", density
     if isinstance(reference, list):  # several dates: one reference on this scene's scale, weighted pixel by pixel
         from .fusion import fuse_references
 
-        reference = fuse_references(bands, known, reference).reference
+        reference = fuse_references(bands, known, reference, parts=("reference",)).reference
     context = known
     if density < 1:  # a seeded subsample, drawn band by band to bound the memory
         rng = np.random.default_rng(seed)

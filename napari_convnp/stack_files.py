@@ -296,6 +296,7 @@ def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -
     try:
         result = fill_stack([scene.bands, *(r[2].bands for r in references)],
                             [unusable, *(r[3] for r in references)], dates, targets=[0],
+                            chosen=[range(1, len(references) + 1)],  # ranked by the command: not again, whole
                             max_references=max(1, len(references)), fill_clouds=settings["fill_clouds"],
                             cloudy=[cloudy, *(r[4] for r in references)], method=method, on_rows=on_rows,
                             **options)[0]

@@ -159,11 +159,11 @@ def fill_stack(bands, unusable, dates, *, targets=None, max_references: int = MA
             del usable
         references = [_usable_bands(bands[i], unusable[i]) for i in picked]
         # the target's usable pixels: fuse_references takes them with its known values
-        fused = fuse_references(bands[t], ~unusable[t], references) if picked else None
+        fused = fuse_references(bands[t], ~unusable[t], references, parts=("reference", "spread")) if picked else None
         del references
         reference, spread, weights = (None, None, []) if fused is None else (fused.reference,
                                                                             AtHoles(fused.spread, holes), fused.weights)
-        del fused  # its variance is not used here, its spread only at the holes: two scenes' worth of memory
+        del fused  # its spread is kept only at the holes: a scene's worth of memory
         step = progress and (lambda d, total, done=done: progress(done * total + d, len(targets) * total))
         kept_values = np.broadcast_to(kept, holes.shape)
 

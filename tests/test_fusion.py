@@ -185,3 +185,18 @@ def test_a_spread_kept_only_at_the_holes_gives_back_its_rows():
     for r0, r1 in [(0, 37), (0, 1), (5, 9), (36, 37), (10, 10), (3, 30)]:
         np.testing.assert_array_equal(kept.rows(r0, r1), expected[:, r0:r1], err_msg=f"rows {r0}:{r1}")
     assert sum(v.nbytes for v in kept.values) == 4 * holes.sum()
+
+
+def test_only_the_parts_asked_for_are_made():
+    """A fill from several references needs only the fused reference, a stack's target its spread too: the variance
+    (a scene's worth of memory each) is not made where not asked for; what is made is the same."""
+    rng = np.random.default_rng(5)
+    target = rng.random((2, 30, 26)).astype(np.float32)
+    known = rng.random(target.shape[1:]) < 0.7
+    refs = [target * 1.1 + 0.05 * rng.random(target.shape).astype(np.float32) for _ in range(2)]
+    whole = fuse_references(target, known, refs)
+    some = fuse_references(target, known, refs, parts=("reference", "spread"))
+    assert some.variance is None
+    np.testing.assert_array_equal(some.reference, whole.reference)
+    np.testing.assert_array_equal(some.spread, whole.spread)
+    assert some.weights == whole.weights
