@@ -113,7 +113,7 @@ def _canvas_grid(viewer):
 
 def _display(result, job, preview=None) -> dict:
     """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
-    whole scene these percentiles take seconds the GUI would freeze for. The mean's RGB composite,
+    whole scene these percentiles take seconds the GUI would freeze for. The mean's RGB composite (`mean_layers`),
     stretched as the scene's own. preview: of a streamed result (`_run._fill_streamed`), its kept rows and
     columns, for the limits and as the layers' low level; its RGB composite made on the way; its std stays lazy."""
     mean, variance, mask = (preview["mean"], preview["variance"], preview["mask"]) if preview else (
@@ -281,6 +281,15 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
         ndim = full.ndim - 1 if kwargs.get("rgb") else full.ndim  # an RGB layer's last axis is its colours
         layer = viewer.add_image(data, name=result_name(viewer, info), metadata=meta, multiscale=multiscale,
                                  **fit_placement(job.placement, ndim), **kwargs)
+    return layer
+
+
+def mean_layers(viewer, job, mean, label: str, display: dict):
+    """A filled mean's layer (returned) and the same as the scene's default RGB composite (made by `_display`,
+    stretched as the scene's own), so the fill's seams can be judged in colour beside the scene's composite."""
+    layer = result_layer(viewer, job, levels(mean, display, "mean"), label, "mean", contrast_limits=display["mean"])
+    if display.get("rgb") is not None:
+        result_layer(viewer, job, levels(display["rgb"], display, "RGB"), label, "RGB", rgb=True)
     return layer
 
 

@@ -2,14 +2,13 @@
 `_run.py`, the layers it makes in `_layers.py`, the tooltips in `_tooltips.py`."""
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -46,6 +45,7 @@ from ._layers import (
     layer_scene,
     leave_grid,
     levels,
+    mean_layers,
     result_layer,
     share_limits,
     show_scale_bar,
@@ -114,7 +114,6 @@ class GapFillWidget(QWidget):
         self._grid_shown: list = []  # and the hidden bands layer it showed, hidden again after
         self._task = None  # reading or detecting a whole scene in a thread worker
         self._activity = None  # the running fill's bar in napari's activity dock
-        self._steps = collections.deque()  # what a run's end does on the GUI thread, a step a turn (`_later`)
         self._progress = _Progress()
         self._progress.changed.connect(self._on_progress)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -575,32 +574,7 @@ class GapFillWidget(QWidget):
         if self._activity is not None:
             self._activity.show(done, total, what)
 
-    def _later(self, step: Callable[[], None]) -> None:
-        """Run step on the GUI thread after those queued before it, one per turn of napari's event loop: a run's end
-        makes several layers, ~0.2 s each for napari (its layer controls, the first draw), which together froze the
-        GUI 0.6 s; the run's own end (`_end_run`) is queued after them, so it ends when its layers are there."""
-        self._steps.append(step)
-        if len(self._steps) == 1:
-            QTimer.singleShot(0, self._next_step)
-
-    def _next_step(self) -> None:
-        try:
-            self._steps[0]()
-        finally:
-            self._steps.popleft()
-            if self._steps:
-                QTimer.singleShot(0, self._next_step)
-
     def _on_result(self, item):
-        self._later(functools.partial(self._show_result, item))
-
-    def _on_error(self, err):
-        self._later(functools.partial(self._show_error, err))
-
-    def _on_finished(self):
-        self._later(self._end_run)
-
-    def _show_result(self, item):
         if isinstance(item, Failure):
             label = item.job.label(item.method) if item.method in item.job.methods else item.method
             _notify_error(f"fill failed: {label}: {item.message}")
@@ -608,27 +582,16 @@ class GapFillWidget(QWidget):
             return
         job, method, result, scores, display = item
         label = job.label(method)
-        layers = [("mean", levels(result.mean, display, "mean"), {"contrast_limits": display["mean"]})]
-        if display.get("rgb") is not None:  # the scene's composite of the filled mean, to judge seams in colour
-            layers.append(("RGB", levels(display["rgb"], display, "RGB"), {"rgb": True}))
+        mean = mean_layers(self.viewer, job, result.mean, label, display)
         if result.variance is not None:
-            layers.append(("variance", levels(result.variance, display, "variance"),
-                           {"colormap": variance_colormap(), "contrast_limits": display["variance"]}))
+            result_layer(self.viewer, job, levels(result.variance, display, "variance"), label, "variance",
+                         colormap=variance_colormap(), contrast_limits=display["variance"])
             if display.get("std") is not None:
-                layers.append(("std", levels(display["std"], display, "std"),
-                               {"colormap": "viridis", "contrast_limits": display["std_limits"]}))
-        made = {}
-        steps = [lambda kind=kind, data=data, kwargs=kwargs:
-                 made.__setitem__(kind, result_layer(self.viewer, job, data, label, kind, **kwargs))
-                 for kind, data, kwargs in layers]
-        steps.append(functools.partial(self._result_shown, job, label, result, scores, made))
-        for i, step in enumerate(steps, 1):  # each in a turn of its own, right after this one (before the run's end)
-            self._steps.insert(i, step)
-
-    def _result_shown(self, job, label, result, scores, made):
+                result_layer(self.viewer, job, levels(display["std"], display, "std"), label, "std",
+                             colormap="viridis", contrast_limits=display["std_limits"])
         for kind in ("variance", "std"):
             share_limits(self.viewer, job.source, kind)
-        self.save_combo.value = made["mean"]  # Save offers the newest result
+        self.save_combo.value = mean  # Save offers the newest result
         if scores is not None:
             job.scores[label] = scores
             self.table.add(job, label, scores)
@@ -660,12 +623,12 @@ class GapFillWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
 
-    def _show_error(self, err):
+    def _on_error(self, err):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         _notify_error(f"fill failed: {err}")
 
-    def _end_run(self):
+    def _on_finished(self):
         job = self.job
         if job is not None:
             job.worker = None
