@@ -16,19 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import stack_memory  # noqa: E402 - the same stack
+from run_stall import rss_gb  # noqa: E402 - the same sampling
 
 from napari_convnp import fileio, stack_files, stack_fill  # noqa: E402
 from napari_convnp.batch import plan_outputs  # noqa: E402
 from napari_convnp.fusion import MAX_REFERENCES, rank_references  # noqa: E402
 
 DATES, BANDS = 10, 3
-
-
-def rss_gb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1e6
-    return float("nan")
 
 
 def main() -> None:

@@ -119,10 +119,9 @@ def _display(result, job, preview=None) -> dict:
     mean, variance, mask = (preview["mean"], preview["variance"], preview["mask"]) if preview else (
         result.mean, result.variance, job.mask)
     out = {"mean": contrast_limits(mean), "preview": preview}
-    choice = default_composite(job.scene)
     if preview is not None:
         out["rgb"] = preview["rgb"]
-    elif choice is not None:
+    elif (choice := default_composite(job.scene)) is not None:
         out["rgb"] = rgb_composite(job.scene.with_bands(result.mean), choice, composite_limits(job.scene, choice))
     if variance is not None:
         in_gaps = variance[mask]
