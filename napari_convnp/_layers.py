@@ -113,7 +113,7 @@ def _canvas_grid(viewer):
 
 def _display(result, job, preview=None) -> dict:
     """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
-    whole scene these percentiles take seconds the GUI would freeze for. The mean's RGB composite (`mean_layers`),
+    whole scene these percentiles take seconds the GUI would freeze for. The mean's RGB composite,
     stretched as the scene's own. preview: of a streamed result (`_run._fill_streamed`), its kept rows and
     columns, for the limits and as the layers' low level; its RGB composite made on the way; its std stays lazy."""
     mean, variance, mask = (preview["mean"], preview["variance"], preview["mask"]) if preview else (
@@ -130,6 +130,8 @@ def _display(result, job, preview=None) -> dict:
         out["variance"] = (0.0, top or 1.0)
         if job.show_std:
             out["std"] = np.sqrt(result.variance)
+            if preview is not None:
+                preview["std"] = np.sqrt(preview["variance"])
             out["std_limits"] = (0.0, float(np.sqrt(top)) or 1.0)
     return out
 
@@ -143,8 +145,7 @@ def levels(data, display: dict, kind: str):
     if preview is None or preview["step"] == 1 or data is None:
         return data
     step = preview["step"]
-    low = {"mean": preview["mean"], "variance": preview["variance"],
-           "std": None if preview["variance"] is None else np.sqrt(preview["variance"])}.get(kind)
+    low = preview.get(kind)  # mean, variance, std (made by `_display`, off the GUI thread)
     if low is None:  # the RGB composite, whole in memory
         low = data[::step, ::step]
     return [data, low]
@@ -280,15 +281,6 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
         ndim = full.ndim - 1 if kwargs.get("rgb") else full.ndim  # an RGB layer's last axis is its colours
         layer = viewer.add_image(data, name=result_name(viewer, info), metadata=meta, multiscale=multiscale,
                                  **fit_placement(job.placement, ndim), **kwargs)
-    return layer
-
-
-def mean_layers(viewer, job, mean, label: str, display: dict):
-    """A filled mean's layer (returned) and the same as the scene's default RGB composite (made by `_display`,
-    stretched as the scene's own), so the fill's seams can be judged in colour beside the scene's composite."""
-    layer = result_layer(viewer, job, levels(mean, display, "mean"), label, "mean", contrast_limits=display["mean"])
-    if display.get("rgb") is not None:
-        result_layer(viewer, job, levels(display["rgb"], display, "RGB"), label, "RGB", rgb=True)
     return layer
 
 

@@ -2,13 +2,15 @@
 `_run.py`, the layers it makes in `_layers.py`, the tooltips in `_tooltips.py`."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import gc
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -45,7 +47,6 @@ from ._layers import (
     layer_scene,
     leave_grid,
     levels,
-    mean_layers,
     result_layer,
     share_limits,
     show_scale_bar,
@@ -114,6 +115,7 @@ class GapFillWidget(QWidget):
         self._grid_shown: list = []  # and the hidden bands layer it showed, hidden again after
         self._task = None  # reading or detecting a whole scene in a thread worker
         self._activity = None  # the running fill's bar in napari's activity dock
+        self._steps = collections.deque()  # what a run's end does on the GUI thread, a step a turn (`_later`)
         self._progress = _Progress()
         self._progress.changed.connect(self._on_progress)
         for event in ("inserted", "removed", "moved", "reordered"):
@@ -548,6 +550,10 @@ class GapFillWidget(QWidget):
         with_ref = f" with reference '{job.reference_name}'" if job.reference is not None else ""
         self.status.setText(f"filling '{job.mask_name}' of {job.source} with {', '.join(job.methods)}{with_ref}…")
         self._activity = ActivityBar(f"filling {job.source}")
+        # While the run allocates, the objects napari and Qt already hold (about half a million) are left out of
+        # the garbage collector's full passes: each pass over them held the GIL, and so the GUI, 0.24-0.38 s in a
+        # whole 7000x8000 scene's run (`_end_run` gives them back: nothing frozen stays uncollectable).
+        gc.freeze()
         _run.start(job, self._progress.changed.emit, yielded=self._on_result, errored=self._on_error,
                    finished=self._on_finished)
         return job
@@ -574,7 +580,33 @@ class GapFillWidget(QWidget):
         if self._activity is not None:
             self._activity.show(done, total, what)
 
+    def _later(self, step: Callable[[], None]) -> None:
+        """Run step on the GUI thread after those queued before it, one per turn of napari's event loop: a run's end
+        makes several layers, 0.1-0.25 s each for napari (its layer controls, the layer's first draw), which together
+        froze the GUI 0.4-0.9 s on a whole scene; the run's own end (`_end_run`) is queued after them, so it ends when
+        its layers are there."""
+        self._steps.append(step)
+        if len(self._steps) == 1:
+            QTimer.singleShot(0, self._next_step)
+
+    def _next_step(self) -> None:
+        try:
+            self._steps[0]()
+        finally:
+            self._steps.popleft()
+            if self._steps:
+                QTimer.singleShot(0, self._next_step)
+
     def _on_result(self, item):
+        self._later(functools.partial(self._show_result, item))
+
+    def _on_error(self, err):
+        self._later(functools.partial(self._show_error, err))
+
+    def _on_finished(self):
+        self._later(self._end_run)
+
+    def _show_result(self, item):
         if isinstance(item, Failure):
             label = item.job.label(item.method) if item.method in item.job.methods else item.method
             _notify_error(f"fill failed: {label}: {item.message}")
@@ -582,16 +614,27 @@ class GapFillWidget(QWidget):
             return
         job, method, result, scores, display = item
         label = job.label(method)
-        mean = mean_layers(self.viewer, job, result.mean, label, display)
+        layers = [("mean", levels(result.mean, display, "mean"), {"contrast_limits": display["mean"]})]
+        if display.get("rgb") is not None:  # the scene's composite of the filled mean, to judge seams in colour
+            layers.append(("RGB", levels(display["rgb"], display, "RGB"), {"rgb": True}))
         if result.variance is not None:
-            result_layer(self.viewer, job, levels(result.variance, display, "variance"), label, "variance",
-                         colormap=variance_colormap(), contrast_limits=display["variance"])
+            layers.append(("variance", levels(result.variance, display, "variance"),
+                           {"colormap": variance_colormap(), "contrast_limits": display["variance"]}))
             if display.get("std") is not None:
-                result_layer(self.viewer, job, levels(display["std"], display, "std"), label, "std",
-                             colormap="viridis", contrast_limits=display["std_limits"])
+                layers.append(("std", levels(display["std"], display, "std"),
+                               {"colormap": "viridis", "contrast_limits": display["std_limits"]}))
+        made = {}
+        steps = [lambda kind=kind, data=data, kwargs=kwargs:
+                 made.__setitem__(kind, result_layer(self.viewer, job, data, label, kind, **kwargs))
+                 for kind, data, kwargs in layers]
+        steps.append(functools.partial(self._result_shown, job, label, result, scores, made))
+        for i, step in enumerate(steps, 1):  # each in a turn of its own, right after this one (before the run's end)
+            self._steps.insert(i, step)
+
+    def _result_shown(self, job, label, result, scores, made):
         for kind in ("variance", "std"):
             share_limits(self.viewer, job.source, kind)
-        self.save_combo.value = mean  # Save offers the newest result
+        self.save_combo.value = made["mean"]  # Save offers the newest result
         if scores is not None:
             job.scores[label] = scores
             self.table.add(job, label, scores)
@@ -623,12 +666,13 @@ class GapFillWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
 
-    def _on_error(self, err):
+    def _show_error(self, err):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         _notify_error(f"fill failed: {err}")
 
-    def _on_finished(self):
+    def _end_run(self):
+        gc.unfreeze()  # frozen by `run`
         job = self.job
         if job is not None:
             job.worker = None

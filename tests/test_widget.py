@@ -1,4 +1,6 @@
 """The widget driven headless, as a user would: load → mask → inpaint → layers; cancel; bad files."""
+import gc
+
 import numpy as np
 import pytest
 
@@ -111,8 +113,20 @@ def test_cancel(widget, qtbot, monkeypatch):
     widget.cancel()
     wait_for(qtbot, widget)
     assert widget.status.text().startswith("cancelled")
+    assert gc.get_freeze_count() == 0  # a cancelled run gives napari's objects back to the collector too
     assert widget.progress.value() < widget.progress.maximum()
     assert not [layer for layer in widget.viewer.layers if "convnp mean" in layer.name]
+
+
+def test_a_run_leaves_napari_out_of_the_collectors_full_passes_only_while_it_runs(widget, qtbot):
+    widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
+    widget.simulate()
+    choose(widget, "idw")
+    widget.run()
+    assert gc.get_freeze_count() > 0
+    wait_for(qtbot, widget)
+    assert "idw mean" in widget.viewer.layers  # the run ends once its layers are there
+    assert gc.get_freeze_count() == 0
 
 
 def test_closing_the_dock_cancels_a_running_fill(make_napari_viewer, qtbot, monkeypatch):
