@@ -30,6 +30,8 @@ def test_ssim_in_blocks_of_rows_is_the_ssim_of_the_whole(monkeypatch):
     whole = metrics.ssim(pred, truth, gaps, 1.0)
     monkeypatch.setattr(metrics, "SSIM_BLOCK_ROWS", 13)
     assert metrics.ssim(pred, truth, gaps, 1.0) == pytest.approx(whole, rel=1e-12)
+    monkeypatch.setattr(metrics, "BLOCK_ROWS", 29)  # read 29 rows at a time, scored 13 at a time (and the rest)
+    assert metrics.ssim(pred, truth, gaps, 1.0) == pytest.approx(whole, rel=1e-12)
 
 
 def test_windows_touching_nodata_are_left_out():
