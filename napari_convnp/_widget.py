@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import gc
 from pathlib import Path
 from typing import Callable
 
@@ -151,6 +150,7 @@ class GapFillWidget(QWidget):
         from napari.qt.threading import create_worker
 
         def finished():
+            _run.release_collector()
             self._task = None
             self.progress.setRange(0, 1)
             if self.status.text().endswith("…"):
@@ -162,6 +162,7 @@ class GapFillWidget(QWidget):
         self._task.finished.connect(finished)
         self.status.setText(f"{what}…")
         self.progress.setRange(0, 0)
+        _run.hold_collector()  # released by finished
         self._task.start()
         return self._task
 
@@ -550,10 +551,7 @@ class GapFillWidget(QWidget):
         with_ref = f" with reference '{job.reference_name}'" if job.reference is not None else ""
         self.status.setText(f"filling '{job.mask_name}' of {job.source} with {', '.join(job.methods)}{with_ref}…")
         self._activity = ActivityBar(f"filling {job.source}")
-        # While the run allocates, the objects napari and Qt already hold (about half a million) are left out of
-        # the garbage collector's full passes: each pass over them held the GIL, and so the GUI, 0.24-0.38 s in a
-        # whole 7000x8000 scene's run (`_end_run` gives them back: nothing frozen stays uncollectable).
-        gc.freeze()
+        _run.hold_collector()  # released by `_end_run`
         _run.start(job, self._progress.changed.emit, yielded=self._on_result, errored=self._on_error,
                    finished=self._on_finished)
         return job
@@ -672,7 +670,7 @@ class GapFillWidget(QWidget):
         _notify_error(f"fill failed: {err}")
 
     def _end_run(self):
-        gc.unfreeze()  # frozen by `run`
+        _run.release_collector()
         job = self.job
         if job is not None:
             job.worker = None

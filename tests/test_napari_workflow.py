@@ -1,4 +1,5 @@
 """Issue 12, point by point: the napari workflow as users of the best plugins expect it (headless)."""
+import gc
 import threading
 
 import numpy as np
@@ -535,7 +536,9 @@ def test_a_whole_scene_is_read_and_detected_off_the_gui_thread(widget, qtbot, mo
     monkeypatch.setattr(_run, "STREAM_RESULTS_VALUES", 1000)
     assert widget.load(path) is not None  # the worker
     assert widget.progress.maximum() == 0 and widget.status.text().startswith("reading sf_bay")
+    assert gc.get_freeze_count() > 0  # napari's objects out of the collector's full passes while it reads
     wait_for(qtbot, widget)
+    assert gc.get_freeze_count() == 0
     assert threads == ["read"] and widget.image_combo.value.name.startswith("sf_bay")
     assert widget.detect() is not None
     wait_for(qtbot, widget)
