@@ -560,9 +560,10 @@ def test_a_whole_scene_result_is_shown_from_a_preview_and_read_only_where_in_vie
     widget.simulate()
     monkeypatch.setattr(_run, "STREAM_RESULTS_VALUES", 1000)
     monkeypatch.setattr(_run, "PREVIEW_SIDE", 256)  # 768 px: every 3rd row and column
+    widget.show_std.setChecked(True)
     run(widget, qtbot, "convnp")
     scene = widget._scene()[1]
-    for kind in ("mean", "variance"):
+    for kind in ("mean", "variance", "std"):
         layer = widget.viewer.layers[f"convnp {kind}"]
         assert layer.multiscale and isinstance(layer.data[0], da.Array), kind
         full = np.asarray(layer.data[0])
