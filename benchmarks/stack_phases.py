@@ -2,7 +2,8 @@
 (issue 28). The stack is `stack_memory.py`'s (made here if missing); the first date is filled from its K = 3
 references, ranked as the command ranks them, as a worker fills it.
 
-    python benchmarks/stack_phases.py 4096      → prints the peak RSS (GB) of each phase, in the order they came
+    python benchmarks/stack_phases.py 4096 [6]  → prints the peak RSS (GB) and the seconds (sampled every 20 ms, so
+                                                  about) of each phase, in the order they came
 """
 from __future__ import annotations
 
@@ -22,18 +23,21 @@ from napari_convnp import fileio, stack_files, stack_fill  # noqa: E402
 from napari_convnp.batch import plan_outputs  # noqa: E402
 from napari_convnp.fusion import MAX_REFERENCES, rank_references  # noqa: E402
 
-DATES, BANDS = 10, 3
+DATES = 10
 
 
 def main() -> None:
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 2048
-    work = Path(f"/tmp/stack_phases/{size}")
-    files, _ = stack_memory.make_stack(ROOT.parent / "shared" / "data", work, size, DATES, BANDS)
-    phase, peaks = ["start"], {}
+    bands = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    work = Path(f"/tmp/stack_phases/{size}" + (f"x{bands}" if bands != 3 else ""))
+    files, _ = stack_memory.make_stack(ROOT.parent / "shared" / "data", work, size, DATES, bands)
+    phase, peaks, seconds = ["start"], {}, {}
 
     def watch():
         while True:
-            peaks[phase[0]] = max(peaks.get(phase[0], 0.0), rss_gb())
+            now = phase[0]
+            peaks[now] = max(peaks.get(now, 0.0), rss_gb())
+            seconds[now] = seconds.get(now, 0.0) + 0.02
             time.sleep(0.02)
 
     def named(module, name):
@@ -79,8 +83,9 @@ def main() -> None:
                                   *(stack.item(i) for i in references))
     phase[0] = "end"
     time.sleep(0.1)
-    print(json.dumps({"size": size, "dates": DATES, "bands": BANDS, "seconds": round(time.time() - start, 1),
+    print(json.dumps({"size": size, "dates": DATES, "bands": bands, "seconds": round(time.time() - start, 1),
                       "peak_rss_gb_by_phase": {k: round(v, 3) for k, v in peaks.items()},
+                      "seconds_by_phase": {k: round(v, 1) for k, v in seconds.items()},
                       "error": done.get("error")}, indent=1))
 
 

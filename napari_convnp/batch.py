@@ -14,6 +14,7 @@ from .errors import ConvNPError, SceneError
 from .fileio import FILL_FILE_EXTRAS, OptionError, Outputs, filled_mask_path
 from .options import check_callable, check_path, is_path
 from .scene import expand_inputs  # noqa: F401 - fill-many's inputs, importable from here as before
+from .system import allocator_for_arrays
 from .tiffread import read_provenance
 from .tiffwrite import check_output_path, file_identity, remove_stale_partials, same_file
 
@@ -82,8 +83,9 @@ def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict
         from .fileio import fill_file
 
         torch.set_num_threads(threads)
-        return fill_file(input, outputs.out, variance=outputs.variance,
-                         filled_mask=outputs.filled_mask or False, **kwargs)
+        with allocator_for_arrays():
+            return fill_file(input, outputs.out, variance=outputs.variance,
+                             filled_mask=outputs.filled_mask or False, **kwargs)
     except Exception as err:  # noqa: BLE001 - a failed scene is reported, the rest go on
         return {"error": failure_text(err, input)}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FillError
+from .system import release_free_memory
 
 # The ranking: score = share of the target's holes a date knows − DAY_WEIGHT·(years apart)
 # − SEASON_WEIGHT·(season apart, in half years) − FIT_WEIGHT·(held-out relative error of a linear fit of the
@@ -186,8 +187,7 @@ def fuse_references(target, target_known, references, parts=PARTS) -> Fused:
     of PARTS to return (the others None): each is a scene's worth of memory, the peak of a stack's target."""
     import torch
 
-    from .model import ModelConfig, band_stats
-    from .solvers import box_means, local_linear_fit
+    from .model import ModelConfig
 
     if not references:
         raise FillError("fuse_references needs at least one reference")
@@ -198,48 +198,65 @@ def fuse_references(target, target_known, references, parts=PARTS) -> Fused:
     windows = ModelConfig().regression_window
     out = [np.full((c, h, w), np.nan, np.float32) if part in parts else None for part in PARTS]
     weight_sums, weight_count = np.zeros(len(references)), 0
-    area = ERROR_WINDOW ** 2
     for r0 in range(0, h, BLOCK_ROWS):
         a, b = max(0, r0 - MARGIN), min(h, r0 + BLOCK_ROWS + MARGIN)
         keep = slice(r0 - a, min(h, r0 + BLOCK_ROWS) - a)
-        values = torch.from_numpy(np.asarray(target[:, a:b], np.float32).copy())[:, None]
-        known = torch.from_numpy(np.broadcast_to(np.asarray(target_known[..., a:b, :], bool), values[:, 0].shape)
-                                 .copy())[:, None] & torch.isfinite(values)
-        offsets, scales = band_stats(values[:, 0].numpy(), known[:, 0].numpy())
-        offsets, scales = torch.from_numpy(offsets)[:, None, None, None], torch.from_numpy(scales)[:, None, None, None]
-        values = torch.where(known, (values - offsets) / scales, 0)  # z-scores: the fit's ridge is set in them
-        fits, weights, errors = [], [], []
-        for ref in references:
-            ref = torch.from_numpy(np.asarray(ref[:, a:b], np.float32).copy())[:, None]
-            ref_known = torch.isfinite(ref)
-            ref_offsets, ref_scales = (torch.from_numpy(x)[:, None, None, None]
-                                       for x in band_stats(ref[:, 0].numpy(), ref_known[:, 0].numpy()))
-            ref = torch.where(ref_known, (ref - ref_offsets) / ref_scales, 0)
-            fitted = local_linear_fit(values, known, ref, ref_known, windows, FIT_MIN_PIXELS, FIT_RIDGE)
-            both = (known & ref_known).float()
-            squared = both * (fitted - values) ** 2
-            overall = squared.sum((-2, -1), keepdim=True) / both.sum((-2, -1), keepdim=True).clamp_min(1)
-            local_sq, local_n = box_means(torch.cat([squared, both], 1), (ERROR_WINDOW,))[0].chunk(2, 1)
-            error = (local_sq * area + ERROR_PRIOR * overall) / (local_n * area + ERROR_PRIOR)
-            fits.append(fitted)
-            errors.append(error)
-            # a band that shares no known pixel with the target here cannot be fitted: no weight
-            fitted_here = ref_known & (both.sum((-2, -1), keepdim=True) > 0)
-            weights.append(torch.where(fitted_here, 1 / (error + 1e-6), 0))
-        total = sum(weights)
-        some = total > 0
-        weights = [weight / total.clamp_min(1e-30) for weight in weights]  # normalised: they sum to 1
-        mean = sum(weight * fitted for weight, fitted in zip(weights, fits))
-        spread = sum(weight * (fitted - mean) ** 2 for weight, fitted in zip(weights, fits))
-        fit_error = sum(weight * error for weight, error in zip(weights, errors))
-        mean = mean * scales + offsets
-        spread, fit_error = spread * scales ** 2, fit_error * scales ** 2
-        for array, part in zip(out, (mean, spread + fit_error, spread)):
-            if array is not None:
-                array[:, a:b][:, keep] = torch.where(some, part, torch.nan)[:, 0, keep].numpy()
-        inside = some[:, :, keep]
-        weight_count += int(inside.sum())
-        for i, weight in enumerate(weights):
-            weight_sums[i] += float(weight[:, :, keep][inside].sum())
+        values = np.asarray(target[:, a:b], np.float32)
+        known = np.broadcast_to(np.asarray(target_known[..., a:b, :], bool), values.shape)
+        refs = [np.asarray(ref[:, a:b], np.float32) for ref in references]
+        for band in range(c):  # one band at a time (the fit is per band): the fits' temporaries are one band's
+            fused, some, weights = _fuse_rows(values[band:band + 1], known[band:band + 1],
+                                              [ref[band:band + 1] for ref in refs], windows)
+            for array, part in zip(out, fused):
+                if array is not None:
+                    array[band, a:b][keep] = torch.where(some, part, torch.nan)[0, 0, keep].numpy()
+            inside = some[:, :, keep]
+            weight_count += int(inside.sum())
+            for i, weight in enumerate(weights):
+                weight_sums[i] += float(weight[:, :, keep][inside].sum())
+            del fused, some, weights, inside
+            release_free_memory()  # the temporaries' heap memory back before the next band's
     weights = [float(s / max(weight_count, 1)) for s in weight_sums]
     return Fused(out[0], out[1], out[2], weights)
+
+
+def _fuse_rows(values: np.ndarray, known: np.ndarray, references: list[np.ndarray], windows):
+    """`fuse_references` on one block of rows (C×h×W each, NaN unknown in the references): (mean, variance, spread)
+    as C×1×h×W tensors, where any reference is fitted (`some`), and each reference's normalised weight."""
+    import torch
+
+    from .model import band_stats
+    from .solvers import box_means, local_linear_fit
+
+    area = ERROR_WINDOW ** 2
+    values = torch.from_numpy(values.copy())[:, None]
+    known = torch.from_numpy(known.copy())[:, None] & torch.isfinite(values)
+    offsets, scales = band_stats(values[:, 0].numpy(), known[:, 0].numpy())
+    offsets, scales = torch.from_numpy(offsets)[:, None, None, None], torch.from_numpy(scales)[:, None, None, None]
+    values = torch.where(known, (values - offsets) / scales, 0)  # z-scores: the fit's ridge is set in them
+    fits, weights, errors = [], [], []
+    for ref in references:
+        ref = torch.from_numpy(ref.copy())[:, None]
+        ref_known = torch.isfinite(ref)
+        ref_offsets, ref_scales = (torch.from_numpy(x)[:, None, None, None]
+                                   for x in band_stats(ref[:, 0].numpy(), ref_known[:, 0].numpy()))
+        ref = torch.where(ref_known, (ref - ref_offsets) / ref_scales, 0)
+        fitted = local_linear_fit(values, known, ref, ref_known, windows, FIT_MIN_PIXELS, FIT_RIDGE)
+        both = (known & ref_known).float()
+        squared = both * (fitted - values) ** 2
+        overall = squared.sum((-2, -1), keepdim=True) / both.sum((-2, -1), keepdim=True).clamp_min(1)
+        local_sq, local_n = box_means(torch.cat([squared, both], 1), (ERROR_WINDOW,))[0].chunk(2, 1)
+        error = (local_sq * area + ERROR_PRIOR * overall) / (local_n * area + ERROR_PRIOR)
+        fits.append(fitted)
+        errors.append(error)
+        # a band that shares no known pixel with the target here cannot be fitted: no weight
+        fitted_here = ref_known & (both.sum((-2, -1), keepdim=True) > 0)
+        weights.append(torch.where(fitted_here, 1 / (error + 1e-6), 0))
+    total = sum(weights)
+    weights = [weight / total.clamp_min(1e-30) for weight in weights]  # normalised: they sum to 1
+    mean = sum(weight * fitted for weight, fitted in zip(weights, fits))
+    spread = sum(weight * (fitted - mean) ** 2 for weight, fitted in zip(weights, fits))
+    fit_error = sum(weight * error for weight, error in zip(weights, errors))
+    mean = mean * scales + offsets
+    spread, fit_error = spread * scales ** 2, fit_error * scales ** 2
+    return (mean, spread + fit_error, spread), total > 0, weights

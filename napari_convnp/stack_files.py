@@ -35,6 +35,7 @@ from .fusion import MAX_REFERENCES, fit_sample, rank_references
 from .options import NEEDS_REFERENCE, USES_REFERENCE, check_path, is_path, is_whole
 from .stack import Stack, date_order, read_date, stack_of
 from .stack_fill import FILLED, fill_stack, target_holes
+from .system import allocator_for_arrays
 from .tiffwrite import TiffStream, check_output_path, file_identity, remove_stale_partials, write_stream
 
 
@@ -225,7 +226,8 @@ def _fill_date(outputs, threads: int, settings: dict, target: tuple, *references
         import torch
 
         torch.set_num_threads(threads)
-        return _fill_and_write(outputs, settings, target, references)
+        with allocator_for_arrays():
+            return _fill_and_write(outputs, settings, target, references)
     except Exception as err:  # noqa: BLE001 - a failed date is reported, the rest go on
         return {"error": failure_text(err, path)}
 

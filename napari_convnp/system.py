@@ -1,8 +1,10 @@
 """What the process can ask of the machine: free memory (to fail early with the sizes named) and its umask
-(to create files as a plain open() would), from Linux /proc where it can."""
+(to create files as a plain open() would), from Linux /proc where it can; and glibc's allocator set for arrays."""
 from __future__ import annotations
 
+import ctypes
 import os
+from contextlib import contextmanager
 
 from .errors import SceneError
 
@@ -44,3 +46,55 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# glibc adapts its mmap threshold (up to 32 MiB) and its trim threshold (twice that) as large blocks are freed, so a
+# fill's many scene-sized temporaries are reused from the heap; any of these variables turns that off (Dask sets
+# MALLOC_TRIM_THRESHOLD_ in its workers), and every array above 128 KiB is then mapped fresh and page-faulted in: a
+# fill in a Dask worker took 2.3x as long (benchmarks/stack.md, *Cost*)
+FIXED_MALLOC_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc's malloc.h)
+# what glibc's own adaptation reaches on 64-bit machines, and its defaults where a variable does not say
+FOR_ARRAYS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}
+DEFAULTS = {M_MMAP_THRESHOLD: ("MALLOC_MMAP_THRESHOLD_", 128 << 10),
+            M_TRIM_THRESHOLD: ("MALLOC_TRIM_THRESHOLD_", 128 << 10)}
+
+
+def _glibc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows, musl): the variables mean nothing there
+        return None
+
+
+def _configured(parameter: int) -> int:
+    name, default = DEFAULTS[parameter]
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@contextmanager
+def allocator_for_arrays():
+    """Within: freed arrays up to 32 MiB stay in glibc's heap for the next ones, as in a plain process, where a
+    variable above fixed the allocator (a Dask worker); after, the process's own settings again."""
+    libc = _glibc() if any(name in os.environ for name in FIXED_MALLOC_VARIABLES) else None
+    if libc is None:
+        yield
+        return
+    for parameter, value in FOR_ARRAYS.items():
+        libc.mallopt(parameter, value)
+    try:
+        yield
+    finally:
+        for parameter in FOR_ARRAYS:
+            libc.mallopt(parameter, _configured(parameter))
+
+
+def release_free_memory() -> None:
+    """Give glibc's free heap pages back to the kernel: between the row blocks of a loop whose temporaries come from
+    the heap (arrays up to 32 MiB), its resident memory stays the blocks' live arrays, not what they left behind."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
