@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from contextlib import contextmanager
 
 from .errors import SceneError
@@ -75,21 +76,31 @@ def _configured(parameter: int) -> int:
         return default
 
 
+_holders = [0]  # tasks now inside allocator_for_arrays (a worker may run several at once, in threads)
+_holders_lock = threading.Lock()
+
+
 @contextmanager
 def allocator_for_arrays():
     """Within: freed arrays up to 32 MiB stay in glibc's heap for the next ones, as in a plain process, where a
-    variable above fixed the allocator (a Dask worker); after, the process's own settings again."""
+    variable above fixed the allocator (a Dask worker); once the last task inside has left, the process's own
+    settings again."""
     libc = _glibc() if any(name in os.environ for name in FIXED_MALLOC_VARIABLES) else None
     if libc is None:
         yield
         return
-    for parameter, value in FOR_ARRAYS.items():
-        libc.mallopt(parameter, value)
+    with _holders_lock:
+        _holders[0] += 1
+        for parameter, value in FOR_ARRAYS.items():
+            libc.mallopt(parameter, value)
     try:
         yield
     finally:
-        for parameter in FOR_ARRAYS:
-            libc.mallopt(parameter, _configured(parameter))
+        with _holders_lock:
+            _holders[0] -= 1
+            if not _holders[0]:
+                for parameter in FOR_ARRAYS:
+                    libc.mallopt(parameter, _configured(parameter))
 
 
 def release_free_memory() -> None:
