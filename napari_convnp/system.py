@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from contextlib import contextmanager
@@ -61,7 +62,9 @@ DEFAULTS = {M_MMAP_THRESHOLD: ("MALLOC_MMAP_THRESHOLD_", 128 << 10),
             M_TRIM_THRESHOLD: ("MALLOC_TRIM_THRESHOLD_", 128 << 10)}
 
 
+@functools.cache
 def _glibc():
+    """The C library, where it is glibc (loaded once: the fusion asks for it on every block)."""
     try:
         return ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (macOS, Windows, musl): the variables mean nothing there
