@@ -132,7 +132,7 @@ print(plain, *within, after)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
 def test_arrays_come_from_the_heap_in_a_worker_whose_allocator_dask_fixed():
     """Dask's workers start with MALLOC_TRIM_THRESHOLD_ set, which pins glibc's mmap threshold at 128 KiB: every
-    array was mapped anew and faulted in (a fill 2.3x as slow); within allocator_for_arrays arrays up to 32 MiB come
+    array was mapped anew and faulted in (a fill 2.3x as slow); within allocator_for_arrays arrays up to 16 MiB come
     from the heap (larger ones are still mapped) until the last task inside has left; after, the worker's setting
     holds again."""
     env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
