@@ -75,19 +75,29 @@ def _input_files(scene: Path) -> list[Path]:
     return [scene]
 
 
-def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict:
-    """Runs on a worker: a summary, or {"error": one line naming the file}; never raises."""
+def on_worker(input, threads: int, work, *args) -> dict:
+    """A scene's (or date's) task on a worker, with its threads and glibc's allocator set for arrays: work(*args),
+    or {"error": one line naming `input`}; never raises (a failed scene is reported, the rest go on)."""
     try:
         import torch
 
-        from .fileio import fill_file
-
         torch.set_num_threads(threads)
         with allocator_for_arrays():
-            return fill_file(input, outputs.out, variance=outputs.variance,
-                             filled_mask=outputs.filled_mask or False, **kwargs)
-    except Exception as err:  # noqa: BLE001 - a failed scene is reported, the rest go on
+            return work(*args)
+    except Exception as err:  # noqa: BLE001 - reported as a value
         return {"error": failure_text(err, input)}
+
+
+def _fill_one(input: Path, outputs: Outputs, threads: int, kwargs: dict) -> dict:
+    """Runs on a worker: a summary, or {"error": one line naming the file}; never raises."""
+    return on_worker(input, threads, _fill_scene, input, outputs, kwargs)
+
+
+def _fill_scene(input: Path, outputs: Outputs, kwargs: dict) -> dict:
+    from .fileio import fill_file
+
+    return fill_file(input, outputs.out, variance=outputs.variance, filled_mask=outputs.filled_mask or False,
+                     **kwargs)
 
 
 def failure_text(err: Exception, input) -> str:

@@ -24,8 +24,8 @@ from .batch import (
     _connect,
     _input_files,
     checked_fill_options,
-    failure_text,
     input_scenes,
+    on_worker,
     plan_outputs,
     prepare_out_dir,
 )
@@ -35,7 +35,6 @@ from .fusion import MAX_REFERENCES, fit_sample, rank_references
 from .options import NEEDS_REFERENCE, USES_REFERENCE, check_path, is_path, is_whole
 from .stack import Stack, date_order, read_date, stack_of
 from .stack_fill import FILLED, fill_stack, target_holes
-from .system import allocator_for_arrays
 from .tiffwrite import TiffStream, check_output_path, file_identity, remove_stale_partials, write_stream
 
 
@@ -221,15 +220,7 @@ def _target_indices(stack: _Outline, targets) -> list[int]:
 def _fill_date(outputs, threads: int, settings: dict, target: tuple, *references: tuple) -> dict:
     """Runs on a worker: one target filled from its references and written; a summary, or {"error": one line
     naming the file}; never raises."""
-    path = target[0]
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-        with allocator_for_arrays():
-            return _fill_and_write(outputs, settings, target, references)
-    except Exception as err:  # noqa: BLE001 - a failed date is reported, the rest go on
-        return {"error": failure_text(err, path)}
+    return on_worker(target[0], threads, _fill_and_write, outputs, settings, target, references)
 
 
 def _fill_and_write(outputs, settings: dict, target: tuple, references: tuple) -> dict:
