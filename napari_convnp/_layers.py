@@ -27,6 +27,9 @@ OWN_LIMITS_KEY = "napari_convnp_own_limits"  # a result's own contrast limits, b
 FROM_FILE_KEY = "napari_convnp_read_from_file"  # the Scene of a layer opened by another reader, read by us
 NAME_BUDGET = 24  # characters the layer list shows at its default width (it elides the middle)
 NEEDS_REFERENCE = options.NEEDS_REFERENCE
+# a streamed result's in-memory levels are halved down to this side: napari shows the coarsest level that is sharp
+# enough for the canvas, and a layer's first draw uploads it (a 2048² float32 texture: 0.05-0.1 s on the GUI thread)
+COARSEST_SIDE = 1024
 
 
 class InputError(ConvNPError):
@@ -115,7 +118,8 @@ def _display(result, job, preview=None) -> dict:
     """Contrast limits (and the standard deviation) of a result, worked out in the worker thread: on a
     whole scene these percentiles take seconds the GUI would freeze for. The mean's RGB composite,
     stretched as the scene's own. preview: of a streamed result (`_run._fill_streamed`), its kept rows and
-    columns, for the limits and as the layers' low level; its RGB composite made on the way; its std stays lazy."""
+    columns, for the limits and as the layers' low levels (with `_halved_down`'s); its RGB composite made on the
+    way; its std stays lazy."""
     mean, variance, mask = (preview["mean"], preview["variance"], preview["mask"]) if preview else (
         result.mean, result.variance, job.mask)
     out = {"mean": contrast_limits(mean), "preview": preview}
@@ -133,22 +137,35 @@ def _display(result, job, preview=None) -> dict:
             if preview is not None:
                 preview["std"] = np.sqrt(preview["variance"])
             out["std_limits"] = (0.0, float(np.sqrt(top)) or 1.0)
+    if preview is not None and preview["step"] > 1:
+        if preview.get("rgb") is not None:
+            step = preview["step"]
+            preview["RGB"] = np.ascontiguousarray(preview["rgb"][::step, ::step])
+        preview["coarser"] = {kind: _halved_down(preview[kind], rgb=kind == "RGB")
+                              for kind in ("mean", "variance", "std", "RGB") if preview.get(kind) is not None}
+    return out
+
+
+def _halved_down(low: np.ndarray, rgb: bool) -> list[np.ndarray]:
+    """The levels under `low`, each every other row and column of the one before, until the longer side fits
+    COARSEST_SIDE; copies (contiguous, made here in the worker, not strided views copied at each draw)."""
+    out = []
+    while max(low.shape[-3:-1] if rgb else low.shape[-2:]) > COARSEST_SIDE:
+        low = np.ascontiguousarray(low[..., ::2, ::2, :] if rgb else low[..., ::2, ::2])
+        out.append(low)
     return out
 
 
 def levels(data, display: dict, kind: str):
-    """What a result's layer holds: the result itself, or for a streamed one with a preview napari's two levels of a
-    multiscale image, [the result read from its file, every k-th row and column in memory]: napari shows the
-    second while the whole scene is in view and reads the file only for the part in view when zoomed in, never a
-    whole band on the GUI thread (2.5 s a layer on a 7000×8000 scene)."""
+    """What a result's layer holds: the result itself, or for a streamed one with a preview the levels of a
+    multiscale image, [the result read from its file, every k-th row and column in memory, and that halved down to
+    COARSEST_SIDE]: napari shows a level in memory while the whole scene is in view and reads the file only for the
+    part in view when zoomed in, never a whole band on the GUI thread (2.5 s a layer on a 7000×8000 scene)."""
     preview = display.get("preview")
     if preview is None or preview["step"] == 1 or data is None:
         return data
-    step = preview["step"]
-    low = preview.get(kind)  # mean, variance, std (made by `_display`, off the GUI thread)
-    if low is None:  # the RGB composite, whole in memory
-        low = data[::step, ::step]
-    return [data, low]
+    # made by `_display`, off the GUI thread: mean, variance, std, RGB (the composite's k-th rows and columns)
+    return [data, preview[kind], *preview["coarser"][kind]]
 
 
 def full_data(layer):
@@ -254,7 +271,9 @@ def add_mask_layer(viewer, mask: np.ndarray, kind: str, layer, source_scene: Sce
 def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
     """The layer of a result: a re-run with the very same settings (scene, mask, reference) replaces its own
     layer; a run with another mask or reference adds one, named by what differs (`result_name`), unless
-    job.replace, when it takes over the earlier layer of its label and kind."""
+    job.replace, when it takes over the earlier layer of its label and kind. A layer it adds is hidden, for the
+    caller to show in a later turn of napari's loop: its first slicing and drawing then freeze the GUI apart from
+    napari's making of the layer (`GapFillWidget._show_result`)."""
     info = {"source": job.source, "label": label, "kind": kind, "mask": job.mask_name,
             "reference": job.reference_name}
     meta = {SCENE_KEY: job.scene, RESULT_KEY: info}
@@ -280,7 +299,7 @@ def result_layer(viewer, job, data, label: str, kind: str, **kwargs):
             viewer.layers.remove(existing)  # make a layer multiscale (or not) after it is made
         ndim = full.ndim - 1 if kwargs.get("rgb") else full.ndim  # an RGB layer's last axis is its colours
         layer = viewer.add_image(data, name=result_name(viewer, info), metadata=meta, multiscale=multiscale,
-                                 **fit_placement(job.placement, ndim), **kwargs)
+                                 visible=False, **fit_placement(job.placement, ndim), **kwargs)
     return layer
 
 

@@ -25,8 +25,12 @@ def test_a_run_with_another_mask_keeps_the_earlier_results_unless_told_to_replac
     assert "idw mean · painted" in layers  # named by what differs
     np.testing.assert_array_equal(layers["idw mean"].data, first)  # the scored run is still there
     assert layers["idw mean"].metadata[RESULT_KEY]["mask"] == simulated.name
+    assert layers["idw mean"].visible and layers["idw mean · painted"].visible  # new layers shown once made
+    layers["idw mean"].visible = False  # the user hides the earlier result
+    widget.mask_combo.value = simulated
     run(widget, qtbot, "idw")  # the very same settings: its own layer replaced, no third one
     assert [lay.name for lay in layers if lay.name.startswith("idw mean")] == ["idw mean", "idw mean · painted"]
+    assert not layers["idw mean"].visible  # and left hidden
     assert column(widget, "mask") == [simulated.name, "painted"]  # a row per run, as the layers
 
 

@@ -553,29 +553,35 @@ def test_a_whole_scene_result_is_shown_from_a_preview_and_read_only_where_in_vie
     the way too, stretched as the scene's own. Saving and the water step use the full resolution."""
     import dask.array as da
 
-    from napari_convnp import _run
+    from napari_convnp import _layers, _run
     from napari_convnp._napari import composite_limits, default_composite, rgb_composite
 
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
     monkeypatch.setattr(_run, "STREAM_RESULTS_VALUES", 1000)
     monkeypatch.setattr(_run, "PREVIEW_SIDE", 256)  # 768 px: every 3rd row and column
+    monkeypatch.setattr(_layers, "COARSEST_SIDE", 64)  # and that halved down to 64 px: 256, 128, 64
     widget.show_std.setChecked(True)
     run(widget, qtbot, "convnp")
     scene = widget._scene()[1]
     for kind in ("mean", "variance", "std"):
         layer = widget.viewer.layers[f"convnp {kind}"]
         assert layer.multiscale and isinstance(layer.data[0], da.Array), kind
+        assert layer.visible, kind  # added hidden, shown in the next turn (the GUI's stall at a run's end)
         full = np.asarray(layer.data[0])
         assert full.shape == scene.shape
-        np.testing.assert_array_equal(layer.data[1], full[:, ::3, ::3], err_msg=kind)
+        assert len(layer.data) == 4, kind
+        for level, step in zip(layer.data[1:], (3, 6, 12)):
+            assert level.flags.c_contiguous, kind
+            np.testing.assert_array_equal(level, full[:, ::step, ::step], err_msg=kind)
     mean = np.asarray(widget.viewer.layers["convnp mean"].data[0])
     rgb = widget.viewer.layers["convnp RGB"]
-    assert rgb.rgb and rgb.multiscale and rgb.data[0].shape == (*scene.shape[1:], 3)
+    assert rgb.rgb and rgb.multiscale and rgb.visible and rgb.data[0].shape == (*scene.shape[1:], 3)
     choice = default_composite(scene)
     expected = rgb_composite(scene.with_bands(mean), choice, composite_limits(scene, choice))
     np.testing.assert_array_equal(rgb.data[0], expected)
-    np.testing.assert_array_equal(rgb.data[1], expected[::3, ::3])
+    for level, step in zip(rgb.data[1:], (3, 6, 12), strict=True):
+        np.testing.assert_array_equal(level, expected[::step, ::step])
 
     assert widget.save(widget.viewer.layers["convnp mean"], str(tmp_path / "mean.tif"))
     np.testing.assert_array_equal(read_scene(tmp_path / "mean.tif").bands, mean)
