@@ -63,7 +63,7 @@ def main() -> None:
         base = statistics.median(seconds[("shipped", precision, mode)])
         rows.append({"network": name, "channels": SHAPES[name],
                      "parameters": sum(p.numel() for p in models[name].parameters()), "precision": precision,
-                     "fill": mode, "seconds": runs, "median_s": statistics.median(runs),
+                     "fill": mode, "seconds": runs, "median_s": round(statistics.median(runs), 2),
                      "vs_shipped": round(statistics.median(runs) / base, 2)})
     print("| network | precision | fill | median s | × shipped |\n|---|---|---|---|---|")
     for row in rows:
