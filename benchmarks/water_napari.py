@@ -65,9 +65,9 @@ def _synthetic_fills(size: int):
     _, widget = viewer.window.add_plugin_dock_widget("napari-convnp", "Fill Landsat gaps")
     job = Job("synthetic", scene, mask, ["convnp", "biharmonic"], 1.0, "cpu", None, mask_name="gaps")
     variance = np.where(mask, rng.uniform(0, 1e6, bands.shape), 0).astype(np.float32)
-    result_layer(viewer, job, bands, "convnp", "mean")
-    result_layer(viewer, job, variance, "convnp", "variance")
-    result_layer(viewer, job, bands + rng.normal(0, 500, bands.shape).astype(np.float32), "biharmonic", "mean")
+    for label, kind, data in (("convnp", "mean", bands), ("convnp", "variance", variance),
+                              ("biharmonic", "mean", bands + rng.normal(0, 500, bands.shape).astype(np.float32))):
+        result_layer(viewer, job, data, label, kind).visible = True  # as the widget shows them after a run
     return viewer, widget.water, QApplication.instance(), float(gaps.mean())
 
 
