@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import gc
 import shutil
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -122,24 +123,37 @@ def layer_mask(data, invert: bool = False, own_scene: Scene | None = None) -> np
     return marked
 
 
-_runs_holding_collector = 0
+# seconds a thread may keep the GIL while another waits for it, during background work (Python's default: 5 ms). Each
+# call of the GUI thread into Python (napari's event filter, a widget's size hint) otherwise waits up to 5 ms behind a
+# worker running Python code: a status line's layout pass took 0.18-0.48 s so, 0.04-0.11 s at 1 ms (2-core AMD EPYC)
+BACKGROUND_SWITCH_INTERVAL = 0.001
+_background_tasks = 0
+_switch_interval_before = None
 
 
-def hold_collector() -> None:
-    """At a run's start: the objects napari and Qt already hold (about half a million) are left out of the garbage
-    collector's full passes while the run allocates. Each pass over them held the GIL, and so the GUI, 0.24-0.38 s
-    during a whole 7000x8000 scene's run; frozen, a pass took 0.02-0.06 s. `release_collector` at the run's end
-    gives them back (nothing frozen stays uncollectable); runs of several docks at once count."""
-    global _runs_holding_collector
-    _runs_holding_collector += 1
+def start_background_work() -> None:
+    """At the start of a task in a worker thread (a run, a whole scene's reading): napari's process set up for the GUI
+    to stay responsive while it runs. The objects napari and Qt already hold (about half a million) are left out of
+    the garbage collector's full passes while the task allocates: each pass over them held the GIL, and so the GUI,
+    0.24-0.38 s during a whole 7000x8000 scene's run; frozen, a pass took 0.02-0.06 s. And the GIL changes hands
+    every BACKGROUND_SWITCH_INTERVAL. `end_background_work` at the task's end undoes both (nothing frozen stays
+    uncollectable); tasks of several docks at once count."""
+    global _background_tasks, _switch_interval_before
+    if not _background_tasks:
+        _switch_interval_before = sys.getswitchinterval()
+        sys.setswitchinterval(min(_switch_interval_before, BACKGROUND_SWITCH_INTERVAL))
+    _background_tasks += 1
     gc.freeze()
 
 
-def release_collector() -> None:
-    global _runs_holding_collector
-    _runs_holding_collector = max(0, _runs_holding_collector - 1)
-    if not _runs_holding_collector:
+def end_background_work() -> None:
+    global _background_tasks
+    if not _background_tasks:
+        return
+    _background_tasks -= 1
+    if not _background_tasks:
         gc.unfreeze()
+        sys.setswitchinterval(_switch_interval_before)
 
 
 def _device_choices() -> list[str]:

@@ -35,7 +35,7 @@ from ._layers import (
 )
 from ._napari import STACK_KEY, fit_placement, stack_layers
 from ._pickers import LayerPicker, button
-from ._run import _device_choices, _Progress, hold_collector, release_collector
+from ._run import _device_choices, _Progress, end_background_work, start_background_work
 from ._tooltips import TOOLTIPS
 from ._widget import _notify_error, _reports_input_errors
 from .errors import ConvNPError
@@ -296,7 +296,7 @@ class StackWidget(QWidget):
         job.worker.yielded.connect(self._on_date)
         job.worker.errored.connect(lambda err: _notify_error(f"stack fill failed: {err}"))
         job.worker.finished.connect(self._on_finished)
-        hold_collector()  # released by `_on_finished`
+        start_background_work()  # ended by `_on_finished`
         job.worker.start()
         return job
 
@@ -363,7 +363,7 @@ class StackWidget(QWidget):
         self._show_date()
 
     def _on_finished(self):
-        release_collector()
+        end_background_work()
         job = self.job
         job.worker = None
         for push in (self.fill_date_button, self.fill_all_button):

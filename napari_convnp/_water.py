@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from ._layers import RESULT_KEY, InputError, full_data, result_method, result_name
 from ._napari import SCENE_KEY, fit_placement, layer_placement
 from ._pickers import button
-from ._run import _Progress
+from ._run import _Progress, end_background_work, start_background_work
 from ._tooltips import TOOLTIPS
 from .errors import Cancelled, OptionError
 from .indices import INDICES, WATER_INDICES, IndexBands, index_bands, reflectance_scale
@@ -386,6 +386,7 @@ class WaterPanel(QGroupBox):
         self.area_label.setText(f"{fill.name}: P({bands.name.upper()} > t) preparing…")
         self.progress.setRange(0, 0)
         self.cancel_button.setEnabled(True)
+        start_background_work()  # ended by `_on_prepare_finished`
         self.prepare_worker.start()
         return self.prepare_worker
 
@@ -399,6 +400,7 @@ class WaterPanel(QGroupBox):
             self.step = None
 
     def _on_prepare_finished(self):
+        end_background_work()
         self.prepare_worker = None
         try:
             if self._prepare_again:
@@ -468,6 +470,7 @@ class WaterPanel(QGroupBox):
         self.area_worker.finished.connect(self._on_area_finished)
         self.progress.setRange(0, 0)
         self.cancel_button.setEnabled(True)
+        start_background_work()  # ended by `_on_area_finished`
         self.area_worker.start()
         return self.area_worker
 
@@ -494,6 +497,7 @@ class WaterPanel(QGroupBox):
         show_error(f"{what} failed: {err}")
 
     def _on_area_finished(self):
+        end_background_work()
         self.area_worker = None
         try:
             if self.prepare_worker is None:  # else its busy bar stays

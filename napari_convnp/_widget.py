@@ -155,7 +155,7 @@ class GapFillWidget(QWidget):
         from napari.qt.threading import create_worker
 
         def finished():
-            _run.release_collector()
+            _run.end_background_work()
             self._task = None
             self.progress.setRange(0, 1)
             if self.status.text().endswith("…"):
@@ -167,7 +167,7 @@ class GapFillWidget(QWidget):
         self._task.finished.connect(finished)
         self.status.setText(f"{what}…")
         self.progress.setRange(0, 0)
-        _run.hold_collector()  # released by finished
+        _run.start_background_work()  # ended by finished
         self._task.start()
         return self._task
 
@@ -556,7 +556,7 @@ class GapFillWidget(QWidget):
         with_ref = f" with reference '{job.reference_name}'" if job.reference is not None else ""
         self.status.setText(f"filling '{job.mask_name}' of {job.source} with {', '.join(job.methods)}{with_ref}…")
         self._activity = ActivityBar(f"filling {job.source}")
-        _run.hold_collector()  # released by `_end_run`
+        _run.start_background_work()  # ended by `_end_run`
         _run.start(job, self._progress.changed.emit, yielded=self._on_result, errored=self._on_error,
                    finished=self._on_finished)
         return job
@@ -685,7 +685,7 @@ class GapFillWidget(QWidget):
         _notify_error(f"fill failed: {err}")
 
     def _end_run(self):
-        _run.release_collector()
+        _run.end_background_work()
         job = self.job
         if job is not None:
             job.worker = None

@@ -1,6 +1,8 @@
 """The Water step of the widget, headless: after a fill, P(water) and the water maps prepared in a worker (the GUI
 stays responsive), a threshold slider that redraws them without a refill, the area's interval from a worker, and
 the indices a scene's bands allow."""
+import gc
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +112,7 @@ def test_moving_the_slider_redraws_the_maps_without_a_refill(widget, qtbot, lake
 
 def test_the_area_interval_arrives_from_the_worker(widget, qtbot, lake_scene):
     path, lake = lake_scene
+    switch_interval = sys.getswitchinterval()
     _filled(widget, qtbot, path, "convnp", "biharmonic")
     panel = widget.water
     step = _mapped(qtbot, panel)
@@ -128,6 +131,8 @@ def test_the_area_interval_arrives_from_the_worker(widget, qtbot, lake_scene):
     assert panel.area is None and "computing" in panel.area_label.text()
     _wait_area(qtbot, panel)
     assert panel.area is not None and panel.area.expected < area.expected and step is panel.step
+    # the water workers, like a run, keep napari's objects frozen and the GIL's interval short only while they run
+    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == switch_interval
 
 
 def test_cancelling_the_area_leaves_the_maps_and_says_so(widget, qtbot, lake_scene, monkeypatch):

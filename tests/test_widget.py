@@ -1,5 +1,6 @@
 """The widget driven headless, as a user would: load → mask → inpaint → layers; cancel; bad files."""
 import gc
+import sys
 
 import numpy as np
 import pytest
@@ -119,14 +120,21 @@ def test_cancel(widget, qtbot, monkeypatch):
 
 
 def test_a_run_leaves_napari_out_of_the_collectors_full_passes_only_while_it_runs(widget, qtbot):
+    """And hands the GIL over every millisecond meanwhile (the GUI thread's calls into Python otherwise wait up to
+    5 ms each behind the worker), Python's own interval given back at the end."""
+    from napari_convnp._run import BACKGROUND_SWITCH_INTERVAL
+
     widget.load(SAMPLES / "itaipu_landsat8_B234_768.tif")
     widget.simulate()
     choose(widget, "idw")
+    before = sys.getswitchinterval()
     widget.run()
     assert gc.get_freeze_count() > 0
+    assert sys.getswitchinterval() == BACKGROUND_SWITCH_INTERVAL < before
     wait_for(qtbot, widget)
     assert "idw mean" in widget.viewer.layers  # the run ends once its layers are there
     assert gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == before
 
 
 def test_closing_the_dock_cancels_a_running_fill(make_napari_viewer, qtbot, monkeypatch):
