@@ -16,13 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtr, ndtri
-from water import MIN_WATER, RAW, REFLECTANCE_SETS, reliability
+from water import MIN_WATER, RAW, REFLECTANCE_SETS, _brier, reliability
 
 SCALES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-
-
-def brier(p, y) -> float:
-    return round(float(np.mean((p - y) ** 2)), 5)
 
 
 def arrays(pooled, sets, label):
@@ -42,13 +38,13 @@ def main() -> None:
                          *((s, (s,)) for s in sets)]:
         p_b, y_b, _ = arrays(pooled, chosen, "biharmonic")
         p, y, scene = arrays(pooled, chosen, "convnp")
-        p, y, base = p.astype(np.float64), y.astype(np.float64), brier(p_b.astype(np.float64), y_b)
+        p, y, base = p.astype(np.float64), y.astype(np.float64), _brier(p_b, y_b)
         z = ndtri(np.clip(p, 1e-12, 1 - 1e-12))
         for s in SCALES:
             q = ndtr(z / s)
             worst = max((reliability(q[scene == n], y[scene == n])[1] for n in set(scene)
                          if ((scene == n) & (y > 0.5)).sum() >= MIN_WATER), default=None)
-            rows.append({"set": name, "s": s, "brier": brier(q, y), "vs_biharmonic": round(brier(q, y) / base, 3),
+            rows.append({"set": name, "s": s, "brier": _brier(q, y), "vs_biharmonic": round(_brier(q, y) / base, 3),
                          "worst_scene_ece": worst})
             print(rows[-1], flush=True)
     args.json.write_text(json.dumps({"measured": __doc__.splitlines()[0], "raw": str(RAW), "rows": rows},
